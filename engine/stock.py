@@ -1,0 +1,137 @@
+"""Stock ledger of one variant (or one shard of a hot variant).
+
+``on_hand`` units are in the warehouse; reservations (checkout reservations and cart holds)
+set units aside until they are committed (sold: they leave ``on_hand``), released, or expire.
+``available = on_hand - reserved`` is never negative: nothing is ever oversold.
+Times are epoch seconds passed in by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.errors import Conflict, NotFound, ValidationFailed
+
+#: Largest on-hand count one ledger accepts.
+MAX_ON_HAND = 10**9
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Units set aside for ``owner`` (a cart id) until ``expires_at`` (epoch seconds)."""
+
+    reservation_id: str
+    quantity: int
+    expires_at: float
+    owner: str
+
+
+@dataclass(slots=True)
+class StockLedger:
+    """On-hand count, open reservations and units sold of one variant (shard)."""
+
+    variant_id: str
+    on_hand: int = 0
+    sold: int = 0
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    #: Running sum of reservation quantities, so ``available`` is O(1) with many reservations.
+    reserved: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+    def reserve(self, reservation_id: str, quantity: int, expires_at: float,
+                owner: str) -> Reservation:
+        """Reserve ``quantity`` units, or resize/renew reservation ``reservation_id``.
+
+        Idempotent on ``reservation_id``: reserving again with the same id sets that
+        reservation's quantity and expiry (a renewal) instead of adding a second one.
+
+        Raises:
+            ValidationFailed: ``invalid_quantity`` when ``quantity`` < 1.
+            Conflict: ``out_of_stock`` with ``details=[{variant_id, requested, available}]``.
+        """
+        if type(quantity) is not int or quantity < 1:
+            raise ValidationFailed("invalid_quantity", "reserve at least one unit")
+        existing = self.reservations.get(reservation_id)
+        have = existing.quantity if existing else 0
+        if quantity - have > self.available:
+            raise Conflict(
+                "out_of_stock",
+                f"only {self.available + have} of {self.variant_id!r} available",
+                [{"variant_id": self.variant_id, "requested": quantity,
+                  "available": self.available + have}],
+            )
+        if existing is not None:
+            self.reserved += quantity - have
+            existing.quantity = quantity
+            existing.expires_at = max(existing.expires_at, expires_at)
+            return existing
+        r = Reservation(reservation_id, quantity, expires_at, owner)
+        self.reservations[reservation_id] = r
+        self.reserved += quantity
+        return r
+
+    def release(self, reservation_id: str) -> Reservation | None:
+        """Give reserved units back; None if there was no such reservation (idempotent)."""
+        r = self.reservations.pop(reservation_id, None)
+        if r is not None:
+            self.reserved -= r.quantity
+        return r
+
+    def commit(self, reservation_id: str) -> Reservation:
+        """The reserved units are sold: they leave ``on_hand`` and the reservation closes.
+
+        Raises:
+            NotFound: ``reservation_not_found`` (expired, released or never made).
+        """
+        r = self.reservations.pop(reservation_id, None)
+        if r is None:
+            raise NotFound("reservation_not_found",
+                           f"no open reservation {reservation_id!r} on {self.variant_id!r}")
+        self.reserved -= r.quantity
+        self.on_hand -= r.quantity
+        self.sold += r.quantity
+        return r
+
+    def expire(self, now: float) -> list[Reservation]:
+        """Release every reservation whose ``expires_at`` <= ``now``; return them."""
+        due = [r for r in self.reservations.values() if r.expires_at <= now]
+        for r in due:
+            self.release(r.reservation_id)
+        return due
+
+    def next_expiry(self) -> float | None:
+        """Earliest reservation deadline, or None."""
+        return min((r.expires_at for r in self.reservations.values()), default=None)
+
+    def set_on_hand(self, on_hand: int) -> None:
+        """Set the warehouse count (admin ``{set: n}``).
+
+        Raises:
+            ValidationFailed: ``invalid_stock`` out of 0..10**9.
+            Conflict: ``stock_below_reserved`` when fewer than the reserved units would remain.
+        """
+        if type(on_hand) is not int or not 0 <= on_hand <= MAX_ON_HAND:
+            raise ValidationFailed("invalid_stock", f"stock is a whole number in 0..{MAX_ON_HAND}")
+        if on_hand < self.reserved:
+            raise Conflict("stock_below_reserved",
+                           f"{self.reserved} units are reserved; on hand cannot go below that",
+                           [{"reserved": self.reserved}])
+        self.on_hand = on_hand
+
+    def adjust(self, delta: int) -> None:
+        """Add ``delta`` (may be negative) to on hand (admin ``{delta: n}``); same errors as set."""
+        if type(delta) is not int:
+            raise ValidationFailed("invalid_stock", "delta is a whole number")
+        self.set_on_hand(self.on_hand + delta)
+
+    def snapshot(self) -> dict[str, int]:
+        """``{on_hand, reserved, available, sold}`` in units."""
+        return {"on_hand": self.on_hand, "reserved": self.reserved,
+                "available": self.available, "sold": self.sold}
+
+
+def reservation_not_active(reservation_id: str) -> Conflict:
+    return Conflict("reservation_expired", f"reservation {reservation_id!r} is no longer held")

@@ -1,0 +1,15 @@
+"""RFC 3339 rendering of epoch seconds (API.md: times are RFC 3339 strings in UTC)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """``1795000000.25`` -> ``"2026-11-18T09:46:40.250Z"``; None stays None. Pure: reads no clock."""
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts, UTC)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
