@@ -50,8 +50,9 @@ class LineItem:
     added_at: float
     updated_at: float
     category: str = ""
-    #: True when stock is held for this line at its inventory actor (hold-on-add variants).
-    held: bool = False
+    #: Until when (epoch seconds) stock is held for this line at its inventory actor
+    #: (hold-on-add variants); None when nothing is held.
+    hold_until: float | None = None
 
     def same_item(self, variant_id: str, options: Mapping[str, str]) -> bool:
         return self.variant_id == variant_id and self.options == options
@@ -215,9 +216,9 @@ class Cart:
     def expire(self, now: float) -> list[LineItem]:
         """Mark the cart expired; return the lines that held stock (to be released)."""
         self.ensure_active()
-        held = [ln for ln in self.lines.values() if ln.held]
+        held = [ln for ln in self.lines.values() if ln.hold_until is not None]
         for ln in held:
-            ln.held = False
+            ln.hold_until = None
         self.status = CartStatus.EXPIRED
         self.version += 1
         self.updated_at = now
@@ -226,7 +227,7 @@ class Cart:
     def check_out(self, order_id: str, now: float) -> None:
         self.ensure_active()
         for ln in self.lines.values():
-            ln.held = False
+            ln.hold_until = None
         self.status = CartStatus.CHECKED_OUT
         self.order_id = order_id
         self.version += 1
@@ -235,7 +236,7 @@ class Cart:
     def mark_merged(self, into_cart_id: str, now: float) -> None:
         self.ensure_active()
         for ln in self.lines.values():
-            ln.held = False
+            ln.hold_until = None
         self.status = CartStatus.MERGED
         self.merged_into = into_cart_id
         self.version += 1

@@ -1,69 +1,103 @@
-"""Cart pricing: subtotal -> discounts -> shipping -> tax -> total, all in minor units.
+"""Cart pricing: sale price -> line promotions -> cart promotions -> membership -> shipping -> tax.
 
-Pipeline order: the unit price captured on each line, coupon and automatic promotions on the
-subtotal, flat-rate shipping (free over a threshold), then tax on the discounted amount.
-Rounding: percentages and tax round half up (``engine.money.round_half_up``) once, on the
-amount they apply to; a cart-level discount is spread over lines by largest remainder
-(``engine.money.allocate``) so line totals sum exactly to the discounted subtotal.
+All amounts are integer minor units of the cart's one currency; rates are basis points.
+
+Pipeline (the order commercetools, Medusa and Saleor share):
+
+1. **Sale price**: each line's ``unit_price`` (captured from the catalog when added) times its
+   quantity is the line subtotal.
+2. **Line promotions** (targets products / variants / categories, ``buy_x_get_y``, fixed
+   ``allocation="each"``), in application order (higher ``priority`` first, then
+   ``promotion_id``). Each works on what is left of each line after the previous ones
+   (discounts compound, so nothing ever goes below zero). Percentages round half up per line.
+3. **Cart promotions** (target ``cart``), same order: a percentage of, or a fixed amount off,
+   the remaining amount of the eligible lines, rounded half up once, then spread over those
+   lines by largest remainder (``engine.money.allocate``, weights = what is left of each line)
+   so that line totals always sum exactly to the discounted subtotal.
+4. **Membership discounts** (cart promotions with ``membership=True``), the same way.
+5. **Shipping**: the :class:`~engine.policies.ShippingQuoter` quotes on the discounted
+   subtotal; free-shipping and shipping-target promotions then reduce the quote.
+6. **Tax** on the discounted amount (plus shipping when the policy taxes shipping), by the
+   :class:`~engine.policies.TaxCalculator`; rounded half up once per cart.
+
+Combination: every stackable promotion that is eligible applies; an exclusive promotion
+(``stackable=False``) applies alone. When there are exclusive ones, pricing prices each
+possible deal (all stackable promotions together; each exclusive one alone) and keeps the
+lowest total for the customer; ties go to the deal whose leading promotion has the higher
+priority, then the smaller ``promotion_id``. Codes of the deals not kept are reported as
+``not_combinable`` in ``code_errors``.
+
+Pure: no I/O and no clock (``PricingContext.now`` is epoch seconds).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
-from engine.cart import Cart
+from engine.cart import Cart, LineItem
 from engine.errors import DomainError, NotFound, ValidationFailed
+from engine.limits import MAX_CODES_PER_CART
 from engine.money import allocate, format_amount, percent_of, round_half_up
-from engine.promotions import Promotion
+from engine.policies import (
+    FlatRateShipping,
+    ShippingPolicy,
+    ShippingQuoter,
+    TaxCalculator,
+    TaxPolicy,
+)
+from engine.promotions import Promotion, sort_key
 
-
-@dataclass(frozen=True, slots=True)
-class ShippingPolicy:
-    """Flat-rate shipping per currency (minor units), free from ``free_over`` subtotal on."""
-
-    flat: Mapping[str, int] = field(default_factory=lambda: {"USD": 499, "EUR": 499})
-    free_over: Mapping[str, int] = field(default_factory=lambda: {"USD": 5000, "EUR": 5000})
-
-    def quote(self, currency: str, discounted_subtotal: int, has_lines: bool) -> int:
-        if not has_lines:
-            return 0
-        threshold = self.free_over.get(currency)
-        if threshold is not None and discounted_subtotal >= threshold:
-            return 0
-        return self.flat.get(currency, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class TaxPolicy:
-    """One tax rate in basis points (825 = 8.25 %), tax-exclusive prices."""
-
-    rate_bp: int = 0
-
-    def tax(self, taxable: int) -> int:
-        return round_half_up(taxable * self.rate_bp, 10_000)
-
+__all__ = [
+    "FlatRateShipping", "PricedCart", "PricedLine", "PricingContext", "ShippingPolicy",
+    "ShippingQuoter", "TaxCalculator", "TaxPolicy", "check_code", "describe_promotion",
+    "price_cart",
+]
 
 @dataclass(frozen=True, slots=True)
 class PricingContext:
     """What pricing needs beside the cart.
 
-    ``promotions`` maps an upper-case code to its promotion; ``automatic`` are promotions
-    without a code; ``current_prices`` maps variant id -> today's unit price in the cart's
-    currency (None when the variant is gone), to flag lines whose price moved.
+    - ``now``: epoch seconds (validity windows).
+    - ``promotions``: upper-case code -> promotion, for the codes on carts.
+    - ``automatic``: promotions applied without a code (every entry is treated as automatic).
+    - ``current_prices``: variant id -> today's unit price in the cart's currency (None when
+      the variant is gone), to flag lines whose price moved; a missing variant is unchanged.
+    - ``shipping`` / ``tax``: the policies (:mod:`engine.policies`).
+    - ``customer_id``: the signed-in customer, None for a guest (per-customer limits need one).
+    - ``customer_groups``: the customer's membership tiers (``{"gold"}``).
+    - ``customer_uses``: promotion id -> how many times this customer has used it (orders).
+    - ``usage_exhausted``: ids of promotions whose global ``usage_limit`` is used up (the
+      promotion-usage actor knows; pricing only needs the answer).
+    - ``country`` / ``region``: the destination (ISO 3166-1 ``"US"``, ISO 3166-2 ``"US-CA"`` or
+      ``"CA"``), for tax rates and shipping quotes.
     """
 
     now: float
     promotions: Mapping[str, Promotion] = field(default_factory=dict)
     automatic: Sequence[Promotion] = ()
     current_prices: Mapping[str, int | None] = field(default_factory=dict)
-    shipping: ShippingPolicy = field(default_factory=ShippingPolicy)
-    tax: TaxPolicy = field(default_factory=TaxPolicy)
+    shipping: ShippingQuoter = field(default_factory=ShippingPolicy)
+    tax: TaxCalculator = field(default_factory=TaxPolicy)
+    customer_id: str | None = None
+    customer_groups: frozenset[str] = frozenset()
+    customer_uses: Mapping[str, int] = field(default_factory=dict)
+    usage_exhausted: frozenset[str] = frozenset()
+    country: str | None = None
+    region: str | None = None
 
 
 @dataclass(slots=True)
 class PricedLine:
+    """One priced line (minor units): ``total = subtotal - discount``.
+
+    ``current_unit_price`` is set only when the catalog price differs from the captured unit
+    price. ``discounts``: ``[{code, promotion_id, amount: Money, description, reason}]``, the
+    line's share of each promotion (only shares above zero).
+    """
+
     line_id: str
     subtotal: int
     discount: int
@@ -73,12 +107,26 @@ class PricedLine:
 
     @property
     def price_changed(self) -> bool:
-        return False if self.current_unit_price is None else True
+        """True exactly when the catalog price moved since the line was added."""
+        return self.current_unit_price is not None
 
 
 @dataclass(slots=True)
 class PricedCart:
-    """Totals in minor units and the explanation of each discount."""
+    """Totals in minor units and the explanation of each discount.
+
+    ``discount`` is the item discount (``subtotal - discount`` = the discounted subtotal = the
+    sum of the line totals); ``shipping`` is what is charged after shipping promotions, and
+    ``shipping_discount`` what they saved. ``total = subtotal - discount + shipping + tax``
+    with tax-exclusive prices, ``subtotal - discount + shipping`` with tax-inclusive prices
+    (``tax`` is then the tax contained in the total).
+
+    ``discounts``: one entry per applied promotion, ``{code (None when automatic),
+    promotion_id, amount: Money, description, reason, applies_to: "items" | "shipping"}``;
+    the ``items`` amounts sum to ``discount``. ``hints``: sentences such as
+    ``"add 12.00 USD more for free shipping"``. ``code_errors``: code -> why it does not apply.
+    ``promotion_ids``: the promotions applied (checkout reserves a use of each).
+    """
 
     currency: str
     lines: dict[str, PricedLine]
@@ -90,99 +138,461 @@ class PricedCart:
     total: int
     hints: list[str] = field(default_factory=list)
     code_errors: dict[str, DomainError] = field(default_factory=dict)
+    shipping_discount: int = 0
+    prices_include_tax: bool = False
+    promotion_ids: list[str] = field(default_factory=list)
 
     def totals(self) -> dict[str, dict[str, Any]]:
+        """API.md totals: ``{subtotal, discount, shipping, tax, total}`` as Money dicts."""
         def m(a: int) -> dict[str, Any]:
             return {"amount": a, "currency": self.currency}
         return {"subtotal": m(self.subtotal), "discount": m(self.discount),
                 "shipping": m(self.shipping), "tax": m(self.tax), "total": m(self.total)}
 
 
-def check_code(promo: Promotion | None, code: str, subtotal: int, currency: str,
-               now: float) -> Promotion:
-    """Whether ``code`` can apply now. Raises NotFound ``unknown_code``, ValidationFailed
-    ``code_expired`` / ``code_not_yet_valid`` / ``minimum_not_met`` / ``currency_mismatch``."""
-    if promo is None:
-        raise NotFound("unknown_code", f"no promotion has code {code!r}",
-                       [{"code": code}])
-    if promo.starts_at is not None and now < promo.starts_at:
-        raise ValidationFailed("code_not_yet_valid", f"code {code!r} is not valid yet",
-                               [{"code": code}])
-    if promo.ends_at is not None and now >= promo.ends_at:
-        raise ValidationFailed("code_expired", f"code {code!r} has expired", [{"code": code}])
-    if promo.kind == "fixed" and promo.currency != currency:
-        raise ValidationFailed("currency_mismatch",
-                               f"code {code!r} is for {promo.currency} carts", [{"code": code}])
-    if subtotal < promo.min_subtotal:
-        short = promo.min_subtotal - subtotal
-        raise ValidationFailed(
+# -- words ---------------------------------------------------------------------------------
+
+def _pct(bp: int) -> str:
+    whole, frac = divmod(bp, 100)
+    return f"{whole}%" if not frac else f"{whole}.{frac:02d}".rstrip("0") + "%"
+
+
+def describe_promotion(p: Promotion, currency: str) -> str:
+    """What ``p`` gives, in words: its admin ``description``, else generated from its rules."""
+    if p.description:
+        return p.description
+    target = p.target.describe()
+    if p.kind == "free_shipping":
+        return "free shipping"
+    if p.kind == "percentage":
+        return f"{_pct(p.value)} off {target}"
+    if p.kind == "fixed":
+        amount = p.amount_in(currency)
+        money = format_amount(amount, currency) if amount is not None else "an amount"
+        if p.allocation == "each":
+            return f"{money} off each unit of " + \
+                ("every item" if p.target.type == "cart" else target)
+        return f"{money} off {target}"
+    got = "free" if p.percent_bp >= 10_000 else f"at {_pct(p.percent_bp)} off"
+    on = "" if p.target.type == "cart" else f" on {target}"
+    return f"buy {p.buy_quantity} get {p.get_quantity} {got}{on}"
+
+
+def _reason(p: Promotion, code: str | None, currency: str) -> str:
+    """Why ``p`` applied, in words: how it was activated and the conditions it met."""
+    parts = [f"code {code}" if code else "automatic promotion"]
+    minimum = p.minimum_in(currency)
+    if minimum:
+        parts.append(f"subtotal of at least {format_amount(minimum, currency)}")
+    if p.min_quantity:
+        parts.append(f"at least {p.min_quantity} eligible items")
+    if p.customer_groups:
+        parts.append(f"for {', '.join(sorted(p.customer_groups))} members")
+    if not p.stackable:
+        parts.append("exclusive: not combined with other promotions")
+    return "; ".join(parts)
+
+
+def _label(p: Promotion, code: str | None) -> str:
+    return f"code {code}" if code else f"promotion {p.promotion_id}"
+
+
+def _items_word(p: Promotion, matching: Sequence[LineItem]) -> str:
+    names = {ln.name for ln in matching}
+    if len(names) == 1:
+        return next(iter(names))
+    if p.target.type == "cart":
+        return "items"
+    return f"items of {p.target.describe()}"
+
+
+def _get_words(p: Promotion) -> str:
+    return "free" if p.percent_bp >= 10_000 else f"at {_pct(p.percent_bp)} off"
+
+
+# -- eligibility ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Who:
+    customer_id: str | None
+    groups: frozenset[str]
+    uses: Mapping[str, int]
+    exhausted: frozenset[str]
+
+
+def _who(ctx: PricingContext | None) -> _Who:
+    if ctx is None:
+        return _Who(None, frozenset(), {}, frozenset())
+    return _Who(ctx.customer_id, ctx.customer_groups, ctx.customer_uses, ctx.usage_exhausted)
+
+
+def _ineligible(p: Promotion, code: str | None, subtotal: int, currency: str, now: float,
+                who: _Who, lines: Sequence[LineItem] | None) -> DomainError | None:
+    """Why ``p`` cannot apply to this cart now, or None. ``lines`` None skips the line checks.
+
+    Order of checks: validity window, global usage, customer (sign-in, groups, own uses),
+    currency, minimum subtotal (before discounts), then, with lines, eligible items and
+    minimum quantity (and a full buy-X-get-Y group).
+    """
+    label = _label(p, code)
+    det: dict[str, Any] = {"code": code, "promotion_id": p.promotion_id}
+    if p.starts_at is not None and now < p.starts_at:
+        return ValidationFailed("code_not_yet_valid", f"{label} is not valid yet",
+                                [{**det, "starts_at": p.starts_at}])
+    if p.ends_at is not None and now >= p.ends_at:
+        return ValidationFailed("code_expired", f"{label} has expired",
+                                [{**det, "ends_at": p.ends_at}])
+    if p.promotion_id in who.exhausted:
+        return ValidationFailed("usage_limit_reached", f"{label} has been used up",
+                                [{**det, "scope": "global", "limit": p.usage_limit}])
+    if p.per_customer_limit is not None:
+        if who.customer_id is None:
+            return ValidationFailed("customer_not_eligible", f"sign in to use {label}",
+                                    [{**det, "reason": "sign_in_required"}])
+        used = who.uses.get(p.promotion_id, 0)
+        if used >= p.per_customer_limit:
+            return ValidationFailed(
+                "usage_limit_reached",
+                f"you have already used {label} {used} time{'s' if used != 1 else ''}",
+                [{**det, "scope": "customer", "limit": p.per_customer_limit, "used": used}])
+    if p.customer_groups and not (p.customer_groups & who.groups):
+        return ValidationFailed(
+            "customer_not_eligible",
+            f"{label} is for {', '.join(sorted(p.customer_groups))} members only",
+            [{**det, "customer_groups": sorted(p.customer_groups)}])
+    if p.kind == "fixed" and p.amount_in(currency) is None:
+        return ValidationFailed("currency_mismatch", f"{label} does not apply to {currency} carts",
+                                [{**det, "currency": currency}])
+    minimum = p.minimum_in(currency)
+    if subtotal < minimum:
+        short = minimum - subtotal
+        return ValidationFailed(
+            "minimum_not_met", f"add {format_amount(short, currency)} more to use {label}",
+            [{**det, "minimum": minimum, "subtotal": subtotal, "short": short}])
+    if lines is None or p.stage == "shipping":
+        return None
+    matching = [ln for ln in lines if p.target.matches(ln)]
+    if not matching:
+        return ValidationFailed("no_eligible_items",
+                                f"{label} applies to {p.target.describe()}: none in the cart",
+                                [det])
+    units = sum(ln.quantity for ln in matching)
+    if units < p.min_quantity:
+        need = p.min_quantity - units
+        return ValidationFailed(
             "minimum_not_met",
-            f"add {format_amount(short, currency)} more to use code {code!r}",
-            [{"code": code, "minimum": promo.min_subtotal, "subtotal": subtotal}])
+            f"add {need} more {_items_word(p, matching)} to use {label}",
+            [{**det, "min_quantity": p.min_quantity, "quantity": units, "short_quantity": need}])
+    if p.kind == "buy_x_get_y" and units < p.buy_quantity + p.get_quantity:
+        need = p.buy_quantity + p.get_quantity - units
+        return ValidationFailed(
+            "minimum_not_met",
+            f"add {need} more {_items_word(p, matching)} to get {p.get_quantity} "
+            f"{_get_words(p)} with {label}",
+            [{**det, "min_quantity": p.buy_quantity + p.get_quantity, "quantity": units,
+              "short_quantity": need}])
+    return None
+
+
+def _combination_error(p: Promotion, code: str, others: Sequence[Promotion]) -> DomainError | None:
+    others = [o for o in others if o.promotion_id != p.promotion_id]
+    if len(others) >= MAX_CODES_PER_CART:
+        return ValidationFailed("too_many_codes",
+                                f"a cart takes at most {MAX_CODES_PER_CART} codes",
+                                [{"code": code}])
+    if not others:
+        return None
+    clash = others if not p.stackable else [o for o in others if not o.stackable]
+    if not clash:
+        return None
+    names = ", ".join(sorted(o.code or o.promotion_id for o in clash))
+    why = ("it cannot be combined with other codes" if not p.stackable
+           else f"{names} cannot be combined with other codes")
+    return ValidationFailed(
+        "not_combinable", f"code {code} cannot be used with {names}: {why}; remove one first",
+        [{"code": code, "conflicts_with": sorted(o.code or o.promotion_id for o in clash)}])
+
+
+def check_code(promo: Promotion | None, code: str, subtotal: int, currency: str, now: float,
+               *, cart: Cart | None = None, ctx: PricingContext | None = None,
+               others: Sequence[Promotion] | None = None) -> Promotion:
+    """Whether ``code`` can be added to a cart now; returns its promotion.
+
+    ``subtotal`` is the cart subtotal before discounts, minor units of ``currency``; ``now``
+    epoch seconds. With ``cart``, the line rules are checked too (eligible items, minimum
+    quantity) and the cart's size; with ``ctx``, the customer rules (groups, per-customer and
+    global usage). ``others``: promotions of the codes already on the cart (default: looked up
+    from ``cart.codes`` in ``ctx.promotions``). Without ``ctx`` the shopper counts as a guest
+    in no group, so group-only and per-customer promotions are refused (safe default).
+
+    Combination rule (Shopify and Saleor refuse at apply time rather than let a code silently
+    not apply): an exclusive code cannot join a cart that already has a code, and no code can
+    join a cart holding an exclusive code. Automatic promotions never block a code; pricing
+    then keeps whichever deal is better for the customer.
+
+    Raises:
+        NotFound: ``unknown_code``.
+        ValidationFailed: ``too_many_codes``, ``code_not_yet_valid``, ``code_expired``,
+        ``usage_limit_reached`` (details ``scope``: ``global`` or ``customer``),
+        ``customer_not_eligible``, ``currency_mismatch``, ``minimum_not_met`` (details
+        ``short`` in minor units or ``short_quantity`` in units), ``no_eligible_items``,
+        ``not_combinable``.
+    """
+    if promo is None:
+        raise NotFound("unknown_code", f"no promotion has code {code!r}", [{"code": code}])
+    if others is None:
+        others = []
+        if cart is not None and ctx is not None:
+            others = [ctx.promotions[c] for c in cart.codes
+                      if c != code and c in ctx.promotions]
+    if cart is not None and code not in cart.codes and len(cart.codes) >= MAX_CODES_PER_CART:
+        raise ValidationFailed("too_many_codes",
+                               f"a cart takes at most {MAX_CODES_PER_CART} codes",
+                               [{"code": code}])
+    lines = _canonical(cart) if cart is not None else None
+    err = _ineligible(promo, code, subtotal, currency, now, _who(ctx), lines) or \
+        _combination_error(promo, code, others)
+    if err is not None:
+        raise err
     return promo
 
 
-def price_cart(cart: Cart, ctx: PricingContext) -> PricedCart:
-    """Price ``cart``: per-line subtotals, discounts (allocated to lines), shipping, tax, total.
+# -- the pipeline --------------------------------------------------------------------------
 
-    Codes that cannot apply right now (expired, minimum not met) contribute nothing and are
-    reported in ``code_errors`` instead of raising.
+def _canonical(cart: Cart) -> list[LineItem]:
+    """Lines in line-id order, so that results never depend on insertion order."""
+    return sorted(cart.lines.values(), key=lambda ln: ln.line_id)
+
+
+@dataclass(slots=True)
+class _Applied:
+    promo: Promotion
+    code: str | None
+    amount: int
+    per_line: dict[int, int]
+    applies_to: str
+
+
+@dataclass(slots=True)
+class _Outcome:
+    remaining: list[int]
+    applied: list[_Applied]
+    shipping_before: int
+    shipping: int
+    tax: int
+    total: int
+
+
+def _line_stage(p: Promotion, lines: Sequence[LineItem], rem: list[int],
+                currency: str) -> dict[int, int]:
+    """Per-line discounts of a line promotion on what is left of each line (``rem``)."""
+    idx = [i for i, ln in enumerate(lines) if p.target.matches(ln)]
+    out: dict[int, int] = {}
+    if p.kind == "percentage":
+        for i in idx:
+            # Rounding rule: half up, per line, on what is left of the line.
+            out[i] = percent_of(rem[i], p.value)
+    elif p.kind == "fixed" and p.allocation == "each":
+        each = p.amount_in(currency) or 0
+        for i in idx:
+            out[i] = min(rem[i], each * lines[i].quantity)
+    elif p.kind == "fixed":
+        base = sum(rem[i] for i in idx)
+        amount = min(p.amount_in(currency) or 0, base)
+        # Largest remainder over what is left of each targeted line: parts never exceed it.
+        for i, part in zip(idx, allocate(amount, [rem[i] for i in idx]), strict=True):
+            out[i] = part
+    elif p.kind == "buy_x_get_y":
+        units = sum(lines[i].quantity for i in idx)
+        free = units // (p.buy_quantity + p.get_quantity) * p.get_quantity
+        # The cheapest units are the "get" units (Shopify's and Saleor's rule); ties by line id.
+        for i in sorted(idx, key=lambda i: (Fraction(rem[i], lines[i].quantity), lines[i].line_id)):
+            if free <= 0:
+                break
+            k = min(free, lines[i].quantity)
+            free -= k
+            # Rounding rule: half up, on the k units' share of what is left of the line.
+            out[i] = min(rem[i], round_half_up(rem[i] * k * p.percent_bp,
+                                               lines[i].quantity * 10_000))
+    return out
+
+
+def _cart_stage(p: Promotion, lines: Sequence[LineItem], rem: list[int],
+                currency: str) -> dict[int, int]:
+    """A cart promotion: one amount on the eligible remainder, spread by largest remainder."""
+    idx = [i for i, ln in enumerate(lines) if p.target.matches(ln)]
+    base = sum(rem[i] for i in idx)
+    if p.kind == "percentage":
+        # Rounding rule: half up, once, on the eligible remainder of the whole cart.
+        amount = percent_of(base, p.value)
+    else:
+        amount = min(p.amount_in(currency) or 0, base)
+    return dict(zip(idx, allocate(amount, [rem[i] for i in idx]), strict=True))
+
+
+def _shipping_saved(p: Promotion, shipping: int, currency: str) -> int:
+    if p.kind == "free_shipping":
+        return shipping
+    if p.kind == "percentage":
+        # Rounding rule: half up on the shipping charge left.
+        return percent_of(shipping, p.value)
+    return min(p.amount_in(currency) or 0, shipping)
+
+
+def _run(lines: Sequence[LineItem], subs: Sequence[int], deal: Sequence[tuple[str | None,
+         Promotion]], ctx: PricingContext, currency: str) -> _Outcome:
+    rem = list(subs)
+    applied: list[_Applied] = []
+    ordered = sorted(deal, key=lambda cp: sort_key(cp[1]))
+    for stage in ("line", "cart", "membership"):
+        for code, p in ordered:
+            if p.stage != stage:
+                continue
+            parts = (_line_stage if stage == "line" else _cart_stage)(p, lines, rem, currency)
+            for i, d in parts.items():
+                rem[i] -= d
+            applied.append(_Applied(p, code, sum(parts.values()),
+                                    {i: d for i, d in parts.items() if d}, "items"))
+    discounted = sum(rem)
+    shipping_before = ctx.shipping.quote(currency, discounted, bool(lines), ctx.country,
+                                         ctx.region)
+    shipping = shipping_before
+    for code, p in ordered:
+        if p.stage == "shipping":
+            saved = _shipping_saved(p, shipping, currency)
+            shipping -= saved
+            applied.append(_Applied(p, code, saved, {}, "shipping"))
+    taxable = discounted + (shipping if ctx.tax.tax_shipping else 0)
+    tax = ctx.tax.tax(taxable, ctx.country, ctx.region)
+    total = discounted + shipping + (0 if ctx.tax.prices_include_tax else tax)
+    return _Outcome(rem, applied, shipping_before, shipping, tax, total)
+
+
+def _lead(deal: Sequence[tuple[str | None, Promotion]]) -> tuple[int, int, str]:
+    if not deal:
+        return (1, 0, "")
+    prio, pid = min(sort_key(p) for _, p in deal)
+    return (0, prio, pid)
+
+
+def price_cart(cart: Cart, ctx: PricingContext) -> PricedCart:
+    """Price ``cart``: line subtotals, discounts (allocated to lines), shipping, tax, total.
+
+    Codes that cannot apply right now (expired, minimum not met, used up, not combinable...)
+    contribute nothing and are reported in ``code_errors`` (the same errors as
+    :func:`check_code`) instead of raising; automatic promotions that do not apply are
+    silent, except for a hint when only the minimum stands in the way. Never raises for
+    promotion reasons.
     """
     cur = cart.currency
-    lines = list(cart.lines.values())
-    line_subs = [ln.unit_price * ln.quantity for ln in lines]
-    subtotal = sum(line_subs)
-    applied: list[tuple[str | None, Promotion]] = []
+    lines = _canonical(cart)
+    subs = [ln.unit_price * ln.quantity for ln in lines]
+    subtotal = sum(subs)
+    who = _who(ctx)
     errors: dict[str, DomainError] = {}
+    hints: list[str] = []
+    eligible: list[tuple[str | None, Promotion]] = []
+    seen: set[str] = set()
     for code in cart.codes:
-        try:
-            applied.append((code, check_code(ctx.promotions.get(code), code, subtotal, cur,
-                                             ctx.now)))
-        except DomainError as e:
-            errors[code] = e
-    for p in ctx.automatic:
-        try:
-            applied.append((None, check_code(p, p.promotion_id, subtotal, cur, ctx.now)))
-        except DomainError:
+        promo = ctx.promotions.get(code)
+        if promo is None:
+            errors[code] = NotFound("unknown_code", f"no promotion has code {code!r}",
+                                    [{"code": code}])
             continue
+        if promo.promotion_id in seen:
+            continue
+        err = _ineligible(promo, code, subtotal, cur, ctx.now, who, lines)
+        if err is not None:
+            errors[code] = err
+            if err.code == "minimum_not_met":
+                hints.append(err.message)
+            continue
+        seen.add(promo.promotion_id)
+        eligible.append((code, promo))
+    for promo in sorted(ctx.automatic, key=sort_key):
+        if promo.promotion_id in seen:
+            continue
+        err = _ineligible(promo, None, subtotal, cur, ctx.now, who, lines)
+        if err is not None:
+            if err.code == "minimum_not_met":
+                _automatic_hint(promo, err, lines, cur, hints)
+            continue
+        seen.add(promo.promotion_id)
+        eligible.append((None, promo))
+
+    deals: list[list[tuple[str | None, Promotion]]] = [[cp for cp in eligible if cp[1].stackable]]
+    deals += [[cp] for cp in eligible if not cp[1].stackable]
+    outcomes = [_run(lines, subs, deal, ctx, cur) for deal in deals]
+    best = min(range(len(deals)), key=lambda k: (outcomes[k].total, _lead(deals[k])))
+    deal, out = deals[best], outcomes[best]
+    winners = ", ".join(sorted(c or p.promotion_id for c, p in deal)) or "nothing"
+    kept = {p.promotion_id for _, p in deal}
+    for maybe_code, p in eligible:
+        if maybe_code is not None and p.promotion_id not in kept:
+            errors[maybe_code] = ValidationFailed(
+                "not_combinable",
+                f"code {maybe_code} cannot be combined with {winners}; the better deal for you "
+                f"was applied", [{"code": maybe_code, "promotion_id": p.promotion_id,
+                                  "applied": sorted(kept)}])
+
     discounts: list[dict[str, Any]] = []
-    remaining = subtotal
-    line_disc = [0] * len(lines)
-    free_shipping = False
-    for code, p in applied:
-        if p.kind == "free_shipping":
-            free_shipping = True
-            amount = 0
-        elif p.kind == "percentage":
-            amount = min(remaining, percent_of(remaining, p.value))
-        else:
-            amount = min(remaining, p.value)
-        remaining -= amount
-        for i, part in enumerate(allocate(amount, line_subs)):
-            line_disc[i] += part
-        discounts.append({"code": code, "promotion_id": p.promotion_id,
-                          "amount": {"amount": amount, "currency": cur},
-                          "description": p.description or _describe(p, cur)})
-    discount = subtotal - remaining
-    shipping = 0 if free_shipping else ctx.shipping.quote(cur, remaining, bool(lines))
-    tax = ctx.tax.tax(remaining + shipping)
-    priced_lines = {}
-    for ln, sub, d in zip(lines, line_subs, line_disc, strict=True):
+    line_discounts: list[list[dict[str, Any]]] = [[] for _ in lines]
+    for a in out.applied:
+        description = describe_promotion(a.promo, cur)
+        reason = _reason(a.promo, a.code, cur)
+        discounts.append({"code": a.code, "promotion_id": a.promo.promotion_id,
+                          "amount": {"amount": a.amount, "currency": cur},
+                          "description": description, "reason": reason,
+                          "applies_to": a.applies_to})
+        for i, d in sorted(a.per_line.items()):
+            line_discounts[i].append({"code": a.code, "promotion_id": a.promo.promotion_id,
+                                      "amount": {"amount": d, "currency": cur},
+                                      "description": description, "reason": reason})
+        if a.promo.kind == "buy_x_get_y":
+            _bxgy_hint(a.promo, a.code, lines, hints)
+
+    priced_lines: dict[str, PricedLine] = {}
+    for i, ln in enumerate(lines):
         current = ctx.current_prices.get(ln.variant_id, ln.unit_price)
         priced_lines[ln.line_id] = PricedLine(
-            ln.line_id, sub, d, sub - d,
-            current if current is not None and current != ln.unit_price else None)
-    hints = []
-    threshold = ctx.shipping.free_over.get(cur)
-    if lines and shipping and threshold is not None and remaining < threshold:
-        hints.append(f"add {format_amount(threshold - remaining, cur)} more for free shipping")
-    return PricedCart(cur, priced_lines, discounts, subtotal, discount, shipping, tax,
-                      remaining + shipping + tax, hints, errors)
+            ln.line_id, subs[i], subs[i] - out.remaining[i], out.remaining[i],
+            current if current is not None and current != ln.unit_price else None,
+            line_discounts[i])
+    discounted = sum(out.remaining)
+    threshold = ctx.shipping.free_shipping_threshold(cur, ctx.country, ctx.region)
+    if lines and out.shipping and threshold is not None and discounted < threshold:
+        hints.append(f"add {format_amount(threshold - discounted, cur)} more for free shipping")
+    return PricedCart(
+        currency=cur, lines=priced_lines, discounts=discounts, subtotal=subtotal,
+        discount=subtotal - discounted, shipping=out.shipping, tax=out.tax, total=out.total,
+        hints=list(dict.fromkeys(hints)), code_errors=errors,
+        shipping_discount=out.shipping_before - out.shipping,
+        prices_include_tax=ctx.tax.prices_include_tax,
+        promotion_ids=[p.promotion_id for _, p in sorted(deal, key=lambda cp: sort_key(cp[1]))],
+    )
 
 
-def _describe(p: Promotion, currency: str) -> str:
-    if p.kind == "percentage":
-        return f"{p.value / 100:g}% off the cart"
-    if p.kind == "fixed":
-        return f"{format_amount(p.value, currency)} off the cart"
-    return "free shipping"
+def _automatic_hint(p: Promotion, err: DomainError, lines: Sequence[LineItem], currency: str,
+                    hints: list[str]) -> None:
+    """"add 12.00 USD more to get free shipping" for an automatic promotion just out of reach."""
+    d = err.details[0] if err.details else {}
+    if "short" in d:
+        hints.append(f"add {format_amount(d['short'], currency)} more to get "
+                     f"{describe_promotion(p, currency)}")
+    elif "short_quantity" in d:
+        items = _items_word(p, [ln for ln in lines if p.target.matches(ln)])
+        what = f"{p.get_quantity} {_get_words(p)}" if p.kind == "buy_x_get_y" \
+            else describe_promotion(p, currency)
+        hints.append(f"add {d['short_quantity']} more {items} to get {what}")
+
+
+def _bxgy_hint(p: Promotion, code: str | None, lines: Sequence[LineItem],
+               hints: list[str]) -> None:
+    """"add 1 more T-shirt to get 1 free" when the last group of units is incomplete."""
+    matching = [ln for ln in lines if p.target.matches(ln)]
+    group = p.buy_quantity + p.get_quantity
+    left = sum(ln.quantity for ln in matching) % group
+    if left:
+        hints.append(f"add {group - left} more {_items_word(p, matching)} to get "
+                     f"{p.get_quantity} {_get_words(p)}")
+

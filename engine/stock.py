@@ -8,6 +8,7 @@ Times are epoch seconds passed in by the caller.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from engine.errors import Conflict, NotFound, ValidationFailed
@@ -36,6 +37,14 @@ class StockLedger:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     #: Running sum of reservation quantities, so ``available`` is O(1) with many reservations.
     reserved: int = 0
+    #: (expires_at, reservation_id) min-heap with lazy deletion: the next deadline in O(log n).
+    _expiries: list[tuple[float, str]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.reservations:
+            self.reserved = sum(r.quantity for r in self.reservations.values())
+            self._expiries = [(r.expires_at, r.reservation_id) for r in self.reservations.values()]
+            heapq.heapify(self._expiries)
 
     @property
     def available(self) -> int:
@@ -66,11 +75,14 @@ class StockLedger:
         if existing is not None:
             self.reserved += quantity - have
             existing.quantity = quantity
-            existing.expires_at = max(existing.expires_at, expires_at)
+            if expires_at > existing.expires_at:
+                existing.expires_at = expires_at
+                heapq.heappush(self._expiries, (expires_at, reservation_id))
             return existing
         r = Reservation(reservation_id, quantity, expires_at, owner)
         self.reservations[reservation_id] = r
         self.reserved += quantity
+        heapq.heappush(self._expiries, (expires_at, reservation_id))
         return r
 
     def release(self, reservation_id: str) -> Reservation | None:
@@ -97,14 +109,24 @@ class StockLedger:
 
     def expire(self, now: float) -> list[Reservation]:
         """Release every reservation whose ``expires_at`` <= ``now``; return them."""
-        due = [r for r in self.reservations.values() if r.expires_at <= now]
-        for r in due:
-            self.release(r.reservation_id)
+        due = []
+        while (nxt := self.next_expiry()) is not None and nxt <= now:
+            _, rid = heapq.heappop(self._expiries)
+            r = self.release(rid)
+            if r is not None:
+                due.append(r)
         return due
 
     def next_expiry(self) -> float | None:
-        """Earliest reservation deadline, or None."""
-        return min((r.expires_at for r in self.reservations.values()), default=None)
+        """Earliest reservation deadline (epoch seconds), or None. Amortized O(log n)."""
+        heap = self._expiries
+        while heap:
+            at, rid = heap[0]
+            r = self.reservations.get(rid)
+            if r is not None and r.expires_at == at:
+                return at
+            heapq.heappop(heap)  # stale: released, committed or renewed since
+        return None
 
     def set_on_hand(self, on_hand: int) -> None:
         """Set the warehouse count (admin ``{set: n}``).

@@ -1,0 +1,416 @@
+"""Cart actor: one per cart, with its own inactivity timer and the checkout saga.
+
+Persistence is O(change): the cart header is field ``meta`` and each line item field
+``l:{line_id}``. The deadline is the cart's ``expires_at``: when it passes with no activity the
+cart expires, gives back the stock it holds and leaves memory.
+
+Checkout (a saga, run as one turn of the cart so the cart cannot change under it):
+1. re-price every line against the catalog; a moved price is a 409 ``price_changed`` unless
+   the client accepted it;
+2. reserve every line at its inventory actor, in parallel; if any fails, release the others
+   (compensation) and answer 409 ``out_of_stock`` with a reason per line;
+3. create the order (id derived from cart and Idempotency-Key, so a retry finds it);
+4. authorize the payment; on failure release every reservation, record why on the order
+   and keep the cart usable (402 / 503);
+5. commit the reservations, mark the order paid and the cart checked out; events go out in
+   the same commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from actors.order import ADMIN
+from actors.runtime import Actor
+from actors.views import cart_view
+from engine.cart import Cart, LineItem, normalize_code, normalize_options
+from engine.catalog import Product, Variant
+from engine.errors import Conflict, DomainError, NotFound
+from engine.limits import check_quantity
+from engine.events import CART_CHECKED_OUT, CART_EXPIRED, event
+from engine.money import check_currency
+from engine.pricing import (
+    PricedCart,
+    PricingContext,
+    ShippingPolicy,
+    TaxPolicy,
+    check_code,
+    price_cart,
+)
+
+
+def order_id_for(cart_id: str, idempotency_key: str) -> str:
+    """Deterministic order id: the same cart and key always name the same order."""
+    digest = hashlib.blake2b(f"{cart_id}\x00{idempotency_key}".encode(), digest_size=10)
+    return "ord_" + digest.hexdigest()
+
+
+def reservation_id_for(cart_id: str, line_id: str) -> str:
+    """One reservation per cart line: a hold on add becomes the checkout reservation in place."""
+    return f"{cart_id}/{line_id}"
+
+
+class CartActor(Actor):
+    kind = "cart"
+    passivate_after = None  # an active cart stays until it expires, checks out or merges
+    __slots__ = ("cart",)
+
+    def __init__(self, key: str, ctx: Any) -> None:
+        super().__init__(key, ctx)
+        self.cart: Cart | None = None
+
+    # -- persistence -----------------------------------------------------------------------
+    def load(self, fields: dict[str, Any]) -> None:
+        cart = fields.get("meta")
+        if cart is None:
+            return
+        lines = sorted((v for f, v in fields.items() if f.startswith("l:")),
+                       key=lambda ln: int(ln.line_id.rpartition("_")[2]))
+        cart.lines = {ln.line_id: ln for ln in lines}
+        self.cart = cart
+
+    def field_value(self, name: str) -> Any:
+        assert self.cart is not None
+        if name == "meta":
+            return self.cart
+        return self.cart.lines.get(name[2:])
+
+    def exists(self) -> bool:
+        return self.cart is not None
+
+    def resident(self) -> bool:
+        return self.cart is not None and self.cart.is_active
+
+    def deadline(self) -> float | None:
+        c = self.cart
+        return c.expires_at if c is not None and c.is_active else None
+
+    async def on_deadline(self) -> None:
+        cart = self.cart
+        assert cart is not None
+        held = cart.expire(self.now)
+        await self._release([ln.line_id for ln in held], [ln.variant_id for ln in held])
+        self.mark("meta", *(f"l:{ln.line_id}" for ln in held))
+        self.emit(event(CART_EXPIRED, self.now, cart_id=cart.cart_id, owner=cart.owner,
+                        released=[{"variant_id": ln.variant_id, "quantity": ln.quantity}
+                                  for ln in held]))
+        self.expire_record_after(self.ctx.settings.finished_cart_retention)
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def ttl(self) -> float:
+        return float(self.ctx.settings.cart_ttl)
+
+    def _own(self, caller: str) -> Cart:
+        """The cart, if ``caller`` owns it. Another owner's cart is a 404 (API.md)."""
+        c = self.cart
+        if c is None or (caller != ADMIN and caller != c.owner):
+            raise NotFound("cart_not_found", f"no cart {self.key!r}",
+                           [{"cart_id": self.key}])
+        return c
+
+    def _mutable(self, caller: str, if_match: int | None) -> Cart:
+        c = self._own(caller)
+        c.check_version(if_match)
+        c.ensure_active()
+        return c
+
+    def _pricing_context(self) -> PricingContext:
+        ref = self.ctx.reference
+        s = self.ctx.settings
+        cart = self.cart
+        assert cart is not None
+        current: dict[str, int | None] = {}
+        for ln in cart.lines.values():
+            product = ref.catalog.find(ln.product_id)
+            try:
+                current[ln.variant_id] = None if product is None else \
+                    product.price_of(product.variant(ln.variant_id), cart.currency)
+            except DomainError:
+                current[ln.variant_id] = None
+        return PricingContext(
+            now=self.now, promotions=ref.by_code, automatic=ref.automatic(),
+            current_prices=current,
+            shipping=ShippingPolicy(flat=s.shipping_flat, free_over=s.free_shipping_over),
+            tax=TaxPolicy(rate_bp=s.tax_rate_bp))
+
+    def _price(self) -> PricedCart:
+        assert self.cart is not None
+        return price_cart(self.cart, self._pricing_context())
+
+    def _view(self) -> dict[str, Any]:
+        assert self.cart is not None
+        return cart_view(self.cart, self._price(), self.now)
+
+    def _lookup(self, product_id: str, variant_id: str | None) -> tuple[Product, Variant, int]:
+        assert self.cart is not None
+        product = self.ctx.catalog.get(product_id)
+        variant = product.variant(variant_id)
+        return product, variant, product.price_of(variant, self.cart.currency)
+
+    async def _hold(self, cart: Cart, line_id: str, variant: Variant, quantity: int) -> float:
+        """Reserve ``quantity`` of a hold-on-add variant for this line; the hold's deadline."""
+        assert variant.hold_ttl is not None
+        r = await self.ctx.ask("inv", variant.variant_id, "reserve", {
+            "reservation_id": reservation_id_for(cart.cart_id, line_id),
+            "quantity": quantity, "ttl": variant.hold_ttl, "owner": cart.cart_id})
+        return float(r["expires_at"])
+
+    async def _release(self, line_ids: list[str], variant_ids: list[str]) -> None:
+        """Release the reservations of these lines (idempotent; used for compensation)."""
+        cid = self.key
+        await asyncio.gather(*(
+            self.ctx.ask("inv", v, "release", {"reservation_id": reservation_id_for(cid, lid)})
+            for lid, v in zip(line_ids, variant_ids, strict=True)))
+
+    async def _renew_holds(self, cart: Cart, skip: str | None = None) -> None:
+        """Activity renews holds that have used up half their time (hold on add)."""
+        now = self.now
+        for ln in list(cart.lines.values()):
+            if ln.hold_until is None or ln.line_id == skip:
+                continue
+            product = self.ctx.catalog.find(ln.product_id)
+            ttl = product.variant(ln.variant_id).hold_ttl if product else None
+            if ttl and ln.hold_until - now < ttl / 2:
+                try:
+                    ln.hold_until = await self._hold(cart, ln.line_id,
+                                                     product.variant(ln.variant_id),  # type: ignore[union-attr]
+                                                     ln.quantity)
+                except DomainError:
+                    ln.hold_until = None  # stock went elsewhere; checkout will try again
+                self.mark(f"l:{ln.line_id}")
+
+    # -- messages --------------------------------------------------------------------------
+    async def create(self, owner: str, currency: str | None = None) -> dict[str, Any]:
+        """Create the cart for ``owner`` (idempotent for the same owner)."""
+        if self.cart is None:
+            now = self.now
+            cur = check_currency(currency or self.ctx.settings.default_currency)
+            self.cart = Cart(cart_id=self.key, owner=owner, currency=cur, created_at=now,
+                             updated_at=now, expires_at=now + self.ttl)
+            self.mark("meta")
+        return self._view()
+
+    async def view(self, caller: str) -> dict[str, Any]:
+        self._own(caller)
+        return self._view()
+
+    async def status(self) -> dict[str, Any]:
+        """``{exists, status, owner}``: for the owner's user actor."""
+        c = self.cart
+        return {"exists": c is not None, "status": c.status.value if c else None,
+                "owner": c.owner if c else None}
+
+    async def add_item(self, caller: str, product_id: str, quantity: int,
+                       variant_id: str | None = None, options: dict[str, Any] | None = None,
+                       if_match: int | None = None) -> dict[str, Any]:
+        """Add a line (or add to the equal line). Holds stock first for hold-on-add variants.
+
+        Raises NotFound (product/variant), ValidationFailed (quantity, options, currency,
+        limits), Conflict (cart_not_active, version_mismatch, out_of_stock for held items).
+        """
+        cart = self._mutable(caller, if_match)
+        product, variant, price = self._lookup(product_id, variant_id)
+        now = self.now
+        # Work out the line first so a refused hold changes nothing.
+        opts = normalize_options(options)
+        existing = cart.find_line(variant.variant_id, opts)
+        hold_until = None
+        if variant.hold_ttl is not None:
+            check_quantity(quantity)
+            line_id = existing.line_id if existing else f"ln_{cart.line_seq + 1}"
+            total = quantity + (existing.quantity if existing else 0)
+            check_quantity(total)
+            hold_until = await self._hold(cart, line_id, variant, total)
+        try:
+            line = cart.add_item(product, variant, quantity, opts, price, now, self.ttl)
+        except DomainError:
+            if hold_until is not None and existing is None:
+                await self._release([f"ln_{cart.line_seq + 1}"], [variant.variant_id])
+            raise
+        if hold_until is not None:
+            line.hold_until = hold_until
+        self.mark("meta", f"l:{line.line_id}")
+        await self._renew_holds(cart, skip=line.line_id)
+        return self._view()
+
+    async def set_quantity(self, caller: str, line_id: str, quantity: int,
+                           if_match: int | None = None) -> dict[str, Any]:
+        """Set a line's quantity; 0 removes it. Resizes the hold of a held line first."""
+        cart = self._mutable(caller, if_match)
+        check_quantity(quantity, allow_zero=True)
+        line = cart.line(line_id)
+        if quantity == 0:
+            return await self.remove_line(caller, line_id, if_match)
+        if line.hold_until is not None:
+            product = self.ctx.catalog.find(line.product_id)
+            if product is not None:
+                line.hold_until = await self._hold(cart, line_id,
+                                                   product.variant(line.variant_id), quantity)
+        cart.set_quantity(line_id, quantity, self.now, self.ttl)
+        self.mark("meta", f"l:{line_id}")
+        await self._renew_holds(cart, skip=line_id)
+        return self._view()
+
+    async def remove_line(self, caller: str, line_id: str,
+                          if_match: int | None = None) -> dict[str, Any]:
+        cart = self._mutable(caller, if_match)
+        line = cart.line(line_id)
+        if line.hold_until is not None:
+            await self._release([line_id], [line.variant_id])
+        cart.remove_line(line_id, self.now, self.ttl)
+        self.mark("meta", f"l:{line_id}")
+        await self._renew_holds(cart)
+        return self._view()
+
+    async def add_code(self, caller: str, code: str, if_match: int | None = None) -> dict[str, Any]:
+        """Apply a coupon code. Raises NotFound ``unknown_code``, ValidationFailed
+        ``code_expired`` / ``code_not_yet_valid`` / ``minimum_not_met`` / ``too_many_codes``."""
+        cart = self._mutable(caller, if_match)
+        norm = normalize_code(code)
+        subtotal = sum(ln.unit_price * ln.quantity for ln in cart.lines.values())
+        check_code(self.ctx.reference.by_code.get(norm), norm, subtotal, cart.currency, self.now)
+        cart.add_code(norm, self.now, self.ttl)
+        self.mark("meta")
+        return self._view()
+
+    async def remove_code(self, caller: str, code: str,
+                          if_match: int | None = None) -> dict[str, Any]:
+        cart = self._mutable(caller, if_match)
+        cart.remove_code(code, self.now, self.ttl)
+        self.mark("meta")
+        return self._view()
+
+    async def checkout(self, caller: str, payment_token: str, idempotency_key: str,
+                       accept_price_changes: bool = False,
+                       shipping_address: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The checkout saga (module docstring). Returns the API.md Order.
+
+        Raises Conflict ``cart_empty`` / ``cart_not_active`` / ``price_changed`` /
+        ``out_of_stock``, PaymentDeclined, Unavailable (payment provider down).
+        """
+        cart = self._own(caller)
+        cart.ensure_active()
+        if not cart.lines:
+            raise Conflict("cart_empty", "the cart has no lines to check out")
+        lines = list(cart.lines.values())
+        self._reprice(cart, lines, accept_price_changes)
+        priced = self._price()
+        if priced.code_errors:
+            code, e = next(iter(priced.code_errors.items()))
+            raise type(e)(e.code, f"code {code}: {e.message}", e.details)
+        order_id = order_id_for(cart.cart_id, idempotency_key)
+        await self._reserve_all(cart, lines)
+        order = await self.ctx.ask("order", order_id, "create", {"data": {
+            "cart_id": cart.cart_id, "owner": cart.owner, "currency": cart.currency,
+            "lines": cart_view(cart, priced, self.now)["lines"], "totals": priced.totals(),
+            "discounts": priced.discounts, "expires_at": self.now + self.ctx.settings.reservation_ttl,
+            "reservations": [[reservation_id_for(cart.cart_id, ln.line_id), ln.variant_id,
+                              ln.quantity] for ln in lines],
+            "shipping_address": shipping_address}})
+        if order["status"] != "paid":
+            try:
+                auth = await self.ctx.payments.authorize(order_id, priced.total, cart.currency,
+                                                         payment_token)
+            except DomainError as e:
+                await self._release([ln.line_id for ln in lines], [ln.variant_id for ln in lines])
+                for ln in lines:
+                    if ln.hold_until is not None:
+                        ln.hold_until = None
+                        self.mark(f"l:{ln.line_id}")
+                await self.ctx.ask("order", order_id, "mark_failed",
+                                   {"reason": e.message, "code": e.code})
+                raise
+            try:
+                await asyncio.gather(*(self.ctx.ask("inv", ln.variant_id, "commit", {
+                    "reservation_id": reservation_id_for(cart.cart_id, ln.line_id)})
+                    for ln in lines))
+            except DomainError:
+                # A reservation lapsed while the payment was slow: undo the payment.
+                await self.ctx.payments.void(order_id)
+                await self._release([ln.line_id for ln in lines], [ln.variant_id for ln in lines])
+                await self.ctx.ask("order", order_id, "mark_failed",
+                                   {"reason": "a reservation expired during payment",
+                                    "code": "reservation_expired"})
+                raise Conflict("reservation_expired",
+                               "stock was released while the payment was pending; try again")
+            order = await self.ctx.ask("order", order_id, "mark_paid", {"payment": auth})
+        cart.check_out(order_id, self.now)
+        self.mark("meta", *(f"l:{ln.line_id}" for ln in lines))
+        self.emit(event(CART_CHECKED_OUT, self.now, cart_id=cart.cart_id, owner=cart.owner,
+                        order_id=order_id))
+        self.expire_record_after(self.ctx.settings.finished_cart_retention)
+        return order
+
+    def _reprice(self, cart: Cart, lines: list[LineItem], accept: bool) -> None:
+        changed = []
+        for ln in lines:
+            try:
+                _, _, current = self._lookup(ln.product_id, ln.variant_id)
+            except DomainError as e:
+                raise Conflict("product_unavailable",
+                               f"{ln.name} can no longer be bought: {e.message}",
+                               [{"line_id": ln.line_id, "product_id": ln.product_id}]) from e
+            if current != ln.unit_price:
+                changed.append((ln, current))
+        if changed and not accept:
+            raise Conflict("price_changed", "prices changed since these items were added", [
+                {"line_id": ln.line_id, "product_id": ln.product_id,
+                 "variant_id": ln.variant_id,
+                 "old_price": {"amount": ln.unit_price, "currency": cart.currency},
+                 "new_price": {"amount": new, "currency": cart.currency}}
+                for ln, new in changed])
+        for ln, new in changed:
+            ln.unit_price = new
+            ln.updated_at = self.now
+            self.mark(f"l:{ln.line_id}")
+
+    async def _reserve_all(self, cart: Cart, lines: list[LineItem]) -> None:
+        """Reserve every line or none (step 2 of the saga)."""
+        ttl = self.ctx.settings.reservation_ttl
+        results = await asyncio.gather(*(self.ctx.ask("inv", ln.variant_id, "reserve", {
+            "reservation_id": reservation_id_for(cart.cart_id, ln.line_id),
+            "quantity": ln.quantity, "ttl": ttl, "owner": cart.cart_id}) for ln in lines),
+            return_exceptions=True)
+        failed = [(ln, r) for ln, r in zip(lines, results, strict=True)
+                  if isinstance(r, BaseException)]
+        if not failed:
+            return
+        taken = [ln for ln, r in zip(lines, results, strict=True)
+                 if not isinstance(r, BaseException) and ln.hold_until is None]
+        await self._release([ln.line_id for ln in taken], [ln.variant_id for ln in taken])
+        for _, r in failed:
+            if not isinstance(r, DomainError):
+                raise r
+        details = []
+        for ln, r in failed:
+            assert isinstance(r, DomainError)
+            d = {"line_id": ln.line_id, "variant_id": ln.variant_id,
+                 "requested": ln.quantity, "reason": r.code}
+            if r.details:
+                d["available"] = r.details[0].get("available")
+            details.append(d)
+        raise Conflict("out_of_stock", "some lines could not be reserved", details)
+
+    async def take_lines(self, caller: str, into_cart_id: str) -> dict[str, Any]:
+        """Merge source side: hand over this (guest) cart's lines and codes, end as ``merged``.
+
+        Idempotent: a cart already merged into ``into_cart_id`` answers the same lines.
+        """
+        cart = self._own(caller)
+        if cart.merged_into == into_cart_id:
+            pass
+        else:
+            cart.ensure_active()
+            held = [ln for ln in cart.lines.values() if ln.hold_until is not None]
+            await self._release([ln.line_id for ln in held], [ln.variant_id for ln in held])
+            cart.mark_merged(into_cart_id, self.now)
+            self.mark("meta", *(f"l:{ln.line_id}" for ln in held))
+            self.expire_record_after(self.ctx.settings.finished_cart_retention)
+        return {"lines": [{"product_id": ln.product_id, "variant_id": ln.variant_id,
+                           "quantity": ln.quantity, "options": ln.options,
+                           "unit_price": ln.unit_price}
+                          for ln in cart.lines.values()],
+                "codes": list(cart.codes), "currency": cart.currency}

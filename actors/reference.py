@@ -1,0 +1,46 @@
+"""Reference data every host reads locally: the catalog and the promotions.
+
+Read-mostly data is replicated instead of asked for: each host (and the gateway) holds a
+replica, loaded from the store at start and refreshed by broadcast when an admin writes a
+product or promotion, so adding to a cart costs one message, not two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.catalog import Catalog, Product
+from engine.promotions import Promotion
+
+
+class ReferenceData:
+    """Catalog and promotions (by id and by upper-case coupon code)."""
+
+    def __init__(self) -> None:
+        self.catalog = Catalog()
+        self.promotions: dict[str, Promotion] = {}
+        self.by_code: dict[str, Promotion] = {}
+
+    def apply(self, kind: str, value: Any) -> None:
+        """Install a product (``kind="product"``) or promotion (``"promotion"``)."""
+        if kind == "product":
+            self.put_product(value)
+        elif kind == "promotion":
+            self.put_promotion(value)
+        else:
+            raise ValueError(f"unknown reference kind {kind!r}")
+
+    def put_product(self, product: Product) -> None:
+        self.catalog.put(product)
+
+    def put_promotion(self, promo: Promotion) -> None:
+        old = self.promotions.get(promo.promotion_id)
+        if old is not None and old.code is not None:
+            self.by_code.pop(old.code, None)
+        self.promotions[promo.promotion_id] = promo
+        if promo.code is not None:
+            self.by_code[promo.code] = promo
+
+    def automatic(self) -> list[Promotion]:
+        """Promotions without a coupon code, ordered by id (deterministic)."""
+        return [p for _, p in sorted(self.promotions.items()) if p.code is None]

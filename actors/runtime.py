@@ -1,0 +1,512 @@
+"""The actor runtime: logical actors, many per host, turn-based, persisted before replying.
+
+A *host* keeps many logical actors (a cart, an inventory ledger, an order...) in memory, each
+with its own identity ``(kind, key)``, state, mailbox and timer, in the manner of Orleans
+grains and Akka sharded entities. The same ``Host`` runs in the caller's event loop (the
+in-process placement) or inside a Ray actor (the Ray placement).
+
+Guarantees, per actor:
+- Turn-based: one message at a time, in arrival order (a FIFO lock per actor; an async host
+  would otherwise interleave turns at every ``await``). Different actors run concurrently.
+- Activation on the first message, from the actor's snapshot when one exists; passivation when
+  idle or finished. An activation takes a new epoch in the store, fencing out any other host.
+- A turn's changes are persisted before its reply is released. Writes of concurrent turns are
+  committed together in one round trip (group commit), and only the fields a turn changed are
+  written. A reply to a read waits for the actor's last write too, so nothing unpersisted is
+  ever shown.
+- Exactly-once effects: a message with a request id (the client's ``Idempotency-Key``) is
+  answered from the actor's record of it when repeated; the same id with another body
+  fingerprint is refused with ``idempotency_key_reused``.
+- A turn that fails unexpectedly (a bug, a lost write) drops the actor from memory: the next
+  message re-activates it from its last persisted state (Akka's "restart" supervision).
+
+Messages are plain tuples ``(kind, key, method, args, request_id, fingerprint)`` and replies
+``("ok", value)`` or ``("err", error_dict)``, so they cross process boundaries cheaply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from actors.clock import Clock
+from engine.errors import Conflict, DomainError, Unavailable, ValidationFailed
+from snapshots.store import NEW_EPOCH, SnapshotStore, Write
+
+log = logging.getLogger(__name__)
+
+Message = tuple[str, str, str, dict[str, Any], str | None, str | None]
+Reply = tuple[str, Any]
+Route = Callable[[Message], Awaitable[Reply]]
+
+#: How many idempotency records an actor keeps (oldest dropped first).
+IDEMPOTENCY_RECORDS = 32
+#: How long an idempotency record is honoured, seconds.
+IDEMPOTENCY_TTL = 24 * 3600.0
+
+
+def host_of(kind: str, key: str, n_hosts: int) -> int:
+    """The host index of actor ``(kind, key)``: a stable hash (CRC-32), not Python's ``hash``."""
+    return zlib.crc32(f"{kind}:{key}".encode()) % n_hosts
+
+
+def ok(value: Any) -> Reply:
+    return ("ok", value)
+
+
+def err(e: DomainError) -> Reply:
+    return ("err", e.to_dict())
+
+
+def unwrap(reply: Reply) -> Any:
+    """The value of an ``ok`` reply; raise the :class:`DomainError` of an ``err`` one."""
+    status, value = reply
+    if status == "ok":
+        return value
+    raise DomainError.from_dict(value)
+
+
+class Actor:
+    """Base of every logical actor. Subclasses are plain classes, testable without a runtime.
+
+    A subclass names its ``kind``, restores itself in :meth:`load`, says which fields a turn
+    changed with :meth:`mark` and what to store for a field in :meth:`field_value`. Public
+    coroutine methods (no leading underscore) are its messages.
+    """
+
+    kind: ClassVar[str] = ""
+    #: Seconds of idleness after which the actor leaves memory (None: only when finished).
+    passivate_after: ClassVar[float | None] = 600.0
+
+    __slots__ = ("key", "ctx", "epoch", "_dirty", "_events", "_lock", "_idem", "_last_commit",
+                 "_timer_at", "_last_turn", "_gone", "_poisoned", "_stored_deadline",
+                 "_expire_after")
+
+    def __init__(self, key: str, ctx: ActorContext) -> None:
+        self.key = key
+        self.ctx = ctx
+        self.epoch = NEW_EPOCH
+        self._dirty: dict[str, None] = {}
+        self._events: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+        self._idem: OrderedDict[str, list[Any]] = OrderedDict()
+        self._last_commit: asyncio.Future[None] | None = None
+        self._timer_at: float | None = None
+        self._last_turn = 0.0
+        self._gone = False  # no longer this host's live activation
+        self._poisoned = False  # its memory may differ from the store: never write it
+        self._stored_deadline: float | None = None
+        self._expire_after: float | None = None
+
+    # -- to implement ----------------------------------------------------------------------
+    def load(self, fields: dict[str, Any]) -> None:
+        """Restore state from persisted fields (field name -> engine object)."""
+
+    def field_value(self, name: str) -> Any:
+        """The object to persist for field ``name``, or None to delete the field."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        """Whether the actor has state worth keeping (a never-created cart has none)."""
+        return True
+
+    def resident(self) -> bool:
+        """Whether to stay in memory after this turn (False: passivate now)."""
+        return self.exists()
+
+    def deadline(self) -> float | None:
+        """The next time (epoch seconds) :meth:`on_deadline` must run, or None."""
+        return None
+
+    async def on_deadline(self) -> None:
+        """Called in a turn of its own when :meth:`deadline` has passed (timer or sweeper)."""
+
+    # -- for subclasses --------------------------------------------------------------------
+    def mark(self, *names: str) -> None:
+        """Record that fields ``names`` changed in this turn (persisted when the turn ends)."""
+        for n in names:
+            self._dirty[n] = None
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Append an event to the outbox, written atomically with this turn's state."""
+        self._events.append(event)
+
+    def expire_record_after(self, seconds: float | None) -> None:
+        """Let the store drop this actor's record ``seconds`` from now (finished carts)."""
+        self._expire_after = seconds
+
+    @property
+    def now(self) -> float:
+        return self.ctx.clock.now()
+
+    # -- runtime side ----------------------------------------------------------------------
+    def _take_write(self, storage_key: str) -> Write | None:
+        w = Write(key=storage_key, epoch=self.epoch, events=self._events,
+                  expire_after=self._expire_after)
+        for name in self._dirty:
+            value = self._idem.get(name[2:]) if name.startswith("i:") else \
+                self.field_value(name)
+            if value is None:
+                w.hdel.append(name)
+            else:
+                w.hset[name] = value
+        d = self.deadline()
+        if d != self._stored_deadline:
+            w.deadline = (storage_key, d)
+            self._stored_deadline = d
+        self._dirty = {}
+        self._events = []
+        self._expire_after = None
+        return None if w.is_empty() else w
+
+
+class ActorContext:
+    """What an actor may use from its host: clock, settings, reference data, other actors."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.clock: Clock = host.clock
+        self.settings = host.settings
+
+    @property
+    def catalog(self) -> Any:
+        return self.host.reference.catalog
+
+    @property
+    def reference(self) -> Any:
+        return self.host.reference
+
+    @property
+    def payments(self) -> Any:
+        return self.host.payments
+
+    async def ask(self, kind: str, key: str, method: str, args: dict[str, Any] | None = None,
+                  request_id: str | None = None) -> Any:
+        """Send a message to another actor and await its reply value (or its DomainError)."""
+        return unwrap(await self.host.send((kind, key, method, args or {}, request_id, None)))
+
+
+class _Committer:
+    """Group commit: every write submitted while a flush is in flight goes in the next one.
+
+    Writes of one actor within a flush are merged into one (its epoch is read at flush time,
+    so a brand-new actor's second turn never races its first).
+    """
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+        self.pending: list[tuple[Actor, Write, asyncio.Future[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.flushes = 0
+        self.writes = 0
+
+    def submit(self, actor: Actor, write: Write) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((actor, write, fut))
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+        return fut
+
+    async def _run(self) -> None:
+        await asyncio.sleep(0)  # let the other turns of this batch join the flush
+        while self.pending:
+            batch, self.pending = self.pending, []
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[Actor, Write, asyncio.Future[None]]]) -> None:
+        merged: dict[int, tuple[Actor, Write, list[asyncio.Future[None]]]] = {}
+        for actor, w, fut in batch:
+            if actor._poisoned:
+                fut.set_exception(Unavailable("actor_restarted",
+                                              "the actor restarted; retry the request"))
+                continue
+            entry = merged.get(id(actor))
+            if entry is None:
+                merged[id(actor)] = (actor, w, [fut])
+            else:
+                _merge(entry[1], w)
+                entry[2].append(fut)
+        entries = list(merged.values())
+        for actor, w, _ in entries:
+            w.epoch = actor.epoch
+        self.flushes += 1
+        self.writes += len(entries)
+        try:
+            results = await self.store.commit([w for _, w, _ in entries])
+        except Exception as e:  # noqa: BLE001 - the store is down: every waiter learns it
+            log.warning("snapshot commit failed: %s", e)
+            results = [e] * len(entries)  # type: ignore[list-item]
+        for (actor, _, futs), res in zip(entries, results, strict=True):
+            if isinstance(res, int):
+                actor.epoch = res
+                for f in futs:
+                    f.set_result(None)
+                continue
+            actor.ctx.host._poison(actor)
+            error = Unavailable("store_unavailable", "state could not be persisted; retry") \
+                if isinstance(res, Exception) else \
+                Unavailable("actor_moved", "the actor was activated elsewhere; retry")
+            for f in futs:
+                f.set_exception(error)
+
+
+def _merge(into: Write, w: Write) -> None:
+    for f, v in w.hset.items():
+        into.hset[f] = v
+        if f in into.hdel:
+            into.hdel.remove(f)
+    for f in w.hdel:
+        into.hset.pop(f, None)
+        if f not in into.hdel:
+            into.hdel.append(f)
+    if w.deadline is not None:
+        into.deadline = w.deadline
+    into.events.extend(w.events)
+    if w.expire_after is not None:
+        into.expire_after = w.expire_after
+
+
+class Host:
+    """Hosts many logical actors; a Ray actor wraps one, the in-process placement several.
+
+    ``route`` sends a message to whichever host owns its actor (set by the placement);
+    messages for actors of this host are delivered directly.
+    """
+
+    def __init__(self, *, index: int, n_hosts: int, store: SnapshotStore, clock: Clock,
+                 registry: dict[str, type[Actor]], settings: Any, reference: Any,
+                 payments: Any, sweep_interval: float = 5.0) -> None:
+        self.index = index
+        self.n_hosts = n_hosts
+        self.store = store
+        self.clock = clock
+        self.registry = registry
+        self.settings = settings
+        self.reference = reference
+        self.payments = payments
+        self.route: Route | None = None
+        self.actors: dict[str, Actor] = {}
+        self._activating: dict[str, asyncio.Future[Actor]] = {}
+        self.committer = _Committer(store)
+        self.ctx = ActorContext(self)
+        self.sweep_interval = sweep_interval
+        self._sweeper: Any = None
+        self.turns = 0
+        self.activations = 0
+        self.passivations = 0
+
+    # -- messaging -------------------------------------------------------------------------
+    async def handle_batch(self, messages: list[Message]) -> list[Reply]:
+        """Deliver a batch (concurrently across actors, in order per actor) and reply to each."""
+        if len(messages) == 1:
+            return [await self.deliver(messages[0])]
+        return list(await asyncio.gather(*(self.deliver(m) for m in messages)))
+
+    async def send(self, msg: Message) -> Reply:
+        """Deliver ``msg`` here if this host owns its actor, else through the placement's route."""
+        if self.n_hosts == 1 or host_of(msg[0], msg[1], self.n_hosts) == self.index \
+                or self.route is None:
+            return await self.deliver(msg)
+        return await self.route(msg)
+
+    async def deliver(self, msg: Message) -> Reply:
+        """Run one turn of actor ``(kind, key)`` and return its reply once its state is persisted."""
+        kind, key, method, args, request_id, fingerprint = msg
+        cls = self.registry.get(kind)
+        if cls is None or (method.startswith("_") and method != "_deadline") or \
+                not callable(getattr(cls, method, None)):
+            return err(ValidationFailed("unknown_message", f"{kind}.{method} is not a message"))
+        for _ in range(3):
+            try:
+                actor = await self._get(cls, kind, key)
+            except DomainError as e:
+                return err(e)
+            async with actor._lock:
+                if actor._gone:
+                    continue  # passivated or restarted while we waited: re-activate
+                reply, write = await self._turn(actor, method, args, request_id, fingerprint)
+                pending = self.committer.submit(actor, write) if write is not None \
+                    else actor._last_commit
+                if write is not None:
+                    actor._last_commit = pending
+                if not actor._gone:
+                    self._arm(actor)
+            if pending is not None:
+                try:
+                    await asyncio.shield(pending)
+                except DomainError as e:
+                    return err(e)
+            if not actor._gone and not actor.resident():
+                self._try_passivate(actor)
+            return reply
+        return err(Unavailable("actor_busy", "the actor kept restarting; retry"))
+
+    async def _turn(self, actor: Actor, method: str, args: dict[str, Any],
+                    request_id: str | None, fingerprint: str | None) -> tuple[Reply, Write | None]:
+        self.turns += 1
+        now = self.clock.now()
+        actor._last_turn = now
+        storage_key = f"{actor.kind}:{actor.key}"
+        if request_id is not None:
+            rec = actor._idem.get(request_id)
+            if rec is not None and now - rec[2] < IDEMPOTENCY_TTL:
+                if rec[0] != fingerprint:
+                    return err(Conflict(
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was used with another request",
+                        [{"idempotency_key": request_id}])), None
+                return tuple(rec[1]), None  # type: ignore[return-value]
+        try:
+            if method == "_deadline":
+                d = actor.deadline()
+                if d is not None and d <= now:
+                    await actor.on_deadline()
+                value = None
+            else:
+                value = await getattr(actor, method)(**args)
+            reply = ok(value)
+        except DomainError as e:
+            reply = err(e)
+        except Exception:
+            log.exception("turn %s.%s of %s failed; restarting the actor", actor.kind, method,
+                          actor.key)
+            self._poison(actor)
+            return err(Unavailable("internal_error", "the request failed; retry")), None
+        if request_id is not None and not (reply[0] == "err" and
+                                           reply[1]["category"] == "unavailable"):
+            self._remember(actor, request_id, fingerprint, reply, now)
+        return reply, actor._take_write(storage_key)
+
+    def _remember(self, actor: Actor, rid: str, fp: str | None, reply: Reply, now: float) -> None:
+        actor._idem[rid] = [fp, list(reply), now]
+        actor.mark(f"i:{rid}")
+        while len(actor._idem) > IDEMPOTENCY_RECORDS:
+            old, _ = actor._idem.popitem(last=False)
+            actor.mark(f"i:{old}")
+
+    # -- activation and passivation --------------------------------------------------------
+    async def _get(self, cls: type[Actor], kind: str, key: str) -> Actor:
+        skey = f"{kind}:{key}"
+        actor = self.actors.get(skey)
+        if actor is not None:
+            return actor
+        fut = self._activating.get(skey)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._activating[skey] = fut
+        try:
+            epoch, fields = await self.store.activate(skey)
+            actor = cls(key, self.ctx)
+            actor.epoch = epoch
+            idem = {k[2:]: v for k, v in fields.items() if k.startswith("i:")}
+            for rid, rec in sorted(idem.items(), key=lambda kv: kv[1][2]):
+                actor._idem[rid] = rec
+            actor.load({k: v for k, v in fields.items() if not k.startswith("i:")})
+            actor._stored_deadline = actor.deadline() if fields else None
+            self.actors[skey] = actor
+            self.activations += 1
+            fut.set_result(actor)
+            self._arm(actor)
+            return actor
+        except Exception as e:
+            log.exception("activation of %s failed", skey)
+            error = Unavailable("activation_failed", f"could not load {kind} {key}: {e}")
+            fut.set_exception(error)
+            fut.exception()  # consumed here; waiters get it through shield
+            raise error from e
+        finally:
+            self._activating.pop(skey, None)
+
+    def _poison(self, actor: Actor) -> None:
+        actor._poisoned = True
+        self._forget(actor)
+
+    def _try_passivate(self, actor: Actor) -> bool:
+        """Drop an idle actor from memory once its last write is persisted and no turn runs."""
+        if actor._lock.locked() or (actor._last_commit is not None and
+                                    not actor._last_commit.done()):
+            return False
+        self._forget(actor)
+        return True
+
+    def _forget(self, actor: Actor) -> None:
+        skey = f"{actor.kind}:{actor.key}"
+        if self.actors.get(skey) is actor:
+            del self.actors[skey]
+            self.passivations += 1
+        actor._gone = True
+
+    def _timer_due(self, actor: Actor) -> float | None:
+        d = actor.deadline()
+        if actor.passivate_after is not None:
+            idle = actor._last_turn + actor.passivate_after
+            d = idle if d is None else min(d, idle)
+        return d
+
+    def _arm(self, actor: Actor) -> None:
+        """Make sure a timer fires no later than the actor's next deadline (lazy re-arming)."""
+        due = self._timer_due(actor)
+        if due is None or (actor._timer_at is not None and actor._timer_at <= due):
+            return
+        actor._timer_at = due
+        self.clock.call_at(due, lambda: self._timer_fired(actor, due))
+
+    async def _timer_fired(self, actor: Actor, at: float) -> None:
+        if actor._timer_at != at or actor._gone:
+            return
+        actor._timer_at = None
+        now = self.clock.now()
+        d = actor.deadline()
+        if d is not None and d <= now:
+            await self.deliver((actor.kind, actor.key, "_deadline", {}, None, None))
+            return
+        if actor.passivate_after is not None and \
+                actor._last_turn + actor.passivate_after <= now and self._try_passivate(actor):
+            return
+        self._arm(actor)
+
+    # -- deadlines kept in the store (they outlive this process) ---------------------------
+    def start_sweeper(self) -> None:
+        """Sweep the store's deadline index now and every ``sweep_interval`` seconds."""
+        self._sweeper = self.clock.call_at(self.clock.now(), self._sweep)
+
+    def stop_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    async def _sweep(self) -> None:
+        try:
+            await self.sweep_once()
+        except Exception:  # noqa: BLE001 - a sweep that fails is retried next interval
+            log.exception("deadline sweep failed")
+        if self._sweeper is not None:
+            self._sweeper = self.clock.call_at(self.clock.now() + self.sweep_interval,
+                                               self._sweep)
+
+    async def sweep_once(self, limit: int = 1000) -> int:
+        """Deliver ``_deadline`` to this host's actors whose stored deadline has passed."""
+        due = await self.store.due(self.clock.now(), limit)
+        mine = []
+        for member, _ in due:
+            kind, _, key = member.partition(":")
+            if kind in self.registry and host_of(kind, key, self.n_hosts) == self.index:
+                mine.append((kind, key, "_deadline", {}, None, None))
+        if mine:
+            await asyncio.gather(*(self.deliver(m) for m in mine))
+        return len(mine)
+
+    async def drain(self) -> None:
+        """Wait for every pending write (clean shutdown)."""
+        while self.committer.task is not None and not self.committer.task.done():
+            await asyncio.shield(self.committer.task)
+
+    def stats(self) -> dict[str, int]:
+        return {"host": self.index, "actors": len(self.actors), "turns": self.turns,
+                "activations": self.activations, "passivations": self.passivations,
+                "flushes": self.committer.flushes, "writes": self.committer.writes}

@@ -1,0 +1,183 @@
+"""``CartService``: the one entry point to the engine, for the gateway and for embedders.
+
+Every method sends a message to the actor that owns the data and returns plain API.md
+dicts, or raises a :class:`engine.errors.DomainError`. ``request_id`` is the client's
+Idempotency-Key and ``fingerprint`` a digest of its request: a repeat answers the first reply.
+
+Embedding, no servers at all::
+
+    service = await CartService.in_process()           # memory store, system clock
+    cart = (await service.active_cart("alice"))["cart"]
+    await service.add_item("alice", cart["cart_id"], product_id="p1", quantity=2)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.clock import Clock, SystemClock
+from actors.order import ADMIN
+from actors.placement import LocalPlacement, Placement
+from actors.runtime import unwrap
+from actors.settings import EngineSettings
+from engine.catalog import product_from_dict, product_to_dict
+from engine.errors import NotFound
+from engine.limits import check_id
+from engine.promotions import promotion_from_dict
+from snapshots.memory_store import MemoryStore
+from snapshots.store import SnapshotStore
+
+__all__ = ["ADMIN", "CartService"]
+
+
+class CartService:
+    """Carts, catalog, stock, promotions and orders over a placement of actor hosts."""
+
+    def __init__(self, placement: Placement, store: SnapshotStore) -> None:
+        self.placement = placement
+        self.store = store
+        self.reference = placement.reference  # type: ignore[attr-defined]
+
+    @classmethod
+    async def in_process(cls, store: SnapshotStore | None = None, clock: Clock | None = None,
+                         settings: EngineSettings | None = None, hosts: int = 2) -> CartService:
+        """An engine in this event loop: ``MemoryStore`` and ``SystemClock`` by default."""
+        store = store or MemoryStore()
+        placement = LocalPlacement(store, clock or SystemClock(), settings or EngineSettings(),
+                                   n_hosts=hosts)
+        await placement.start()
+        return cls(placement, store)
+
+    async def call(self, kind: str, key: str, method: str, args: dict[str, Any],
+                   request_id: str | None = None, fingerprint: str | None = None) -> Any:
+        """Send one message and return its reply value (or raise its DomainError)."""
+        return unwrap(await self.placement.send((kind, key, method, args, request_id,
+                                                 fingerprint)))
+
+    async def close(self) -> None:
+        await self.placement.close()
+
+    # -- catalog and stock (admin) ---------------------------------------------------------
+    async def put_product(self, product_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a product; its stock (``"stock"`` per variant) is set when given.
+
+        Raises ValidationFailed (``invalid_product``, ``variant_id_taken``, ...).
+        """
+        product = product_from_dict(product_id, body)
+        for v in product.variants:
+            owner = self.reference.catalog.product_of_variant(v.variant_id)
+            if owner is not None and owner.product_id != product_id:
+                self.reference.catalog.put(product)  # raises variant_id_taken
+        await self.store.put_reference("product", product_id, product)
+        await self.placement.publish("product", product)
+        stocks = {v["variant_id"]: v["stock"] for v in body.get("variants") or []
+                  if isinstance(v, dict) and "stock" in v}
+        if not body.get("variants") and "stock" in body:
+            stocks[product_id] = body["stock"]
+        for vid, n in stocks.items():
+            await self.set_stock(vid, set=n)
+        return product_to_dict(product)
+
+    async def get_product(self, product_id: str) -> dict[str, Any]:
+        """Product with each variant's available units. Raises NotFound ``product_not_found``."""
+        product = self.reference.catalog.get(product_id)
+        avail = {}
+        for v in product.variants:
+            avail[v.variant_id] = (await self.stock(v.variant_id))["available"]
+        return product_to_dict(product, avail)
+
+    async def list_products(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        items, nxt = self.reference.catalog.page(limit, cursor)
+        return {"items": [product_to_dict(p) for p in items], "next_cursor": nxt}
+
+    def _known_variant(self, variant_id: str) -> None:
+        check_id(variant_id, "variant_id")
+        if self.reference.catalog.product_of_variant(variant_id) is None:
+            raise NotFound("variant_not_found", f"no variant {variant_id!r} in the catalog")
+
+    async def set_stock(self, variant_id: str, set: int | None = None,
+                        delta: int | None = None) -> dict[str, Any]:
+        """Admin stock change; answers ``{variant_id, on_hand, reserved, available, sold}``."""
+        self._known_variant(variant_id)
+        out = await self.call("inv", variant_id, "adjust", {"set": set, "delta": delta})
+        return {"variant_id": variant_id, **out}
+
+    async def stock(self, variant_id: str) -> dict[str, Any]:
+        return {"variant_id": variant_id,
+                **await self.call("inv", variant_id, "status", {})}
+
+    async def put_promotion(self, promotion_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        promo = promotion_from_dict(promotion_id, body)
+        await self.store.put_reference("promotion", promotion_id, promo)
+        await self.placement.publish("promotion", promo)
+        from snapshots.codec import _promotion_out  # shape for the API answer
+
+        return _promotion_out(promo)
+
+    # -- carts -----------------------------------------------------------------------------
+    async def active_cart(self, owner: str, currency: str | None = None,
+                          request_id: str | None = None,
+                          fingerprint: str | None = None) -> dict[str, Any]:
+        """``{"cart": Cart, "created": bool}``: the owner's one active cart."""
+        return await self.call("user", owner, "active_cart", {"currency": currency},
+                               request_id, fingerprint)
+
+    async def get_cart(self, caller: str, cart_id: str) -> dict[str, Any]:
+        return await self.call("cart", cart_id, "view", {"caller": caller})
+
+    async def add_item(self, caller: str, cart_id: str, *, product_id: str, quantity: int,
+                       variant_id: str | None = None, options: dict[str, Any] | None = None,
+                       if_match: int | None = None, request_id: str | None = None,
+                       fingerprint: str | None = None) -> dict[str, Any]:
+        return await self.call("cart", cart_id, "add_item", {
+            "caller": caller, "product_id": product_id, "variant_id": variant_id,
+            "quantity": quantity, "options": options, "if_match": if_match},
+            request_id, fingerprint)
+
+    async def set_quantity(self, caller: str, cart_id: str, line_id: str, quantity: int, *,
+                           if_match: int | None = None, request_id: str | None = None,
+                           fingerprint: str | None = None) -> dict[str, Any]:
+        return await self.call("cart", cart_id, "set_quantity", {
+            "caller": caller, "line_id": line_id, "quantity": quantity, "if_match": if_match},
+            request_id, fingerprint)
+
+    async def remove_line(self, caller: str, cart_id: str, line_id: str, *,
+                          if_match: int | None = None, request_id: str | None = None,
+                          fingerprint: str | None = None) -> dict[str, Any]:
+        return await self.call("cart", cart_id, "remove_line", {
+            "caller": caller, "line_id": line_id, "if_match": if_match},
+            request_id, fingerprint)
+
+    async def add_code(self, caller: str, cart_id: str, code: str, *,
+                       if_match: int | None = None, request_id: str | None = None,
+                       fingerprint: str | None = None) -> dict[str, Any]:
+        return await self.call("cart", cart_id, "add_code", {
+            "caller": caller, "code": code, "if_match": if_match}, request_id, fingerprint)
+
+    async def remove_code(self, caller: str, cart_id: str, code: str, *,
+                          if_match: int | None = None, request_id: str | None = None,
+                          fingerprint: str | None = None) -> dict[str, Any]:
+        return await self.call("cart", cart_id, "remove_code", {
+            "caller": caller, "code": code, "if_match": if_match}, request_id, fingerprint)
+
+    async def checkout(self, caller: str, cart_id: str, *, payment_token: str,
+                       idempotency_key: str, accept_price_changes: bool = False,
+                       shipping_address: dict[str, Any] | None = None,
+                       fingerprint: str | None = None) -> dict[str, Any]:
+        """Run the checkout saga; the Order. Idempotent on ``idempotency_key``."""
+        return await self.call("cart", cart_id, "checkout", {
+            "caller": caller, "payment_token": payment_token,
+            "idempotency_key": idempotency_key, "accept_price_changes": accept_price_changes,
+            "shipping_address": shipping_address}, idempotency_key, fingerprint)
+
+    # -- orders and events -----------------------------------------------------------------
+    async def get_order(self, caller: str, order_id: str) -> dict[str, Any]:
+        check_id(order_id, "order_id")
+        return await self.call("order", order_id, "get", {"caller": caller})
+
+    async def ship_order(self, order_id: str) -> dict[str, Any]:
+        return await self.call("order", order_id, "ship", {"caller": ADMIN})
+
+    async def events(self, count: int = 1000) -> list[dict[str, Any]]:
+        """The most recent outbox events (order.*, cart.*, stock.*), oldest first."""
+        return await self.store.events(count)

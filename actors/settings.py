@@ -1,0 +1,31 @@
+"""Runtime settings of the actors (plain data: it travels to Ray hosts by pickling)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Times in seconds, money in minor units, rates in basis points (825 = 8.25 %)."""
+
+    #: Inactivity after which an active cart expires and gives back what it holds.
+    cart_ttl: float = 1800.0
+    #: Lifetime of a checkout reservation: a crash mid-checkout cannot leak stock past it.
+    reservation_ttl: float = 600.0
+    #: How long a finished (expired, merged, checked-out) cart record is kept in the store.
+    finished_cart_retention: float = 7 * 24 * 3600.0
+    #: Flat shipping per currency and the subtotal from which shipping is free.
+    shipping_flat: dict[str, int] = field(default_factory=lambda: {"USD": 499, "EUR": 499,
+                                                                  "GBP": 399})
+    free_shipping_over: dict[str, int] = field(default_factory=lambda: {"USD": 5000,
+                                                                        "EUR": 5000,
+                                                                        "GBP": 4000})
+    #: Tax rate applied on the discounted amount plus shipping (tax-exclusive prices).
+    tax_rate_bp: int = 0
+    #: Delay of the test payment provider's ``tok_slow`` token.
+    slow_payment_delay: float = 2.0
+    #: How often each host sweeps the store's deadline index (after a restart, say).
+    sweep_interval: float = 5.0
+    #: Default cart currency (ISO 4217).
+    default_currency: str = "USD"

@@ -1,0 +1,310 @@
+"""The load generator: an asyncio HTTP/1.1 keep-alive client with latency histograms.
+
+One `HttpSession` owns one `httpx.AsyncClient` (a pool of at most `connections` keep-alive
+connections to one loopback server). A scenario opens one or more `Phase`s on it (setup,
+measured load, verification); each phase has its own request budget, time limit and
+`Recorder`, so setup traffic never pollutes the measured figures.
+
+Every request through a phase takes one unit from its `Budget` first; when the count or the
+deadline is used up the call raises `BudgetExhausted`, which ends the virtual user that made
+it. Loops are therefore bounded twice: by request count and by wall-clock time.
+
+Units: latencies are recorded in microseconds into an HdrHistogram (1 us .. 60 s, 3
+significant digits) and reported in milliseconds; durations are in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from hdrh.histogram import HdrHistogram
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+#: Highest latency the histogram can hold, in microseconds (60 s).
+MAX_LATENCY_US = 60_000_000
+#: Per-request timeout in seconds (connect, read, write and pool wait).
+REQUEST_TIMEOUT_S = 30.0
+#: Seconds between two progress refreshes.
+PROGRESS_TICK_S = 0.25
+
+STDERR = Console(stderr=True)
+
+
+class BudgetExhausted(Exception):
+    """Raised by `Phase.call` when the phase's request count or time limit is used up."""
+
+
+@dataclass
+class Budget:
+    """A request budget: at most `max_requests` requests, none after `deadline`.
+
+    `deadline` is a `time.monotonic()` instant in seconds; `start()` sets it from
+    `duration_s` so a budget can be built before its phase starts.
+    """
+
+    max_requests: int
+    duration_s: float
+    issued: int = 0
+    started_at: float = 0.0
+    deadline: float = float("inf")
+
+    def start(self) -> None:
+        """Start the clock: the deadline is `duration_s` seconds from now."""
+        self.started_at = time.monotonic()
+        self.deadline = self.started_at + self.duration_s
+
+    def take(self) -> None:
+        """Take one request from the budget, or raise `BudgetExhausted`."""
+        if self.issued >= self.max_requests or time.monotonic() >= self.deadline:
+            raise BudgetExhausted
+        self.issued += 1
+
+    @property
+    def exhausted(self) -> bool:
+        """True once no further request may be issued."""
+        return self.issued >= self.max_requests or time.monotonic() >= self.deadline
+
+
+@dataclass
+class Recorder:
+    """Latencies (microseconds, HdrHistogram) and outcomes of the requests of one phase.
+
+    `expected` lists the status codes that are a normal answer for this phase (for example
+    409 for a refused flash-sale checkout); any other status, and any transport error
+    (recorded by exception class name), counts as an error.
+    """
+
+    expected: frozenset[int] = frozenset({200, 201, 204})
+    histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, MAX_LATENCY_US, 3))
+    statuses: Counter[str] = field(default_factory=Counter)
+    first_at: float | None = None
+    last_at: float | None = None
+
+    def record(self, started: float, ended: float, outcome: int | str) -> None:
+        """Record one request that ran from `started` to `ended` (perf_counter seconds).
+
+        `outcome` is the HTTP status code, or the name of the transport exception.
+        """
+        latency_us = int((ended - started) * 1_000_000)
+        self.histogram.record_value(min(max(latency_us, 1), MAX_LATENCY_US))
+        self.statuses[str(outcome)] += 1
+        self.first_at = started if self.first_at is None else min(self.first_at, started)
+        self.last_at = ended if self.last_at is None else max(self.last_at, ended)
+
+    @property
+    def requests(self) -> int:
+        """Requests recorded, answered or failed."""
+        return self.histogram.get_total_count()
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Count of each unexpected status code or transport error name."""
+        return {
+            key: n
+            for key, n in sorted(self.statuses.items())
+            if not (key.isdigit() and int(key) in self.expected)
+        }
+
+    @property
+    def seconds(self) -> float:
+        """Wall-clock seconds from the first request's start to the last one's end."""
+        if self.first_at is None or self.last_at is None:
+            return 0.0
+        return self.last_at - self.first_at
+
+    def percentile_ms(self, percentile: float) -> float | None:
+        """The latency at `percentile` (0-100) in milliseconds, or None with no requests."""
+        if self.requests == 0:
+            return None
+        return self.histogram.get_value_at_percentile(percentile) / 1000.0
+
+    def summary(self) -> dict[str, Any]:
+        """Requests, seconds, requests/s, p50/p99/p99.9 and max in ms, statuses, errors."""
+        seconds = self.seconds
+        return {
+            "requests": self.requests,
+            "seconds": round(seconds, 3),
+            "requests_per_s": round(self.requests / seconds, 1) if seconds > 0 else None,
+            "p50_ms": self.percentile_ms(50),
+            "p99_ms": self.percentile_ms(99),
+            "p999_ms": self.percentile_ms(99.9),
+            "max_ms": self.percentile_ms(100),
+            "statuses": dict(sorted(self.statuses.items())),
+            "errors": self.errors,
+            "error_count": sum(self.errors.values()),
+        }
+
+
+@dataclass
+class Reply:
+    """An answered request: its status code and decoded JSON body (None if not JSON)."""
+
+    status: int
+    body: Any
+    headers: httpx.Headers
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx answer."""
+        return 200 <= self.status < 300
+
+
+class Phase:
+    """One bounded, recorded stretch of traffic over a shared `HttpSession`."""
+
+    def __init__(
+        self,
+        session: HttpSession,
+        name: str,
+        budget: Budget,
+        recorder: Recorder,
+    ) -> None:
+        self.session = session
+        self.name = name
+        self.budget = budget
+        self.recorder = recorder
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply | None:
+        """Send one request and record it; None on a transport error.
+
+        Raises `BudgetExhausted` (before sending) when the phase's budget is used up.
+        """
+        self.budget.take()
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        started = time.perf_counter()
+        try:
+            response = await self.session.client.request(
+                method, path, json=json, headers=all_headers
+            )
+        except httpx.HTTPError as exc:
+            self.recorder.record(started, time.perf_counter(), type(exc).__name__)
+            return None
+        self.recorder.record(started, time.perf_counter(), response.status_code)
+        return Reply(response.status_code, _json_or_none(response), response.headers)
+
+    async def run_users(self, users: int, user: Callable[[Phase, int], Awaitable[None]]) -> None:
+        """Run `users` virtual users `user(phase, index)` concurrently until the budget ends."""
+        await self._run([self._guarded(user, i) for i in range(users)])
+
+    async def run_pool(
+        self,
+        jobs: Iterable[Any],
+        job: Callable[[Phase, Any], Awaitable[None]],
+        workers: int,
+    ) -> None:
+        """Run `job(phase, item)` for each item with at most `workers` at once, within budget."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        for item in jobs:
+            queue.put_nowait(item)
+
+        async def worker(phase: Phase, _index: int) -> None:
+            while not queue.empty() and not phase.budget.exhausted:
+                await job(phase, queue.get_nowait())
+
+        await self._run([self._guarded(worker, i) for i in range(max(1, workers))])
+
+    async def _guarded(self, user: Callable[[Phase, int], Awaitable[None]], index: int) -> None:
+        """Run one virtual user; running out of budget is its normal end."""
+        try:
+            await user(self, index)
+        except BudgetExhausted:
+            return
+
+    async def _run(self, coroutines: list[Awaitable[None]]) -> None:
+        """Start the budget clock and run the coroutines under a progress display."""
+        self.budget.start()
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[requests]} req, {task.fields[errors]} err"),
+            TimeElapsedColumn(),
+            console=STDERR,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(self.name, total=self.budget.duration_s, requests=0, errors=0)
+            ticker = asyncio.create_task(self._tick(progress, task))
+            try:
+                await asyncio.gather(*coroutines)
+            finally:
+                ticker.cancel()
+
+    async def _tick(self, progress: Progress, task: Any) -> None:
+        """Refresh the progress bar every PROGRESS_TICK_S seconds (time-based bar)."""
+        while True:
+            progress.update(
+                task,
+                completed=time.monotonic() - self.budget.started_at,
+                requests=self.recorder.requests,
+                errors=sum(self.recorder.errors.values()),
+            )
+            await asyncio.sleep(PROGRESS_TICK_S)
+
+    def result(self) -> dict[str, Any]:
+        """The phase's recorded summary (see `Recorder.summary`)."""
+        return self.recorder.summary()
+
+
+class HttpSession:
+    """An `httpx.AsyncClient` with `connections` keep-alive HTTP/1.1 connections to `base_url`."""
+
+    def __init__(self, base_url: str, connections: int) -> None:
+        limits = httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections
+        )
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            limits=limits,
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
+            http1=True,
+            http2=False,
+        )
+        self.connections = connections
+
+    async def __aenter__(self) -> HttpSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.aclose()
+
+    def phase(
+        self,
+        name: str,
+        *,
+        max_requests: int,
+        duration_s: float,
+        expected: Iterable[int] = (200, 201, 204),
+    ) -> Phase:
+        """A new phase with its own budget and recorder; its clock starts when it runs."""
+        return Phase(
+            self,
+            name,
+            Budget(max_requests=max_requests, duration_s=duration_s),
+            Recorder(expected=frozenset(expected)),
+        )
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    """The response body decoded as JSON, or None if it is empty or not JSON."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None

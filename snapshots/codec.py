@@ -1,0 +1,142 @@
+"""Versioned msgpack codec of engine state.
+
+Every record is ``msgpack([SCHEMA_VERSION, tag, payload])``. The engine's classes know nothing
+of this module: it maps them from outside. Reading a record written with an unknown schema
+version, or an unknown tag, raises :class:`SnapshotVersionError`: never a silent loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from engine.cart import Cart, CartStatus, LineItem
+from engine.catalog import Product, Variant
+from engine.checkout import Order, OrderStatus
+from engine.promotions import Promotion
+from engine.stock import Reservation, StockLedger
+
+SCHEMA_VERSION = 1
+
+
+class SnapshotVersionError(Exception):
+    """A record's schema version or type tag is not one this build can read."""
+
+
+def _cart_out(c: Cart) -> dict[str, Any]:
+    # Lines are stored as their own fields (O(change) persistence), not inside the header.
+    return {"cart_id": c.cart_id, "owner": c.owner, "currency": c.currency,
+            "created_at": c.created_at, "updated_at": c.updated_at, "expires_at": c.expires_at,
+            "status": c.status.value, "version": c.version, "codes": c.codes,
+            "line_seq": c.line_seq, "order_id": c.order_id, "merged_into": c.merged_into}
+
+
+def _cart_in(d: dict[str, Any]) -> Cart:
+    d = dict(d)
+    d["status"] = CartStatus(d["status"])
+    return Cart(**d)
+
+
+def _line_out(ln: LineItem) -> dict[str, Any]:
+    return {f: getattr(ln, f) for f in LineItem.__slots__}  # type: ignore[attr-defined]
+
+
+def _ledger_out(s: StockLedger) -> dict[str, Any]:
+    return {"variant_id": s.variant_id, "on_hand": s.on_hand, "sold": s.sold}
+
+
+def _reservation_out(r: Reservation) -> list[Any]:
+    return [r.reservation_id, r.quantity, r.expires_at, r.owner]
+
+
+def _order_out(o: Order) -> dict[str, Any]:
+    d = {f: getattr(o, f) for f in Order.__slots__}  # type: ignore[attr-defined]
+    d["status"] = o.status.value
+    return d
+
+
+def _order_in(d: dict[str, Any]) -> Order:
+    d = dict(d)
+    d["status"] = OrderStatus(d["status"])
+    return Order(**d)
+
+
+def _product_out(p: Product) -> dict[str, Any]:
+    return {"product_id": p.product_id, "name": p.name, "description": p.description,
+            "category": p.category, "prices": dict(p.prices),
+            "variants": [{"variant_id": v.variant_id, "sku": v.sku,
+                          "attributes": dict(v.attributes), "prices": dict(v.prices),
+                          "hold_ttl": v.hold_ttl, "shards": v.shards} for v in p.variants]}
+
+
+def _product_in(d: dict[str, Any]) -> Product:
+    d = dict(d)
+    d["variants"] = tuple(Variant(**v) for v in d["variants"])
+    return Product(**d)
+
+
+def _promotion_out(p: Promotion) -> dict[str, Any]:
+    out = {}
+    for f in Promotion.__slots__:  # type: ignore[attr-defined]
+        v = getattr(p, f)
+        out[f] = sorted(v) if isinstance(v, frozenset) else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _promotion_in(d: dict[str, Any]) -> Promotion:
+    import dataclasses
+
+    kwargs = {}
+    for f in dataclasses.fields(Promotion):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if isinstance(default, frozenset) and isinstance(v, list):
+            v = frozenset(v)
+        elif isinstance(default, tuple) and isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return Promotion(**kwargs)
+
+
+#: tag -> (class, encode, decode). Plain data (dict/list/str/int) uses tag "raw".
+_CODECS: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "cart": (Cart, _cart_out, _cart_in),
+    "line": (LineItem, _line_out, lambda d: LineItem(**d)),
+    "ledger": (StockLedger, _ledger_out, lambda d: StockLedger(**d)),
+    "resv": (Reservation, _reservation_out, lambda d: Reservation(*d)),
+    "order": (Order, _order_out, _order_in),
+    "product": (Product, _product_out, _product_in),
+    "promotion": (Promotion, _promotion_out, _promotion_in),
+}
+_TAG_OF: dict[type, str] = {cls: tag for tag, (cls, _, _) in _CODECS.items()}
+
+
+def encode(obj: Any) -> bytes:
+    """One record: engine object or plain data -> ``msgpack([version, tag, payload])``."""
+    tag = _TAG_OF.get(type(obj))
+    if tag is None:
+        return msgpack.packb([SCHEMA_VERSION, "raw", obj], use_bin_type=True)
+    return msgpack.packb([SCHEMA_VERSION, tag, _CODECS[tag][1](obj)], use_bin_type=True)
+
+
+def decode(data: bytes) -> Any:
+    """Inverse of :func:`encode`. Raises :class:`SnapshotVersionError` on unknown version/tag."""
+    try:
+        version, tag, payload = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        raise SnapshotVersionError(f"unreadable snapshot record: {e}") from e
+    if version != SCHEMA_VERSION:
+        raise SnapshotVersionError(
+            f"snapshot schema version {version} is not supported (this build reads "
+            f"{SCHEMA_VERSION}); refusing to load rather than lose data")
+    if tag == "raw":
+        return payload
+    entry = _CODECS.get(tag)
+    if entry is None:
+        raise SnapshotVersionError(f"unknown snapshot record type {tag!r}")
+    return entry[2](payload)

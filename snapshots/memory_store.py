@@ -1,0 +1,85 @@
+"""In-memory snapshot store for unit tests of actors and for embedded simulations.
+
+Same semantics as the Redis store (fencing, deadlines, outbox), and records go through the
+same codec, so a test that restarts the runtime over one ``MemoryStore`` reads back exactly
+what a Redis restart would.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from snapshots.codec import decode, encode
+from snapshots.store import NEW_EPOCH, Write
+
+
+class MemoryStore:
+    """A dict-backed :class:`~snapshots.store.SnapshotStore`."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, dict[str, bytes]] = {}
+        self.epochs: dict[str, int] = {}
+        self.deadlines: dict[str, float] = {}
+        self.outbox: list[dict[str, Any]] = []
+        self.reference: dict[str, dict[str, bytes]] = {}
+        self.commits = 0
+        self.fail_next: Exception | None = None
+
+    async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
+        if key not in self.hashes:
+            return NEW_EPOCH, {}
+        self.epochs[key] += 1
+        return self.epochs[key], {f: decode(v) for f, v in self.hashes[key].items()}
+
+    async def commit(self, writes: list[Write]) -> list[int | None]:
+        if self.fail_next is not None:
+            err, self.fail_next = self.fail_next, None
+            raise err
+        self.commits += 1
+        out: list[int | None] = []
+        for w in writes:
+            cur = self.epochs.get(w.key)
+            if w.epoch == NEW_EPOCH:
+                if cur is not None:
+                    out.append(None)
+                    continue
+                self.epochs[w.key] = cur = 1
+                self.hashes[w.key] = {}
+            elif cur != w.epoch:
+                out.append(None)
+                continue
+            h = self.hashes[w.key]
+            for f, v in w.hset.items():
+                h[f] = encode(v)
+            for f in w.hdel:
+                h.pop(f, None)
+            if w.deadline is not None:
+                member, when = w.deadline
+                if when is None:
+                    self.deadlines.pop(member, None)
+                else:
+                    self.deadlines[member] = when
+            for e in w.events:
+                self.outbox.append(json.loads(json.dumps(e)))
+            out.append(cur)
+        return out
+
+    async def due(self, now: float, limit: int) -> list[tuple[str, float]]:
+        due = sorted((t, m) for m, t in self.deadlines.items() if t <= now)[:limit]
+        return [(m, t) for t, m in due]
+
+    async def put_reference(self, kind: str, ref_id: str, value: Any) -> None:
+        self.reference.setdefault(kind, {})[ref_id] = encode(value)
+
+    async def load_reference(self, kind: str) -> dict[str, Any]:
+        return {k: decode(v) for k, v in self.reference.get(kind, {}).items()}
+
+    async def events(self, count: int = 1000) -> list[dict[str, Any]]:
+        return self.outbox[-count:]
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None

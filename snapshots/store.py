@@ -1,0 +1,76 @@
+"""The snapshot store port: what the actor runtime needs from persistence.
+
+An actor's state is a hash of fields (``meta``, one per line item, one per reservation, one
+per idempotency record...). A turn persists only the fields it changed (O(change)), and all
+the writes of one batch go to the store in one round trip (group commit). Every write is
+fenced by the actor's epoch: activation takes a new epoch, so a host that lost an actor can
+never overwrite the new owner's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: Epoch of an actor that has no persisted state yet; its first write creates it.
+NEW_EPOCH = 0
+
+
+@dataclass(slots=True)
+class Write:
+    """The changes of one turn of one actor.
+
+    ``key``: the actor's storage key ("cart:c_123"). ``epoch``: the fence taken on activation.
+    ``hset``: field -> engine object (encoded by the store's codec); ``hdel``: fields to drop.
+    ``deadline``: ``(member, epoch seconds)`` to (re)schedule in the deadline index,
+    ``(member, None)`` to remove it. ``events``: outbox records appended atomically with the
+    state change. ``expire_after``: seconds after which the whole record may be dropped
+    (finished carts), None to keep.
+    """
+
+    key: str
+    epoch: int
+    hset: dict[str, Any] = field(default_factory=dict)
+    hdel: list[str] = field(default_factory=list)
+    deadline: tuple[str, float | None] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    expire_after: float | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.hset or self.hdel or self.deadline or self.events)
+
+
+class FencedOut(Exception):
+    """The actor was activated elsewhere since this host loaded it."""
+
+
+class SnapshotStore(Protocol):
+    """Persistence of actor state, deadlines, events and reference data (catalog, promotions)."""
+
+    async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
+        """Take ownership of ``key``: ``(epoch, fields)``; ``(NEW_EPOCH, {})`` if it has no state."""
+        ...
+
+    async def commit(self, writes: list[Write]) -> list[int | None]:
+        """Apply ``writes`` in one round trip; per write the new epoch, or None if fenced out."""
+        ...
+
+    async def due(self, now: float, limit: int) -> list[tuple[str, float]]:
+        """Deadline members whose time (epoch seconds) is <= ``now``, earliest first."""
+        ...
+
+    async def put_reference(self, kind: str, ref_id: str, value: Any) -> None:
+        """Store a catalog product (``kind="product"``) or promotion (``"promotion"``)."""
+        ...
+
+    async def load_reference(self, kind: str) -> dict[str, Any]:
+        """Every product or promotion: id -> engine object."""
+        ...
+
+    async def events(self, count: int = 1000) -> list[dict[str, Any]]:
+        """The most recent outbox events, oldest first (operators and tests)."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
