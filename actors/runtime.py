@@ -96,7 +96,7 @@ class Actor:
         self._idem: OrderedDict[str, list[Any]] = OrderedDict()
         self._last_commit: asyncio.Future[None] | None = None
         self._timer_at: float | None = None
-        self._last_turn = 0.0
+        self._last_turn = ctx.clock.now()
         self._gone = False  # no longer this host's live activation
         self._poisoned = False  # its memory may differ from the store: never write it
         self._stored_deadline: float | None = None
@@ -317,8 +317,8 @@ class Host:
         """Run one turn of actor ``(kind, key)`` and return its reply once its state is persisted."""
         kind, key, method, args, request_id, fingerprint = msg
         cls = self.registry.get(kind)
-        if cls is None or (method.startswith("_") and method != "_deadline") or \
-                not callable(getattr(cls, method, None)):
+        if cls is None or (method != "_deadline" and (
+                method.startswith("_") or not callable(getattr(cls, method, None)))):
             return err(ValidationFailed("unknown_message", f"{kind}.{method} is not a message"))
         for _ in range(3):
             try:

@@ -12,6 +12,7 @@ run AOF with ``appendfsync always`` to lose no acknowledged write on power loss.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -57,6 +58,16 @@ return epoch
 """
 
 
+def connect(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """A client whose pool waits for a free connection instead of failing under load.
+
+    Call it only from a bootstrap step (CLI, app lifespan, host start) and pass the client in.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
+                                                    timeout=30)
+    return aioredis.Redis(connection_pool=pool)
+
+
 class RedisStore:
     """A :class:`~snapshots.store.SnapshotStore` over a ``redis.asyncio`` client.
 
@@ -70,18 +81,43 @@ class RedisStore:
         self._commit = client.register_script(_COMMIT)
         self.deadlines_key = f"{prefix}:deadlines"
         self.events_key = f"{prefix}:events"
+        # Activations that arrive together (a flash sale's new carts) share one pipeline.
+        self._pending: list[tuple[str, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def actor_key(self, key: str) -> str:
         return f"{self.prefix}:a:{key}"
 
     async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
-        epoch, flat = await self._activate(keys=[self.actor_key(key)])
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((key, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_activations())
+        epoch, flat = await fut
         fields: dict[str, Any] = {}
         for i in range(0, len(flat), 2):
             name = flat[i].decode()
             if name != "_epoch":
                 fields[name] = decode(flat[i + 1])
         return int(epoch), fields
+
+    async def _flush_activations(self) -> None:
+        await asyncio.sleep(0)
+        while self._pending:
+            batch, self._pending = self._pending, []
+            pipe = self.r.pipeline(transaction=False)
+            for key, _ in batch:
+                await self._activate(keys=[self.actor_key(key)], client=pipe)
+            try:
+                results = await pipe.execute()
+            except Exception as e:  # noqa: BLE001 - every waiter gets the failure
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), res in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res)
 
     def _args(self, w: Write) -> list[Any]:
         args: list[Any] = [w.epoch, len(w.hset)]

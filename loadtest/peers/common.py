@@ -13,6 +13,7 @@ use:
     GET  /v1/products, PUT /v1/admin/products/{product_id}, POST /v1/admin/stock/{variant_id}
     GET  /healthz, GET /readyz
 
+Idempotency-Key replays answer the first order without comparing bodies.
 Not implemented: users' carts, discounts, merge, If-Match, expiry, orders lookup, metrics.
 Tokens are HS256 JWTs signed with `--auth-secret` (a guest token names its cart).
 """

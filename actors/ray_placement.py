@@ -1,0 +1,166 @@
+"""The Ray placement: each host is one Ray actor holding many logical actors.
+
+``RayHostActor`` is a plain class (testable without Ray); :class:`RayPlacement` applies
+``ray.remote`` to it when it wires the cluster up. Each host builds its own Redis client and
+snapshot store when it starts (the bootstrap step of that process), holds a replica of the
+reference data, and reaches the other hosts through a :class:`~actors.router.BatchingRouter`
+over their handles. Hosts ask for no CPU of their own (``num_cpus=0``): they are long-lived
+async servers, and Ray places them across the cluster's nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from actors.clock import Clock, ManualClock, SystemClock
+from actors.placement import build_host
+from actors.reference import ReferenceData
+from actors.router import BatchingRouter
+from actors.runtime import Message, Reply
+from actors.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+
+class RayHostActor:
+    """The body of one Ray host actor."""
+
+    def __init__(self, index: int, n_hosts: int, redis_url: str, prefix: str,
+                 settings: EngineSettings, manual_clock_start: float | None = None,
+                 max_delay: float = 0.001, max_batch: int = 256) -> None:
+        self.index = index
+        self.n_hosts = n_hosts
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.settings = settings
+        self.clock: Clock = ManualClock(manual_clock_start) if manual_clock_start is not None \
+            else SystemClock()
+        self.max_delay = max_delay
+        self.max_batch = max_batch
+        self.host: Any = None
+
+    async def start(self, peers: list[Any]) -> int:
+        """Connect to Redis, load reference data, join the peers, start the sweeper."""
+        from snapshots.redis_store import RedisStore, connect
+
+        logging.basicConfig(level=logging.WARNING)
+        store = RedisStore(connect(self.redis_url), self.prefix)
+        reference = ReferenceData()
+        for kind in ("product", "promotion"):
+            for value in (await store.load_reference(kind)).values():
+                reference.apply(kind, value)
+        self.host = build_host(self.index, self.n_hosts, store, self.clock, self.settings,
+                               reference)
+
+        async def call(i: int, batch: list[Message]) -> list[Reply]:
+            return await peers[i].handle_batch.remote(batch)  # type: ignore[no-any-return]
+
+        router = BatchingRouter(call, self.n_hosts, self.max_delay, self.max_batch)
+        self.host.route = router.send
+        self.host.start_sweeper()
+        return self.index
+
+    async def handle_batch(self, messages: list[Message]) -> list[Reply]:
+        return await self.host.handle_batch(messages)  # type: ignore[no-any-return]
+
+    async def publish(self, kind: str, value: Any) -> None:
+        self.host.reference.apply(kind, value)
+
+    async def advance(self, seconds: float) -> int:
+        """Move a manual clock (tests, simulations). Raises TypeError on a system clock."""
+        if not isinstance(self.clock, ManualClock):
+            raise TypeError("this host runs on the system clock")
+        return await self.clock.advance(seconds)
+
+    async def sweep(self) -> int:
+        return await self.host.sweep_once()  # type: ignore[no-any-return]
+
+    async def stats(self) -> dict[str, Any]:
+        import os
+
+        import psutil
+
+        s = self.host.stats()
+        s["rss_bytes"] = psutil.Process(os.getpid()).memory_info().rss
+        return s  # type: ignore[no-any-return]
+
+    async def stop(self) -> None:
+        """Stop sweeping and wait for every pending write."""
+        self.host.stop_sweeper()
+        await self.host.drain()
+        await self.host.store.close()
+
+
+class RayPlacement:
+    """``n_hosts`` Ray host actors; this process routes to them with a batching router.
+
+    Ray must be initialised by the caller (the bootstrap: CLI, app lifespan or test session).
+    """
+
+    def __init__(self, *, n_hosts: int, redis_url: str, prefix: str, settings: EngineSettings,
+                 reference: ReferenceData, manual_clock_start: float | None = None,
+                 max_delay: float = 0.001, max_batch: int = 256, max_queue: int = 20_000,
+                 name: str | None = None) -> None:
+        self.n_hosts = n_hosts
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.settings = settings
+        self.reference = reference
+        self.manual_clock_start = manual_clock_start
+        self.max_delay = max_delay
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.name = name
+        self.handles: list[Any] = []
+        self.router: BatchingRouter | None = None
+
+    async def start(self) -> None:
+        import ray
+
+        remote_cls = ray.remote(RayHostActor)
+        opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100_000,
+                                "max_restarts": 0}
+        self.handles = [
+            remote_cls.options(**opts, **({"name": f"{self.name}-host-{i}"} if self.name
+                                          else {})).remote(
+                i, self.n_hosts, self.redis_url, self.prefix, self.settings,
+                self.manual_clock_start, self.max_delay, self.max_batch)
+            for i in range(self.n_hosts)]
+        await asyncio.gather(*(h.start.remote(self.handles) for h in self.handles))
+
+        async def call(i: int, batch: list[Message]) -> list[Reply]:
+            return await self.handles[i].handle_batch.remote(batch)  # type: ignore[no-any-return]
+
+        self.router = BatchingRouter(call, self.n_hosts, self.max_delay, self.max_batch,
+                                     self.max_queue)
+
+    async def send(self, msg: Message) -> Reply:
+        assert self.router is not None, "RayPlacement.start() first"
+        return await self.router.send(msg)
+
+    async def publish(self, kind: str, value: Any) -> None:
+        self.reference.apply(kind, value)
+        await asyncio.gather(*(h.publish.remote(kind, value) for h in self.handles))
+
+    async def advance(self, seconds: float) -> None:
+        await asyncio.gather(*(h.advance.remote(seconds) for h in self.handles))
+
+    async def sweep(self) -> int:
+        return sum(await asyncio.gather(*(h.sweep.remote() for h in self.handles)))
+
+    async def stats(self) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(h.stats.remote() for h in self.handles)))
+
+    async def close(self) -> None:
+        import ray
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(h.stop.remote() for h in self.handles)),
+                                   timeout=10)
+        except Exception as e:  # noqa: BLE001 - shutting down anyway
+            log.warning("hosts did not stop cleanly: %s", e)
+        for h in self.handles:
+            ray.kill(h)
+        self.handles = []

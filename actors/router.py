@@ -1,0 +1,103 @@
+"""Micro-batching router: messages bound for one host travel together in one call.
+
+A Ray call costs about 0.5 ms whatever it carries, so one call per message caps a host near
+2,000 messages/s, while 100 messages in one call go about 50x faster (DESIGN.md). The router
+sends at once when nothing is in flight to that host (low latency at low load), otherwise it
+gathers messages for at most ``max_delay`` seconds or until ``max_batch`` are waiting. Replies
+come back in order and are matched to their callers. Queues are bounded: past ``max_queue``
+waiting messages per host the caller gets ``Unavailable("overloaded")`` (a 503 with
+Retry-After), never unbounded growth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from actors.runtime import Message, Reply, err, host_of
+from engine.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+#: Sends one batch to host ``i`` and returns its replies in order.
+BatchCall = Callable[[int, list[Message]], Awaitable[list[Reply]]]
+
+
+class BatchingRouter:
+    """Routes messages to ``n_hosts`` hosts through ``call``, in batches."""
+
+    def __init__(self, call: BatchCall, n_hosts: int, max_delay: float = 0.001,
+                 max_batch: int = 256, max_queue: int = 20_000,
+                 max_in_flight: int = 2) -> None:
+        self.call = call
+        self.n_hosts = n_hosts
+        self.max_delay = max_delay
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.max_in_flight = max_in_flight
+        self._queues: list[list[tuple[Message, asyncio.Future[Reply]]]] = \
+            [[] for _ in range(n_hosts)]
+        self._timers: list[asyncio.Handle | None] = [None] * n_hosts
+        self._in_flight = [0] * n_hosts
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.messages = 0
+
+    async def send(self, msg: Message) -> Reply:
+        """Deliver ``msg`` to its actor's host and await the reply."""
+        i = host_of(msg[0], msg[1], self.n_hosts)
+        q = self._queues[i]
+        if len(q) >= self.max_queue:
+            return err(Unavailable("overloaded", "the engine is at capacity; retry shortly",
+                                   [{"retry_after": 1}]))
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        q.append((msg, fut))
+        if len(q) >= self.max_batch or self._in_flight[i] < self.max_in_flight:
+            self._schedule(i, 0.0)
+        else:
+            self._schedule(i, self.max_delay)
+        return await fut
+
+    def _schedule(self, i: int, delay: float) -> None:
+        t = self._timers[i]
+        if t is not None:
+            if delay > 0:
+                return
+            t.cancel()
+        loop = asyncio.get_running_loop()
+        # delay 0: call_soon, so messages sent in this same loop iteration still join
+        self._timers[i] = loop.call_soon(self._flush, i) if delay == 0 else \
+            loop.call_later(delay, self._flush, i)
+
+    def _flush(self, i: int) -> None:
+        self._timers[i] = None
+        batch = self._queues[i][: self.max_batch]
+        if not batch:
+            return
+        del self._queues[i][: self.max_batch]
+        self._in_flight[i] += 1
+        task = asyncio.ensure_future(self._deliver(i, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self._queues[i]:
+            self._schedule(i, self.max_delay)
+
+    async def _deliver(self, i: int, batch: list[tuple[Message, asyncio.Future[Reply]]]) -> None:
+        self.batches += 1
+        self.messages += len(batch)
+        try:
+            replies: Sequence[Any] = await self.call(i, [m for m, _ in batch])
+        except Exception as e:  # noqa: BLE001 - the host died: every caller learns it
+            log.warning("batch to host %d failed: %s", i, e)
+            replies = [err(Unavailable("host_unavailable",
+                                       "an engine host is restarting; retry shortly",
+                                       [{"retry_after": 1}]))] * len(batch)
+        finally:
+            self._in_flight[i] -= 1
+            if self._queues[i] and self._timers[i] is None:
+                self._schedule(i, 0.0)
+        for (_, fut), reply in zip(batch, replies, strict=True):
+            if not fut.done():
+                fut.set_result(reply)
