@@ -90,5 +90,13 @@ class InventoryActor(Actor):
             self.mark("meta")
         return self.ledger.snapshot()
 
+    async def initialize(self, on_hand: int) -> dict[str, int]:
+        """Set the on-hand count only if this ledger has never held stock (catalog loads at
+        start-up must not reset stock that shoppers have since bought)."""
+        if not self.exists():
+            self.ledger.set_on_hand(on_hand)
+            self.mark("meta")
+        return self.ledger.snapshot()
+
     async def status(self) -> dict[str, int]:
         return self.ledger.snapshot()

@@ -58,10 +58,13 @@ class CartService:
         await self.placement.close()
 
     # -- catalog and stock (admin) ---------------------------------------------------------
-    async def put_product(self, product_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def put_product(self, product_id: str, body: dict[str, Any],
+                          initial_stock_only: bool = False) -> dict[str, Any]:
         """Create or replace a product; its stock (``"stock"`` per variant) is set when given.
 
-        Raises ValidationFailed (``invalid_product``, ``variant_id_taken``, ...).
+        With ``initial_stock_only`` (catalog files loaded at start-up) stock is set only for
+        variants that never had any, so a restart does not undo sales.
+        Raises ValidationFailed (``invalid_product``, ``variant_id_taken``, ``invalid_stock``).
         """
         product = product_from_dict(product_id, body)
         for v in product.variants:
@@ -75,7 +78,10 @@ class CartService:
         if not body.get("variants") and "stock" in body:
             stocks[product_id] = body["stock"]
         for vid, n in stocks.items():
-            await self.set_stock(vid, set=n)
+            if initial_stock_only:
+                await self.call("inv", vid, "initialize", {"on_hand": n})
+            else:
+                await self.set_stock(vid, set=n)
         return product_to_dict(product)
 
     async def get_product(self, product_id: str) -> dict[str, Any]:

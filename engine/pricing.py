@@ -493,7 +493,8 @@ def price_cart(cart: Cart, ctx: PricingContext) -> PricedCart:
     hints: list[str] = []
     eligible: list[tuple[str | None, Promotion]] = []
     seen: set[str] = set()
-    for code in cart.codes:
+    # Sorted, so that hints and the code credited for a promotion never depend on code order.
+    for code in sorted(set(cart.codes)):
         promo = ctx.promotions.get(code)
         if promo is None:
             errors[code] = NotFound("unknown_code", f"no promotion has code {code!r}",

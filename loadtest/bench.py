@@ -293,10 +293,10 @@ async def run_system(
 ) -> list[dict[str, Any]]:
     """Start one system, run the scenarios on it, stop it; one row per scenario."""
     server = ServerProcess(spec, ctx, plan.out.parent / "logs" / f"{spec.name}.log")
-    if spec.uses_redis:
-        flush_redis(ctx.redis_url)
     rows: list[dict[str, Any]] = []
     try:
+        if spec.uses_redis:
+            flush_redis(ctx.redis_url)
         server.start()
         ready_s = await server.wait_ready(plan.ready_timeout_s)
         console.print(f"[green]{spec.name}[/] ready in {ready_s:.1f} s on {server.base_url}")
@@ -312,12 +312,12 @@ async def run_system(
         for scenario in plan.scenarios:
             rows.append(await run_one(scenario, target, plan, items, server))
             console.print(describe(rows[-1]))
-    except (SystemFailed, OSError) as exc:
-        rows = [failed_row(spec.name, s, str(exc)) for s in plan.scenarios]
+    except (SystemFailed, OSError, redis.RedisError) as exc:
+        rows = [failed_row(spec.name, s, f"{type(exc).__name__}: {exc}") for s in plan.scenarios]
     finally:
         await asyncio.to_thread(server.stop, plan.stop_timeout_s)
         if spec.uses_redis:
-            flush_redis(ctx.redis_url)
+            await asyncio.to_thread(flush_redis, ctx.redis_url)
     return rows
 
 

@@ -1,0 +1,1 @@
+"""HTTP gateway: ``create_app`` (FastAPI) and the ``cart-engine`` command line."""

@@ -1,0 +1,54 @@
+"""The FastAPI application: routes, error bodies, metrics, and a lifespan that boots the engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from actors.service import CartService
+from gateway import errors
+from gateway.bootstrap import start_runtime, stop_runtime
+from gateway.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from gateway.routes import admin, carts, catalog, checkout, ops
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("cart_engine")
+
+
+def create_app(settings: GatewaySettings | None = None,
+               service: CartService | None = None) -> FastAPI:
+    """The app. With ``service`` (an embedded engine) the lifespan builds nothing itself."""
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if service is not None:
+            app.state.service = service
+            yield
+            return
+        rt = await start_runtime(settings)
+        app.state.service = rt.service
+        app.state.runtime = rt
+        where = f"redis: {rt.redis_url}" + (" (bundled)" if rt.bundled else "")
+        print(f"cart-engine: {settings.placement} placement, {settings.hosts} hosts, {where}; "
+              + "; ".join(rt.notes), flush=True)
+        try:
+            yield
+        finally:
+            await stop_runtime(rt)
+
+    app = FastAPI(title="Cart engine", version="1.0",
+                  description="Carts, pricing, stock reservations and idempotent checkout. "
+                              "Money is integer minor units (ISO 4217).",
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    errors.install(app)
+    for r in (carts.router, checkout.router, catalog.router, admin.router, ops.router):
+        app.include_router(r)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,64 @@
+"""Identity: HS256 JWTs (RFC 7519, via PyJWT) with ``sub``, ``exp`` and ``role``.
+
+A user token has ``sub`` = the user id; an admin token adds ``role: "admin"``; a guest token
+(minted by ``POST /v1/carts`` without a token) has ``role: "guest"``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from engine.errors import DomainError
+
+ALGORITHM = "HS256"
+
+
+class AuthError(DomainError):
+    """No token, or one that is malformed, forged or expired (HTTP 401)."""
+
+    category = "unauthorized"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    sub: str
+    role: str = "user"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_guest(self) -> bool:
+        return self.role == "guest"
+
+
+def issue_token(secret: str, sub: str, role: str = "user", ttl: float = 3600.0) -> str:
+    """A signed token for ``sub`` valid for ``ttl`` seconds."""
+    now = int(time.time())
+    return jwt.encode({"sub": sub, "role": role, "iat": now, "exp": now + int(ttl)}, secret,
+                      algorithm=ALGORITHM)
+
+
+def new_guest_id() -> str:
+    return "guest_" + uuid.uuid4().hex[:20]
+
+
+def decode_token(secret: str, token: str) -> Caller:
+    """The caller a bearer token names. Raises AuthError ``invalid_token`` / ``token_expired``."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
+                            options={"require": ["sub", "exp"]})
+    except jwt.ExpiredSignatureError as e:
+        raise AuthError("token_expired", "the token has expired") from e
+    except jwt.PyJWTError as e:
+        raise AuthError("invalid_token", f"the token is not valid: {e}") from e
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not 0 < len(sub) <= 128 or sub.startswith("@"):
+        raise AuthError("invalid_token", "the token's subject is not a valid user id")
+    role = claims.get("role", "user")
+    return Caller(sub=sub, role=role if role in ("user", "admin", "guest") else "user")

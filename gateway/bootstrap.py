@@ -1,0 +1,119 @@
+"""Bootstrap: the one place that builds Redis clients, starts Ray and wires the engine.
+
+``start_runtime(settings)`` gives a running :class:`Runtime`; ``stop_runtime`` undoes it in
+reverse (hosts drain their writes, Ray disconnects or shuts down, the bundled Redis stops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.placement import LocalPlacement
+from actors.reference import ReferenceData
+from actors.service import CartService
+from gateway.settings import GatewaySettings
+from snapshots.bundled import BundledRedis
+from snapshots.redis_store import RedisStore, connect
+
+log = logging.getLogger("cart_engine")
+
+
+@dataclass
+class Runtime:
+    service: CartService
+    store: RedisStore
+    redis_url: str
+    bundled: BundledRedis | None = None
+    ray_started: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+async def _reachable(url: str) -> bool:
+    client = connect(url, max_connections=2)
+    try:
+        return bool(await asyncio.wait_for(client.ping(), 2))
+    except Exception:  # noqa: BLE001 - unreachable is an answer here
+        return False
+    finally:
+        await client.aclose()
+
+
+async def start_runtime(settings: GatewaySettings) -> Runtime:
+    """Redis (given or bundled), Ray (joined or local), hosts, catalog: a ready engine."""
+    bundled = None
+    url = settings.redis_url
+    if not url or not await _reachable(url):
+        if url:
+            log.warning("REDIS_URL %s is unreachable; starting the bundled Redis", url)
+        bundled = BundledRedis(settings.data_dir / "redis")
+        url = await asyncio.to_thread(bundled.start)
+    store = RedisStore(connect(url), settings.redis_prefix)
+    engine_settings = settings.engine()
+    ray_started = False
+    if settings.placement == "ray":
+        import ray
+
+        from actors.ray_placement import RayPlacement
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"namespace": "cart-engine", "include_dashboard": False,
+                                      "configure_logging": False, "log_to_driver": True}
+            if settings.ray_address:
+                kwargs["address"] = settings.ray_address
+            else:
+                kwargs.update(num_cpus=os.cpu_count() or 2,
+                              object_store_memory=256 * 1024 * 1024)
+            await asyncio.to_thread(ray.init, **kwargs)
+            ray_started = True
+        placement: Any = RayPlacement(
+            n_hosts=settings.hosts, redis_url=url, prefix=settings.redis_prefix,
+            settings=engine_settings, reference=ReferenceData(),
+            max_delay=settings.batch_delay, max_batch=settings.batch_size,
+            max_queue=settings.max_queue)
+        for kind in ("product", "promotion"):
+            for value in (await store.load_reference(kind)).values():
+                placement.reference.apply(kind, value)
+        await placement.start()
+    else:
+        from actors.clock import SystemClock
+
+        placement = LocalPlacement(store, SystemClock(), engine_settings, settings.hosts)
+        await placement.start()
+    service = CartService(placement, store)
+    rt = Runtime(service, store, url, bundled, ray_started)
+    if settings.catalog:
+        n = await load_catalog(service, settings.catalog)
+        rt.notes.append(f"catalog: {n} products from {settings.catalog}")
+    return rt
+
+
+async def load_catalog(service: CartService, path: Any) -> int:
+    """Upsert every product of a catalog file; stock is set only where none was ever set."""
+    with open(path, encoding="utf-8") as f:
+        products = json.load(f)
+    sem = asyncio.Semaphore(32)
+
+    async def one(p: dict[str, Any]) -> None:
+        async with sem:
+            await service.put_product(p["product_id"], p, initial_stock_only=True)
+
+    await asyncio.gather(*(one(p) for p in products))
+    return len(products)
+
+
+async def stop_runtime(rt: Runtime) -> None:
+    try:
+        await rt.service.close()
+    finally:
+        await rt.store.close()
+        if rt.ray_started:
+            import ray
+
+            await asyncio.to_thread(ray.shutdown)
+        if rt.bundled is not None:
+            await asyncio.to_thread(rt.bundled.stop)

@@ -1,0 +1,74 @@
+"""``cart-engine``: serve the gateway, or print a development token.
+
+  cart-engine serve [--port 8000] [--hosts 2] [--redis-url URL] [--ray-address ADDR]
+                    [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
+                    [--catalog FILE] [--placement ray|local] [--data-dir DIR]
+  cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
+
+Every flag also reads from the environment (``CART_ENGINE_PORT``, ``REDIS_URL``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from gateway.auth import issue_token
+from gateway.settings import GatewaySettings
+
+_SERVE_FLAGS = {
+    "--host": ("host", str), "--port": ("port", int), "--hosts": ("hosts", int),
+    "--redis-url": ("redis_url", str), "--ray-address": ("ray_address", str),
+    "--cart-ttl": ("cart_ttl", float), "--reservation-ttl": ("reservation_ttl", float),
+    "--auth-secret": ("auth_secret", str), "--catalog": ("catalog", str),
+    "--placement": ("placement", str), "--data-dir": ("data_dir", str),
+    "--redis-prefix": ("redis_prefix", str), "--tax-rate-bp": ("tax_rate_bp", int),
+    "--batch-delay": ("batch_delay", float), "--batch-size": ("batch_size", int),
+    "--log-level": ("log_level", str),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cart-engine", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP gateway and the actor hosts")
+    for flag, (dest, typ) in _SERVE_FLAGS.items():
+        serve.add_argument(flag, dest=dest, type=typ, default=None)
+    tok = sub.add_parser("token", help="print a development JWT")
+    tok.add_argument("--sub", required=True)
+    tok.add_argument("--admin", action="store_true")
+    tok.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds")
+    tok.add_argument("--auth-secret", dest="auth_secret", default=None)
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    """Environment first, flags on top (pydantic-settings validates both)."""
+    overrides: dict[str, Any] = {dest: getattr(args, dest) for dest, _ in _SERVE_FLAGS.values()
+                                 if getattr(args, dest, None) is not None}
+    return GatewaySettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "token":
+        secret = args.auth_secret or GatewaySettings().auth_secret
+        print(issue_token(secret, args.sub, "admin" if args.admin else "user", args.ttl))
+        return 0
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = settings_from(args)
+    print(f"cart-engine: listening on http://{settings.host}:{settings.port} "
+          f"(docs at /docs)", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, lifespan="on", access_log=False,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

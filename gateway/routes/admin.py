@@ -1,0 +1,48 @@
+"""Admin: products, stock, promotions, orders and the event outbox (admin token required)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse
+
+from gateway.deps import AdminCaller, ResourceId, Service
+from gateway.routes._respond import ERRORS
+from gateway.schemas import StockChange
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]})
+
+
+@router.put("/products/{product_id}")
+async def put_product(service: Service, _: AdminCaller, product_id: ResourceId,
+                      body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    """Create or replace a product (API.md body; variants may carry ``stock``)."""
+    return JSONResponse(await service.put_product(product_id, body))
+
+
+@router.post("/stock/{variant_id}")
+async def change_stock(service: Service, _: AdminCaller, variant_id: ResourceId,
+                       body: StockChange) -> JSONResponse:
+    """``{set: n}`` or ``{delta: n}``: answers on_hand, reserved, available, sold (units)."""
+    return JSONResponse(await service.set_stock(variant_id, set=body.set, delta=body.delta))
+
+
+@router.put("/promotions/{promotion_id}")
+async def put_promotion(service: Service, _: AdminCaller, promotion_id: ResourceId,
+                        body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    """Create or replace a promotion or coupon code."""
+    return JSONResponse(await service.put_promotion(promotion_id, body))
+
+
+@router.post("/orders/{order_id}/ship")
+async def ship_order(service: Service, _: AdminCaller, order_id: ResourceId) -> JSONResponse:
+    """Mark a paid order shipped (emits order.shipped)."""
+    return JSONResponse(await service.ship_order(order_id))
+
+
+@router.get("/events")
+async def recent_events(service: Service, _: AdminCaller,
+                        count: Annotated[int, Query(ge=1, le=10_000)] = 100) -> JSONResponse:
+    """The most recent outbox events, oldest first."""
+    return JSONResponse({"items": await service.events(count)})

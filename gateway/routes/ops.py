@@ -1,0 +1,47 @@
+"""Operations: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.metrics import CONTENT_TYPE_LATEST
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> JSONResponse:
+    """The process is alive."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Redis and the actor hosts (Ray) answer."""
+    service = request.app.state.service
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(service.store.ping(), 2)
+        checks["redis"] = "ok"
+    except Exception as e:  # noqa: BLE001 - report, do not crash the probe
+        checks["redis"] = f"down: {e}"
+    try:
+        await asyncio.wait_for(service.placement.stats(), 5)
+        checks["hosts"] = "ok"
+    except Exception as e:  # noqa: BLE001
+        checks["hosts"] = f"down: {e}"
+    ready = all(v == "ok" for v in checks.values())
+    if ready:
+        return JSONResponse({"status": "ready", "checks": checks})
+    return JSONResponse({"error": {"code": "not_ready", "message": "a dependency is down",
+                                   "details": [checks]}}, status_code=503,
+                        headers={"Retry-After": "1"})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

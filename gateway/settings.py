@@ -1,0 +1,53 @@
+"""Gateway and engine configuration, from flags and environment (pydantic-settings).
+
+Every field can be set as ``CART_ENGINE_<NAME>`` (``CART_ENGINE_PORT=8080``); the Redis URL
+also as ``REDIS_URL``. Times in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from actors.settings import EngineSettings
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CART_ENGINE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    #: Actor hosts (Ray actors with the Ray placement, event-loop hosts in-process).
+    hosts: int = Field(2, ge=1, le=256)
+    placement: Literal["ray", "local"] = "ray"
+    #: Redis to keep snapshots in; unset or unreachable: a bundled Redis in ``data_dir``.
+    redis_url: str | None = Field(None, validation_alias=AliasChoices(
+        "redis_url", "REDIS_URL", "CART_ENGINE_REDIS_URL"))
+    #: Key prefix in Redis (several engines can share one Redis).
+    redis_prefix: str = "ce"
+    #: Join an existing Ray cluster (``host:port``); unset: start a local one.
+    ray_address: str | None = None
+    cart_ttl: float = Field(1800.0, gt=0)
+    reservation_ttl: float = Field(600.0, gt=0)
+    #: HS256 secret for JWTs; unset: a development secret (printed as a warning).
+    auth_secret: str = "dev-secret-change-me"
+    #: JSON catalog to load at start (API.md product bodies; variants may carry ``stock``).
+    catalog: Path | None = None
+    data_dir: Path = Path(".cart-engine")
+    tax_rate_bp: int = Field(0, ge=0, le=10_000)
+    #: Largest request body accepted, bytes.
+    max_body_bytes: int = 64 * 1024
+    #: Router micro-batching: longest wait (seconds) and largest batch.
+    batch_delay: float = Field(0.001, ge=0, le=0.05)
+    batch_size: int = Field(256, ge=1, le=10_000)
+    #: Messages waiting per host beyond which requests get 503 + Retry-After.
+    max_queue: int = Field(20_000, ge=1)
+    guest_token_ttl: float = 30 * 24 * 3600.0
+    log_level: str = "warning"
+
+    def engine(self) -> EngineSettings:
+        return EngineSettings(cart_ttl=self.cart_ttl, reservation_ttl=self.reservation_ttl,
+                              tax_rate_bp=self.tax_rate_bp)
