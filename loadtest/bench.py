@@ -60,6 +60,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from loadtest.client import run_async
 from loadtest.scenarios import (
     Target,
     cart_churn,
@@ -207,22 +208,23 @@ class ServerProcess:
                 await asyncio.sleep(READY_POLL_S)
         raise SystemFailed(f"not ready after {timeout_s:.0f} s: {self.log_tail()}")
 
-    def rss_mb(self) -> float | None:
-        """Resident memory of the process and all its descendants, in MB (None if unknown)."""
+    def _tree(self) -> list[Any]:
+        """The server process and all its descendants (psutil), empty if unknown."""
         if psutil is None or self.process is None:
-            return None
+            return []
         try:
             root = psutil.Process(self.process.pid)
-            procs = [root, *root.children(recursive=True)]
-            total = 0
-            for proc in procs:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    continue
-            return round(total / 2**20, 1)
+            return [root, *root.children(recursive=True)]
         except psutil.Error:
-            return None
+            return []
+
+    def rss_mb(self) -> float | None:
+        """Resident memory of the process tree, in MB (None if unknown)."""
+        return _sum_over(self._tree(), lambda p: p.memory_info().rss / 2**20)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds (user + system) used so far by the live process tree (None if unknown)."""
+        return _sum_over(self._tree(), lambda p: sum(p.cpu_times()[:2]))
 
     def stop(self, timeout_s: float) -> None:
         """SIGTERM, wait up to `timeout_s` seconds, then SIGKILL what is left of its group."""
@@ -250,6 +252,18 @@ class ServerProcess:
         except OSError:
             return ""
         return " | ".join(text[-lines:])
+
+
+def _sum_over(procs: list[Any], measure: Callable[[Any], float]) -> float | None:
+    """The sum of `measure` over processes, skipping those that vanished; None if none."""
+    total, seen = 0.0, False
+    for proc in procs:
+        try:
+            total += measure(proc)
+            seen = True
+        except psutil.Error:
+            continue
+    return round(total, 3) if seen else None
 
 
 # --------------------------------------------------------------------------- running
@@ -308,6 +322,7 @@ async def run_system(
             duration_s=plan.duration_s,
             max_requests=plan.max_requests,
             max_carts=ctx.ray_carts if spec.caps_carts else None,
+            server_cpu=server.cpu_seconds,
         )
         for scenario in plan.scenarios:
             rows.append(await run_one(scenario, target, plan, items, server))
@@ -339,7 +354,8 @@ def describe(row: dict[str, Any]) -> str:
         return f"  [red]{row['scenario']}: FAILED[/] {row['failed'][:200]}"
     return (f"  {row['scenario']}: {row['requests']} req in {row['seconds']} s, "
             f"{row['requests_per_s']} req/s, p99 {fmt(row['p99_ms'])} ms, "
-            f"errors {row['error_count']}")
+            f"errors {row['error_count']}, CPU ms/req server "
+            f"{fmt(row['server_cpu_ms_per_request'])} client {fmt(row['client_cpu_ms_per_request'])}")
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -370,19 +386,21 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
     """The rich table of all rows."""
     table = Table(title="cart engine benchmark (requests/s ratios to the baselines)")
     for header in ("system", "scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors",
-                   "oversold", "checkouts/s", "x redis-peer", "x memory-peer", "RSS MB"):
+                   "oversold", "checkouts/s", "x redis-peer", "x memory-peer",
+                   "srv CPU ms/req", "cli CPU ms/req", "RSS MB"):
         table.add_column(header, justify="left" if header in ("system", "scenario") else "right")
     for row in rows:
         if "failed" in row:
             table.add_row(row["system"], row["scenario"], "[red]FAILED", row["failed"][:60],
-                          *([""] * 8))
+                          *([""] * 10))
             continue
         table.add_row(
             row["system"], row["scenario"], fmt(row["requests_per_s"], 0),
             fmt(row["p50_ms"]), fmt(row["p99_ms"]), fmt(row["p999_ms"]),
             fmt(row["error_count"]), fmt(row.get("oversold_units")),
             fmt(row.get("checkouts_per_s"), 0), fmt(row.get("vs_redis-peer")),
-            fmt(row.get("vs_memory-peer")), fmt(row.get("server_rss_mb"), 0),
+            fmt(row.get("vs_memory-peer")), fmt(row.get("server_cpu_ms_per_request")),
+            fmt(row.get("client_cpu_ms_per_request")), fmt(row.get("server_rss_mb"), 0),
         )
     return table
 
@@ -532,7 +550,7 @@ async def run_bench(plan: BenchPlan, args: argparse.Namespace) -> list[dict[str,
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 0 (failed rows are reported, not fatal)."""
     plan, args = parse_args(argv)
-    asyncio.run(run_bench(plan, args))
+    run_async(run_bench(plan, args))
     return 0
 
 

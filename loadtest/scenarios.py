@@ -19,17 +19,21 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
-from loadtest.client import HttpSession, Phase, Reply
+from loadtest.client import CpuProbe, HttpSession, Phase, Reply, User
 
 #: Unit price of generated products, in minor units (USD cents).
 PRICE_MINOR = 2499
 #: Largest number of product pages `find_product` reads.
 MAX_PRODUCT_PAGES = 100
+
+
+#: Anything that sends a recorded request: a virtual user, or a phase (on its first connection).
+Caller = User | Phase
 
 
 class ScenarioError(Exception):
@@ -59,6 +63,7 @@ class Target:
     `connections` is the number of keep-alive connections and of concurrent virtual users,
     `duration_s` the time limit of each measured phase in seconds, `max_requests` its request
     limit, and `max_carts` (if set) caps how many carts a scenario creates (ray-per-cart).
+    `server_cpu` (if set) answers the server's CPU seconds so far, to meter CPU per request.
     """
 
     base_url: str
@@ -68,6 +73,7 @@ class Target:
     duration_s: float = 20.0
     max_requests: int = 1_000_000
     max_carts: int | None = None
+    server_cpu: CpuProbe | None = field(default=None, compare=False)
 
     def carts(self, wanted: int) -> int:
         """`wanted`, capped by `max_carts`."""
@@ -75,7 +81,7 @@ class Target:
 
     def session(self) -> HttpSession:
         """A new HTTP session to the target."""
-        return HttpSession(self.base_url, self.connections)
+        return HttpSession(self.base_url, self.connections, self.server_cpu)
 
 
 # --------------------------------------------------------------------------- data and tokens
@@ -114,19 +120,18 @@ def catalog_items(entries: list[dict[str, Any]]) -> list[Item]:
 # --------------------------------------------------------------------------- API calls
 
 
-async def guest_cart(phase: Phase) -> GuestCart | None:
+async def guest_cart(vu: Caller) -> GuestCart | None:
     """`POST /v1/carts` without a token; None unless it answers 201 with a token."""
-    reply = await phase.call("POST", "/v1/carts")
+    reply = await vu.call("POST", "/v1/carts")
     if reply is None or reply.status != 201 or not isinstance(reply.body, dict):
         return None
     return GuestCart(reply.body["cart_id"], reply.body["token"])
 
 
-async def add_item(phase: Phase, cart: GuestCart, item: Item, quantity: int) -> Reply | None:
+async def add_item(vu: Caller, cart: GuestCart, item: Item, quantity: int) -> Reply | None:
     """`POST /v1/carts/{id}/items` with `quantity` units of `item`."""
     body = {"product_id": item.product_id, "variant_id": item.variant_id, "quantity": quantity}
-    return await phase.call("POST", f"/v1/carts/{cart.cart_id}/items", json=body,
-                            token=cart.token)
+    return await vu.call("POST", f"/v1/carts/{cart.cart_id}/items", json=body, token=cart.token)
 
 
 def line_of(reply: Reply | None, variant_id: str) -> str | None:
@@ -238,19 +243,19 @@ async def cart_churn(target: Target, items: list[Item]) -> dict[str, Any]:
     users = target.carts(target.connections)
     iterations: Counter[str] = Counter()
 
-    async def user(phase: Phase, index: int) -> None:
-        cart = await guest_cart(phase)
+    async def user(vu: User, index: int) -> None:
+        cart = await guest_cart(vu)
         if cart is None:
             return
         for step in range(index, index + target.max_requests):
             item = items[step % len(items)]
-            line_id = line_of(await add_item(phase, cart, item, 1), item.variant_id)
+            line_id = line_of(await add_item(vu, cart, item, 1), item.variant_id)
             if line_id is None:
                 continue
             path = f"/v1/carts/{cart.cart_id}/items/{line_id}"
-            await phase.call("PATCH", path, json={"quantity": 2 + step % 3}, token=cart.token)
-            await phase.call("DELETE", path, token=cart.token)
-            await phase.call("GET", f"/v1/carts/{cart.cart_id}", token=cart.token)
+            await vu.call("PATCH", path, json={"quantity": 2 + step % 3}, token=cart.token)
+            await vu.call("DELETE", path, token=cart.token)
+            await vu.call("GET", f"/v1/carts/{cart.cart_id}", token=cart.token)
             iterations["done"] += 1
 
     async with target.session() as session:
@@ -296,19 +301,19 @@ async def flash_sale(
                     else await create_flash_product(admin, target.admin_token))
         await set_stock(admin, target.admin_token, item.variant_id, units)
 
-        async def prepare(phase: Phase, _index: int) -> None:
-            cart = await guest_cart(phase)
+        async def prepare(vu: User, _index: int) -> None:
+            cart = await guest_cart(vu)
             if cart is None:
                 outcomes["no_cart"] += 1
                 return
-            reply = await add_item(phase, cart, item, 1)
+            reply = await add_item(vu, cart, item, 1)
             if reply is not None and reply.ok:
                 ready.append(cart)
             else:
                 outcomes[error_code(reply)] += 1
 
-        async def buy(phase: Phase, cart: GuestCart) -> None:
-            reply = await phase.call(
+        async def buy(vu: User, cart: GuestCart) -> None:
+            reply = await vu.call(
                 "POST", f"/v1/carts/{cart.cart_id}/checkout",
                 json={"payment": {"token": "tok_ok"}},
                 token=cart.token, headers={"Idempotency-Key": uuid.uuid4().hex},
@@ -375,19 +380,19 @@ async def read_heavy(
     carts = target.carts(carts)
     prepared: list[GuestCart] = []
 
-    async def prepare(phase: Phase, index: int) -> None:
-        cart = await guest_cart(phase)
+    async def prepare(vu: User, index: int) -> None:
+        cart = await guest_cart(vu)
         if cart is None:
             return
         for offset in range(lines):
-            await add_item(phase, cart, items[(index + offset) % len(items)], 1 + offset)
+            await add_item(vu, cart, items[(index + offset) % len(items)], 1 + offset)
         prepared.append(cart)
 
-    async def reader(phase: Phase, index: int) -> None:
+    async def reader(vu: User, index: int) -> None:
         rng = random.Random(index)
         for _ in range(target.max_requests):
             cart = prepared[rng.randrange(len(prepared))]
-            await phase.call("GET", f"/v1/carts/{cart.cart_id}", token=cart.token)
+            await vu.call("GET", f"/v1/carts/{cart.cart_id}", token=cart.token)
 
     async with target.session() as session:
         setup = session.phase("read/carts", max_requests=carts * (lines + 1),

@@ -1,0 +1,184 @@
+"""Actor contract: the same behaviour on the in-process and the Ray placement (manual clock)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.errors import Conflict, NotFound, PaymentDeclined
+from tests.actors.harness import Harness, product
+
+pytestmark = pytest.mark.actors
+
+
+async def _cart(h: Harness, owner: str = "alice") -> str:
+    assert h.service is not None
+    return str((await h.service.active_cart(owner))["cart"]["cart_id"])
+
+
+async def test_turns_of_one_actor_run_one_at_a_time_in_arrival_order(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", stock=1000))
+    cid = await _cart(harness)
+    views = await asyncio.gather(*(svc.add_item("alice", cid, product_id="p", quantity=1)
+                                   for _ in range(40)))
+    # Each turn saw the previous one: versions 1..40 in order, quantity 1..40.
+    assert [v["version"] for v in views] == list(range(1, 41))
+    assert [v["lines"][0]["quantity"] for v in views] == list(range(1, 41))
+
+
+async def test_one_active_cart_per_owner(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    first = await svc.active_cart("bob")
+    again = await svc.active_cart("bob")
+    assert first["created"] and not again["created"]
+    assert first["cart"]["cart_id"] == again["cart"]["cart_id"]
+
+
+async def test_inactive_cart_expires_and_releases_its_holds(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("flash", product("flash", hold_ttl=3600, stock=10))
+    cid = await _cart(harness)
+    await svc.add_item("alice", cid, product_id="flash", quantity=3)
+    assert (await svc.stock("flash-v0"))["reserved"] == 3
+    await harness.advance(1799)
+    assert (await svc.get_cart("alice", cid))["status"] == "active"
+    await harness.advance(2)
+    # The cart did nothing for 30 minutes: expired, hold released, expiry persisted.
+    assert (await svc.get_cart("alice", cid))["status"] == "expired"
+    assert (await svc.stock("flash-v0"))["reserved"] == 0
+    assert any(e["type"] == "cart.expired" and e["cart_id"] == cid for e in await svc.events())
+
+
+async def test_activity_pushes_expiry_back(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", stock=5))
+    cid = await _cart(harness)
+    await harness.advance(1500)
+    await svc.add_item("alice", cid, product_id="p", quantity=1)
+    await harness.advance(1500)
+    assert (await svc.get_cart("alice", cid))["status"] == "active"
+
+
+async def test_actor_activates_from_its_snapshot_after_a_restart(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", price=1250, stock=7))
+    cid = await _cart(harness)
+    await svc.add_item("alice", cid, product_id="p", quantity=2)
+    await svc.add_item("alice", cid, product_id="p", quantity=1)
+    svc = await harness.restart()
+    cart = await svc.get_cart("alice", cid)
+    assert cart["version"] == 2
+    assert cart["lines"][0]["quantity"] == 3
+    assert cart["lines"][0]["unit_price"] == {"amount": 1250, "currency": "USD"}
+    assert (await svc.stock("p-v0"))["on_hand"] == 7
+    # ... and the deadline survives too: it still expires on time.
+    await harness.advance(1801)
+    assert (await svc.get_cart("alice", cid))["status"] == "expired"
+
+
+async def test_a_repeated_idempotency_key_answers_the_first_reply(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", stock=5))
+    cid = await _cart(harness)
+    a = await svc.add_item("alice", cid, product_id="p", quantity=1, request_id="k1",
+                           fingerprint="f1")
+    b = await svc.add_item("alice", cid, product_id="p", quantity=1, request_id="k1",
+                           fingerprint="f1")
+    assert a == b and b["lines"][0]["quantity"] == 1
+    with pytest.raises(Conflict) as e:
+        await svc.add_item("alice", cid, product_id="p", quantity=2, request_id="k1",
+                           fingerprint="f2")
+    assert e.value.code == "idempotency_key_reused"
+
+
+async def test_another_owners_cart_is_not_found(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    cid = await _cart(harness)
+    with pytest.raises(NotFound):
+        await svc.get_cart("mallory", cid)
+
+
+async def test_checkout_with_one_key_makes_one_order_and_sells_once(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", price=2500, stock=5))
+    cid = await _cart(harness)
+    await svc.add_item("alice", cid, product_id="p", quantity=2)
+    first, second = await asyncio.gather(
+        svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="K", fingerprint="x"),
+        svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="K", fingerprint="x"))
+    assert first == second and first["status"] == "paid"
+    assert (await svc.stock("p-v0")) | {} == {"variant_id": "p-v0", "on_hand": 3, "reserved": 0,
+                                              "available": 3, "sold": 2}
+    assert (await svc.get_cart("alice", cid))["status"] == "checked_out"
+    kinds = [e["type"] for e in await svc.events()]
+    assert kinds.count("order.paid") == 1 and kinds.count("cart.checked_out") == 1
+
+
+async def test_declined_payment_releases_every_reservation(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("a", product("a", stock=3))
+    await svc.put_product("b", product("b", stock=3))
+    cid = await _cart(harness)
+    await svc.add_item("alice", cid, product_id="a", quantity=1)
+    await svc.add_item("alice", cid, product_id="b", quantity=2)
+    with pytest.raises(PaymentDeclined):
+        await svc.checkout("alice", cid, payment_token="tok_declined", idempotency_key="d1")
+    assert (await svc.stock("a-v0"))["available"] == 3
+    assert (await svc.stock("b-v0"))["available"] == 3
+    assert (await svc.get_cart("alice", cid))["status"] == "active"  # still usable
+    order = await svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="d2")
+    assert order["status"] == "paid"
+
+
+async def test_a_line_that_cannot_be_reserved_reserves_none(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("a", product("a", stock=5))
+    await svc.put_product("b", product("b", stock=1))
+    cid = await _cart(harness)
+    await svc.add_item("alice", cid, product_id="a", quantity=2)
+    await svc.add_item("alice", cid, product_id="b", quantity=2)
+    with pytest.raises(Conflict) as e:
+        await svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="o1")
+    assert e.value.code == "out_of_stock"
+    assert [d["variant_id"] for d in e.value.details] == ["b-v0"]
+    assert (await svc.stock("a-v0"))["reserved"] == 0
+
+
+async def test_concurrent_checkouts_never_oversell(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("hot", product("hot", stock=10))
+    carts = [await _cart(harness, f"buyer{i}") for i in range(30)]
+    for i, cid in enumerate(carts):
+        await svc.add_item(f"buyer{i}", cid, product_id="hot", quantity=1)
+    results = await asyncio.gather(*(
+        svc.checkout(f"buyer{i}", cid, payment_token="tok_ok", idempotency_key=f"k{i}")
+        for i, cid in enumerate(carts)), return_exceptions=True)
+    paid = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, Conflict) and r.code == "out_of_stock"]
+    assert len(paid) == 10 and len(refused) == 20
+    stock = await svc.stock("hot-v0")
+    assert stock["on_hand"] == 0 and stock["sold"] == 10 and stock["reserved"] == 0
+
+
+async def test_unfinished_checkout_reservations_expire(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", stock=4))
+    await svc.call("inv", "p-v0", "reserve", {"reservation_id": "crashed/ln_1", "quantity": 4,
+                                               "ttl": 600.0, "owner": "crashed"})
+    assert (await svc.stock("p-v0"))["available"] == 0
+    await harness.advance(601)
+    assert (await svc.stock("p-v0"))["available"] == 4
