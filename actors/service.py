@@ -23,7 +23,7 @@ from actors.settings import EngineSettings
 from engine.catalog import product_from_dict, product_to_dict
 from engine.errors import NotFound
 from engine.limits import check_id
-from engine.promotions import promotion_from_dict
+from engine.promotions import promotion_from_dict, promotion_to_dict
 from snapshots.memory_store import MemoryStore
 from snapshots.store import SnapshotStore
 
@@ -116,9 +116,7 @@ class CartService:
         promo = promotion_from_dict(promotion_id, body)
         await self.store.put_reference("promotion", promotion_id, promo)
         await self.placement.publish("promotion", promo)
-        from snapshots.codec import _promotion_out  # shape for the API answer
-
-        return _promotion_out(promo)
+        return {"promotion_id": promotion_id, **promotion_to_dict(promo)}
 
     # -- carts -----------------------------------------------------------------------------
     async def active_cart(self, owner: str, currency: str | None = None,

@@ -8,7 +8,7 @@ All amounts are integer minor units of the cart's currency; rates are basis poin
 Built in:
 
 - :class:`ShippingPolicy`: a flat rate per currency, free from a threshold per currency on
-  (measured on the subtotal after item discounts, as Shopify and Saleor do).
+  (measured on the subtotal after item discounts: the amount the shopper actually pays).
 - :class:`TaxPolicy`: a rate by destination (ISO 3166-2 region ``"US-CA"``, else ISO 3166-1
   country ``"US"``, else a default), with tax-exclusive prices (tax added on top) or
   tax-inclusive prices (tax already contained in the prices, as is usual in the EU).

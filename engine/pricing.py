@@ -2,7 +2,7 @@
 
 All amounts are integer minor units of the cart's one currency; rates are basis points.
 
-Pipeline (the order commercetools, Medusa and Saleor share):
+Pipeline (the order the promotions issue specifies):
 
 1. **Sale price**: each line's ``unit_price`` (captured from the catalog when added) times its
    quantity is the line subtotal.
@@ -325,10 +325,10 @@ def check_code(promo: Promotion | None, code: str, subtotal: int, currency: str,
     from ``cart.codes`` in ``ctx.promotions``). Without ``ctx`` the shopper counts as a guest
     in no group, so group-only and per-customer promotions are refused (safe default).
 
-    Combination rule (Shopify and Saleor refuse at apply time rather than let a code silently
-    not apply): an exclusive code cannot join a cart that already has a code, and no code can
-    join a cart holding an exclusive code. Automatic promotions never block a code; pricing
-    then keeps whichever deal is better for the customer.
+    Combination rule (refused at apply time, so the shopper learns at once instead of seeing
+    a code silently not apply): an exclusive code cannot join a cart that already has a code,
+    and no code can join a cart holding an exclusive code. Automatic promotions never block a
+    code; pricing then keeps whichever deal is better for the customer.
 
     Raises:
         NotFound: ``unknown_code``.
@@ -405,7 +405,8 @@ def _line_stage(p: Promotion, lines: Sequence[LineItem], rem: list[int],
     elif p.kind == "buy_x_get_y":
         units = sum(lines[i].quantity for i in idx)
         free = units // (p.buy_quantity + p.get_quantity) * p.get_quantity
-        # The cheapest units are the "get" units (Shopify's and Saleor's rule); ties by line id.
+        # The cheapest units are the "get" units (the usual merchant-safe rule; the admin cannot
+        # be made to give away the dearest unit). Ties by line id, for order independence.
         for i in sorted(idx, key=lambda i: (Fraction(rem[i], lines[i].quantity), lines[i].line_id)):
             if free <= 0:
                 break
@@ -526,7 +527,8 @@ def price_cart(cart: Cart, ctx: PricingContext) -> PricedCart:
     outcomes = [_run(lines, subs, deal, ctx, cur) for deal in deals]
     best = min(range(len(deals)), key=lambda k: (outcomes[k].total, _lead(deals[k])))
     deal, out = deals[best], outcomes[best]
-    winners = ", ".join(sorted(c or p.promotion_id for c, p in deal)) or "nothing"
+    winners = ", ".join(sorted(f"code {c}" if c else describe_promotion(p, cur)
+                               for c, p in deal)) or "no promotion"
     kept = {p.promotion_id for _, p in deal}
     for maybe_code, p in eligible:
         if maybe_code is not None and p.promotion_id not in kept:

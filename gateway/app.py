@@ -39,6 +39,7 @@ def create_app(settings: GatewaySettings | None = None,
             yield
         finally:
             await stop_runtime(rt)
+            print("cart-engine: stopped cleanly (writes drained, hosts stopped)", flush=True)
 
     app = FastAPI(title="Cart engine", version="1.0",
                   description="Carts, pricing, stock reservations and idempotent checkout. "

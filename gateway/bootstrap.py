@@ -10,6 +10,8 @@ import asyncio
 import json
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +70,7 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
             else:
                 kwargs.update(num_cpus=os.cpu_count() or 2,
                               object_store_memory=256 * 1024 * 1024)
-            await asyncio.to_thread(ray.init, **kwargs)
+            await _init_ray_keeping_signal_handlers(ray, kwargs)
             ray_started = True
         placement: Any = RayPlacement(
             n_hosts=settings.hosts, redis_url=url, prefix=settings.redis_prefix,
@@ -90,6 +92,20 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
         n = await load_catalog(service, settings.catalog)
         rt.notes.append(f"catalog: {n} products from {settings.catalog}")
     return rt
+
+
+async def _init_ray_keeping_signal_handlers(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init``, then give SIGTERM/SIGINT back to their owner (uvicorn).
+
+    Ray's core worker installs its own handlers, which end the process at once; the service
+    must instead drain its writes and stop its hosts and the bundled Redis first.
+    """
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    await asyncio.to_thread(ray.init, **kwargs)
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 async def load_catalog(service: CartService, path: Any) -> int:

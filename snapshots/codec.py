@@ -15,7 +15,7 @@ import msgpack
 from engine.cart import Cart, CartStatus, LineItem
 from engine.catalog import Product, Variant
 from engine.checkout import Order, OrderStatus
-from engine.promotions import Promotion
+from engine.promotions import Promotion, promotion_from_dict, promotion_to_dict
 from engine.stock import Reservation, StockLedger
 
 SCHEMA_VERSION = 1
@@ -78,29 +78,12 @@ def _product_in(d: dict[str, Any]) -> Product:
 
 
 def _promotion_out(p: Promotion) -> dict[str, Any]:
-    out = {}
-    for f in Promotion.__slots__:  # type: ignore[attr-defined]
-        v = getattr(p, f)
-        out[f] = sorted(v) if isinstance(v, frozenset) else list(v) if isinstance(v, tuple) else v
-    return out
+    # The admin API shape: promotion_from_dict validates it again on the way back in.
+    return {"promotion_id": p.promotion_id, "body": promotion_to_dict(p)}
 
 
 def _promotion_in(d: dict[str, Any]) -> Promotion:
-    import dataclasses
-
-    kwargs = {}
-    for f in dataclasses.fields(Promotion):
-        if f.name not in d:
-            continue
-        v = d[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        if isinstance(default, frozenset) and isinstance(v, list):
-            v = frozenset(v)
-        elif isinstance(default, tuple) and isinstance(v, list):
-            v = tuple(v)
-        kwargs[f.name] = v
-    return Promotion(**kwargs)
+    return promotion_from_dict(d["promotion_id"], d["body"])
 
 
 #: tag -> (class, encode, decode). Plain data (dict/list/str/int) uses tag "raw".
