@@ -1,0 +1,39 @@
+# The same commands locally and in CI: `.ci/run` runs `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install run test test-unit bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the service with the example catalog (local Ray, bundled Redis unless REDIS_URL is set).
+run: install
+	$(BIN)/cart-engine serve --catalog examples/catalog.json
+
+## Every test: unit, actor contract (both placements), integration, end to end.
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+## The comparative benchmark (not part of the tests): table on stdout, JSON in bench-results/.
+bench: install
+	$(BIN)/python -m loadtest.bench
+
+lint: install
+	$(BIN)/python -m pip install --quiet ruff mypy
+	$(BIN)/ruff check engine actors gateway snapshots loadtest tests
+	$(BIN)/mypy engine
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis bench-results
