@@ -28,9 +28,10 @@ from actors.views import cart_view
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
 from engine.errors import Conflict, DomainError, NotFound
-from engine.limits import check_quantity
-from engine.events import CART_CHECKED_OUT, CART_EXPIRED, event
+from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
+from engine.events import CART_CHECKED_OUT, CART_EXPIRED, CART_MERGED, event
 from engine.money import check_currency
+from engine.promotions import Promotion
 from engine.pricing import (
     PricedCart,
     PricingContext,
@@ -117,7 +118,9 @@ class CartActor(Actor):
         c.ensure_active()
         return c
 
-    def _pricing_context(self) -> PricingContext:
+    def _pricing_context(self, destination: dict[str, Any] | None = None,
+                         usage_exhausted: frozenset[str] = frozenset(),
+                         customer_uses: dict[str, int] | None = None) -> PricingContext:
         ref = self.ctx.reference
         s = self.ctx.settings
         cart = self.cart
@@ -130,19 +133,46 @@ class CartActor(Actor):
                     product.price_of(product.variant(ln.variant_id), cart.currency)
             except DomainError:
                 current[ln.variant_id] = None
+        dest = destination or {}
         return PricingContext(
             now=self.now, promotions=ref.by_code, automatic=ref.automatic(),
             current_prices=current,
             shipping=ShippingPolicy(flat=s.shipping_flat, free_over=s.free_shipping_over),
-            tax=TaxPolicy(rate_bp=s.tax_rate_bp))
+            tax=TaxPolicy(rate_bp=s.tax_rate_bp, rates=s.tax_rates,
+                          prices_include_tax=s.prices_include_tax),
+            customer_id=customer_of(cart.owner),
+            customer_groups=frozenset(cart.customer_groups),
+            customer_uses=customer_uses or {}, usage_exhausted=usage_exhausted,
+            country=_str_or_none(dest.get("country")), region=_str_or_none(dest.get("region")))
 
-    def _price(self) -> PricedCart:
+    def _price(self, destination: dict[str, Any] | None = None) -> PricedCart:
         assert self.cart is not None
-        return price_cart(self.cart, self._pricing_context())
+        return price_cart(self.cart, self._pricing_context(destination))
 
     def _view(self) -> dict[str, Any]:
         assert self.cart is not None
         return cart_view(self.cart, self._price(), self.now)
+
+    def _note_groups(self, cart: Cart, groups: list[str] | None) -> None:
+        """Keep the owner's membership tiers (token claim) for group-only promotions."""
+        if groups is not None and sorted(groups) != cart.customer_groups:
+            cart.customer_groups = sorted(groups)
+            self.mark("meta")
+
+    async def _usage(self, promos: list[Promotion]) -> tuple[frozenset[str], dict[str, int]]:
+        """Which of ``promos`` are used up, and this customer's uses, from the usage actors."""
+        assert self.cart is not None
+        customer = customer_of(self.cart.owner)
+        limited = [p for p in promos if p.usage_limit is not None or
+                   p.per_customer_limit is not None]
+        answers = await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "usage",
+                                                      {"customer": customer})
+                                         for p in limited))
+        exhausted = frozenset(p.promotion_id for p, a in zip(limited, answers, strict=True)
+                              if p.usage_limit is not None and
+                              a["used"] + a["held"] >= p.usage_limit)
+        return exhausted, {p.promotion_id: a["customer_uses"]
+                           for p, a in zip(limited, answers, strict=True)}
 
     def _lookup(self, product_id: str, variant_id: str | None) -> tuple[Product, Variant, int]:
         assert self.cart is not None
@@ -183,18 +213,20 @@ class CartActor(Actor):
                 self.mark(f"l:{ln.line_id}")
 
     # -- messages --------------------------------------------------------------------------
-    async def create(self, owner: str, currency: str | None = None) -> dict[str, Any]:
+    async def create(self, owner: str, currency: str | None = None,
+                     groups: list[str] | None = None) -> dict[str, Any]:
         """Create the cart for ``owner`` (idempotent for the same owner)."""
         if self.cart is None:
             now = self.now
             cur = check_currency(currency or self.ctx.settings.default_currency)
             self.cart = Cart(cart_id=self.key, owner=owner, currency=cur, created_at=now,
-                             updated_at=now, expires_at=now + self.ttl)
+                             updated_at=now, expires_at=now + self.ttl,
+                             customer_groups=sorted(groups or []))
             self.mark("meta")
         return self._view()
 
-    async def view(self, caller: str) -> dict[str, Any]:
-        self._own(caller)
+    async def view(self, caller: str, groups: list[str] | None = None) -> dict[str, Any]:
+        self._note_groups(self._own(caller), groups)
         return self._view()
 
     async def status(self) -> dict[str, Any]:
@@ -205,13 +237,18 @@ class CartActor(Actor):
 
     async def add_item(self, caller: str, product_id: str, quantity: int,
                        variant_id: str | None = None, options: dict[str, Any] | None = None,
-                       if_match: int | None = None) -> dict[str, Any]:
+                       if_match: int | None = None, groups: list[str] | None = None,
+                       unit_price: int | None = None,
+                       added_at: float | None = None) -> dict[str, Any]:
         """Add a line (or add to the equal line). Holds stock first for hold-on-add variants.
 
-        Raises NotFound (product/variant), ValidationFailed (quantity, options, currency,
-        limits), Conflict (cart_not_active, version_mismatch, out_of_stock for held items).
+        ``unit_price``/``added_at`` are for merges only: a guest's line keeps the price and
+        time it was captured with. Raises NotFound (product/variant), ValidationFailed
+        (quantity, options, currency, limits), Conflict (cart_not_active, version_mismatch,
+        out_of_stock for held items).
         """
         cart = self._mutable(caller, if_match)
+        self._note_groups(cart, groups)
         product, variant, price = self._lookup(product_id, variant_id)
         now = self.now
         # Work out the line first so a refused hold changes nothing.
@@ -225,21 +262,26 @@ class CartActor(Actor):
             check_quantity(total)
             hold_until = await self._hold(cart, line_id, variant, total)
         try:
-            line = cart.add_item(product, variant, quantity, opts, price, now, self.ttl)
+            line = cart.add_item(product, variant, quantity, opts,
+                                 price if unit_price is None else unit_price, now, self.ttl)
         except DomainError:
             if hold_until is not None and existing is None:
                 await self._release([f"ln_{cart.line_seq + 1}"], [variant.variant_id])
             raise
         if hold_until is not None:
             line.hold_until = hold_until
+        if added_at is not None and existing is None:
+            line.added_at = added_at
         self.mark("meta", f"l:{line.line_id}")
         await self._renew_holds(cart, skip=line.line_id)
         return self._view()
 
     async def set_quantity(self, caller: str, line_id: str, quantity: int,
-                           if_match: int | None = None) -> dict[str, Any]:
+                           if_match: int | None = None,
+                           groups: list[str] | None = None) -> dict[str, Any]:
         """Set a line's quantity; 0 removes it. Resizes the hold of a held line first."""
         cart = self._mutable(caller, if_match)
+        self._note_groups(cart, groups)
         check_quantity(quantity, allow_zero=True)
         line = cart.line(line_id)
         if quantity == 0:
@@ -254,9 +296,10 @@ class CartActor(Actor):
         await self._renew_holds(cart, skip=line_id)
         return self._view()
 
-    async def remove_line(self, caller: str, line_id: str,
-                          if_match: int | None = None) -> dict[str, Any]:
+    async def remove_line(self, caller: str, line_id: str, if_match: int | None = None,
+                          groups: list[str] | None = None) -> dict[str, Any]:
         cart = self._mutable(caller, if_match)
+        self._note_groups(cart, groups)
         line = cart.line(line_id)
         if line.hold_until is not None:
             await self._release([line_id], [line.variant_id])
@@ -265,84 +308,150 @@ class CartActor(Actor):
         await self._renew_holds(cart)
         return self._view()
 
-    async def add_code(self, caller: str, code: str, if_match: int | None = None) -> dict[str, Any]:
-        """Apply a coupon code. Raises NotFound ``unknown_code``, ValidationFailed
-        ``code_expired`` / ``code_not_yet_valid`` / ``minimum_not_met`` / ``too_many_codes``."""
+    async def take_line(self, caller: str, line_id: str) -> dict[str, Any]:
+        """Remove a line and hand it over (saved for later): ``{line, cart}``."""
+        cart = self._mutable(caller, None)
+        ln = cart.line(line_id)
+        item = {"product_id": ln.product_id, "variant_id": ln.variant_id,
+                "quantity": ln.quantity, "options": ln.options, "name": ln.name,
+                "unit_price": ln.unit_price, "currency": cart.currency}
+        view = await self.remove_line(caller, line_id)
+        return {"line": item, "cart": view}
+
+    async def add_code(self, caller: str, code: str, if_match: int | None = None,
+                       groups: list[str] | None = None) -> dict[str, Any]:
+        """Apply a coupon code (case-insensitive).
+
+        Raises NotFound ``unknown_code``; ValidationFailed ``code_expired``,
+        ``code_not_yet_valid``, ``minimum_not_met``, ``too_many_codes``, ``not_combinable``,
+        ``customer_not_eligible``, ``no_eligible_items``, ``usage_limit_reached``.
+        """
         cart = self._mutable(caller, if_match)
+        self._note_groups(cart, groups)
         norm = normalize_code(code)
+        if norm in cart.codes:
+            return self._view()
+        promo = self.ctx.reference.by_code.get(norm)
+        exhausted, uses = await self._usage([promo] if promo is not None else [])
+        ctx = self._pricing_context(usage_exhausted=exhausted, customer_uses=uses)
         subtotal = sum(ln.unit_price * ln.quantity for ln in cart.lines.values())
-        check_code(self.ctx.reference.by_code.get(norm), norm, subtotal, cart.currency, self.now)
+        check_code(promo, norm, subtotal, cart.currency, self.now, cart=cart, ctx=ctx)
         cart.add_code(norm, self.now, self.ttl)
         self.mark("meta")
         return self._view()
 
-    async def remove_code(self, caller: str, code: str,
-                          if_match: int | None = None) -> dict[str, Any]:
+    async def remove_code(self, caller: str, code: str, if_match: int | None = None,
+                          groups: list[str] | None = None) -> dict[str, Any]:
         cart = self._mutable(caller, if_match)
+        self._note_groups(cart, groups)
         cart.remove_code(code, self.now, self.ttl)
         self.mark("meta")
         return self._view()
 
     async def checkout(self, caller: str, payment_token: str, idempotency_key: str,
                        accept_price_changes: bool = False,
-                       shipping_address: dict[str, Any] | None = None) -> dict[str, Any]:
+                       shipping_address: dict[str, Any] | None = None,
+                       groups: list[str] | None = None) -> dict[str, Any]:
         """The checkout saga (module docstring). Returns the API.md Order.
 
         Raises Conflict ``cart_empty`` / ``cart_not_active`` / ``price_changed`` /
-        ``out_of_stock``, PaymentDeclined, Unavailable (payment provider down).
+        ``out_of_stock`` / ``usage_limit_reached``, PaymentDeclined, Unavailable (payment
+        provider down), and a code's own error when a code on the cart no longer applies.
         """
         cart = self._own(caller)
         cart.ensure_active()
+        self._note_groups(cart, groups)
         if not cart.lines:
             raise Conflict("cart_empty", "the cart has no lines to check out")
         lines = list(cart.lines.values())
         self._reprice(cart, lines, accept_price_changes)
-        priced = self._price()
+        priced = self._price(shipping_address)
         if priced.code_errors:
-            code, e = next(iter(priced.code_errors.items()))
+            code, e = sorted(priced.code_errors.items())[0]
             raise type(e)(e.code, f"code {code}: {e.message}", e.details)
         order_id = order_id_for(cart.cart_id, idempotency_key)
+        limited = [p for pid in priced.promotion_ids
+                   if (p := self.ctx.reference.promotions.get(pid)) is not None and
+                   (p.usage_limit is not None or p.per_customer_limit is not None)]
         await self._reserve_all(cart, lines)
+        try:
+            await self._reserve_uses(order_id, limited)
+        except DomainError:
+            await self._release_lines(lines)
+            raise
         order = await self.ctx.ask("order", order_id, "create", {"data": {
             "cart_id": cart.cart_id, "owner": cart.owner, "currency": cart.currency,
             "lines": cart_view(cart, priced, self.now)["lines"], "totals": priced.totals(),
-            "discounts": priced.discounts, "expires_at": self.now + self.ctx.settings.reservation_ttl,
+            "discounts": priced.discounts,
+            "expires_at": self.now + self.ctx.settings.reservation_ttl,
             "reservations": [[reservation_id_for(cart.cart_id, ln.line_id), ln.variant_id,
                               ln.quantity] for ln in lines],
+            "promotion_uses": [p.promotion_id for p in limited],
             "shipping_address": shipping_address}})
         if order["status"] != "paid":
-            try:
-                auth = await self.ctx.payments.authorize(order_id, priced.total, cart.currency,
-                                                         payment_token)
-            except DomainError as e:
-                await self._release([ln.line_id for ln in lines], [ln.variant_id for ln in lines])
-                for ln in lines:
-                    if ln.hold_until is not None:
-                        ln.hold_until = None
-                        self.mark(f"l:{ln.line_id}")
-                await self.ctx.ask("order", order_id, "mark_failed",
-                                   {"reason": e.message, "code": e.code})
-                raise
-            try:
-                await asyncio.gather(*(self.ctx.ask("inv", ln.variant_id, "commit", {
-                    "reservation_id": reservation_id_for(cart.cart_id, ln.line_id)})
-                    for ln in lines))
-            except DomainError:
-                # A reservation lapsed while the payment was slow: undo the payment.
-                await self.ctx.payments.void(order_id)
-                await self._release([ln.line_id for ln in lines], [ln.variant_id for ln in lines])
-                await self.ctx.ask("order", order_id, "mark_failed",
-                                   {"reason": "a reservation expired during payment",
-                                    "code": "reservation_expired"})
-                raise Conflict("reservation_expired",
-                               "stock was released while the payment was pending; try again")
-            order = await self.ctx.ask("order", order_id, "mark_paid", {"payment": auth})
+            order = await self._pay(cart, lines, limited, order_id, priced, payment_token)
         cart.check_out(order_id, self.now)
         self.mark("meta", *(f"l:{ln.line_id}" for ln in lines))
         self.emit(event(CART_CHECKED_OUT, self.now, cart_id=cart.cart_id, owner=cart.owner,
                         order_id=order_id))
         self.expire_record_after(self.ctx.settings.finished_cart_retention)
-        return order
+        return order  # type: ignore[no-any-return]
+
+    async def _pay(self, cart: Cart, lines: list[LineItem], limited: list[Promotion],
+                   order_id: str, priced: PricedCart, token: str) -> Any:
+        """Steps 4-5: authorize, then commit everything; compensate on any failure."""
+        async def undo(reason: str, code: str) -> None:
+            await self._release_lines(lines)
+            await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "release",
+                                                {"order_id": order_id}) for p in limited))
+            await self.ctx.ask("order", order_id, "mark_failed", {"reason": reason,
+                                                                   "code": code})
+
+        try:
+            auth = await self.ctx.payments.authorize(order_id, priced.total, cart.currency,
+                                                     token)
+        except DomainError as e:
+            await undo(e.message, e.code)
+            raise
+        try:
+            await asyncio.gather(*(self.ctx.ask("inv", ln.variant_id, "commit", {
+                "reservation_id": reservation_id_for(cart.cart_id, ln.line_id)})
+                for ln in lines))
+        except DomainError as e:
+            # A reservation lapsed while the payment was slow: undo the payment too.
+            await self.ctx.payments.void(order_id)
+            await undo("a reservation expired during payment", "reservation_expired")
+            raise Conflict("reservation_expired",
+                           "stock was released while the payment was pending; try again") from e
+        await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "commit",
+                                            {"order_id": order_id}) for p in limited))
+        return await self.ctx.ask("order", order_id, "mark_paid", {"payment": auth})
+
+    async def _reserve_uses(self, order_id: str, promos: list[Promotion]) -> None:
+        """Step 3: hold one use of each limited promotion; all or none."""
+        assert self.cart is not None
+        customer = customer_of(self.cart.owner)
+        ttl = self.ctx.settings.reservation_ttl
+        results = await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "reserve", {
+            "order_id": order_id, "customer": customer, "usage_limit": p.usage_limit,
+            "per_customer_limit": p.per_customer_limit, "ttl": ttl}) for p in promos),
+            return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if not failed:
+            return
+        await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "release",
+                                            {"order_id": order_id})
+                               for p, r in zip(promos, results, strict=True)
+                               if not isinstance(r, BaseException)))
+        raise failed[0]
+
+    async def _release_lines(self, lines: list[LineItem]) -> None:
+        """Compensation for stock: release every line's reservation; a line's hold goes too."""
+        await self._release([ln.line_id for ln in lines], [ln.variant_id for ln in lines])
+        for ln in lines:
+            if ln.hold_until is not None:
+                ln.hold_until = None
+                self.mark(f"l:{ln.line_id}")
 
     def _reprice(self, cart: Cart, lines: list[LineItem], accept: bool) -> None:
         changed = []
@@ -368,7 +477,7 @@ class CartActor(Actor):
             self.mark(f"l:{ln.line_id}")
 
     async def _reserve_all(self, cart: Cart, lines: list[LineItem]) -> None:
-        """Reserve every line or none (step 2 of the saga)."""
+        """Step 2: reserve every line or none. A held line's hold becomes its reservation."""
         ttl = self.ctx.settings.reservation_ttl
         results = await asyncio.gather(*(self.ctx.ask("inv", ln.variant_id, "reserve", {
             "reservation_id": reservation_id_for(cart.cart_id, ln.line_id),
@@ -394,23 +503,109 @@ class CartActor(Actor):
             details.append(d)
         raise Conflict("out_of_stock", "some lines could not be reserved", details)
 
+    # -- guest merge -----------------------------------------------------------------------
     async def take_lines(self, caller: str, into_cart_id: str) -> dict[str, Any]:
         """Merge source side: hand over this (guest) cart's lines and codes, end as ``merged``.
 
         Idempotent: a cart already merged into ``into_cart_id`` answers the same lines.
         """
         cart = self._own(caller)
-        if cart.merged_into == into_cart_id:
-            pass
-        else:
+        if cart.merged_into != into_cart_id:
             cart.ensure_active()
             held = [ln for ln in cart.lines.values() if ln.hold_until is not None]
             await self._release([ln.line_id for ln in held], [ln.variant_id for ln in held])
             cart.mark_merged(into_cart_id, self.now)
             self.mark("meta", *(f"l:{ln.line_id}" for ln in held))
+            self.emit(event(CART_MERGED, self.now, cart_id=cart.cart_id,
+                            owner=cart.owner, into=into_cart_id))
             self.expire_record_after(self.ctx.settings.finished_cart_retention)
         return {"lines": [{"product_id": ln.product_id, "variant_id": ln.variant_id,
-                           "quantity": ln.quantity, "options": ln.options,
-                           "unit_price": ln.unit_price}
+                           "quantity": ln.quantity, "options": ln.options, "name": ln.name,
+                           "unit_price": ln.unit_price, "added_at": ln.added_at}
                           for ln in cart.lines.values()],
                 "codes": list(cart.codes), "currency": cart.currency}
+
+    async def absorb(self, caller: str, source_cart_id: str, lines: list[dict[str, Any]],
+                     codes: list[str], currency: str, strategy: str) -> dict[str, Any]:
+        """Merge target side: fold a guest cart's lines and codes in; ``{cart, report}``.
+
+        Strategies for a variant both carts hold: ``sum`` the quantities, keep the ``larger``,
+        or ``keep_user`` (the user's line wins). Quantities are clamped to the 999-per-line
+        limit and to the units available; a line or code that cannot come along is reported,
+        never silently dropped.
+        """
+        cart = self._mutable(caller, None)
+        report: dict[str, Any] = {"source_cart_id": source_cart_id, "strategy": strategy,
+                                  "already_merged": source_cart_id in cart.merged_from,
+                                  "lines_added": [], "lines_merged": [], "clamped": [],
+                                  "lines_dropped": [], "codes_kept": [], "codes_dropped": []}
+        if report["already_merged"]:
+            return {"cart": self._view(), "report": report}
+        cart.merged_from.append(source_cart_id)
+        self.mark("meta")
+        if currency != cart.currency:
+            report["lines_dropped"] = [{"product_id": g["product_id"],
+                                        "variant_id": g["variant_id"],
+                                        "reason": "currency_mismatch"} for g in lines]
+            lines = []
+        for g in lines:
+            await self._absorb_line(cart, g, strategy, report)
+        for code in codes:
+            if code in cart.codes:
+                report["codes_kept"].append(code)
+                continue
+            try:
+                await self.add_code(caller, code)
+                report["codes_kept"].append(code)
+            except DomainError as e:
+                report["codes_dropped"].append({"code": code, "reason": e.code,
+                                                "message": e.message})
+        return {"cart": self._view(), "report": report}
+
+    async def _absorb_line(self, cart: Cart, g: dict[str, Any], strategy: str,
+                           report: dict[str, list[Any]]) -> None:
+        mine = cart.find_line(g["variant_id"], g["options"])
+        have = mine.quantity if mine else 0
+        want = {"sum": have + g["quantity"], "larger": max(have, g["quantity"]),
+                "keep_user": have if mine else g["quantity"]}[strategy]
+        want = min(want, MAX_QUANTITY_PER_LINE)
+        available = (await self.ctx.ask("inv", g["variant_id"], "status"))["available"]
+        if mine is not None and mine.hold_until is not None:
+            available += mine.quantity  # its own hold counts as available to it
+        target = min(want, max(available, have))
+        if target < want:
+            report["clamped"].append({"variant_id": g["variant_id"], "requested": want,
+                                      "quantity": target, "reason": "stock"
+                                      if want <= MAX_QUANTITY_PER_LINE else "limit"})
+        try:
+            if mine is None:
+                if target <= 0:
+                    report["lines_dropped"].append({"variant_id": g["variant_id"],
+                                                    "reason": "out_of_stock"})
+                    return
+                await self.add_item(cart.owner, g["product_id"], target, g["variant_id"],
+                                    g["options"], unit_price=g["unit_price"],
+                                    added_at=g["added_at"])
+                report["lines_added"].append({"variant_id": g["variant_id"],
+                                              "quantity": target})
+            elif target != have:
+                await self.set_quantity(cart.owner, mine.line_id, target)
+                report["lines_merged"].append({"line_id": mine.line_id,
+                                               "variant_id": g["variant_id"],
+                                               "quantity": target, "was": have})
+            else:
+                report["lines_merged"].append({"line_id": mine.line_id,
+                                               "variant_id": g["variant_id"],
+                                               "quantity": have, "was": have})
+        except DomainError as e:
+            report["lines_dropped"].append({"variant_id": g["variant_id"], "reason": e.code,
+                                            "message": e.message})
+
+
+def customer_of(owner: str) -> str | None:
+    """The customer id for per-customer limits: None for guests (ids ``guest_...``)."""
+    return None if owner.startswith("guest_") else owner
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -14,6 +14,7 @@ from actors.clock import Clock
 from actors.inventory import InventoryActor
 from actors.order import OrderActor
 from actors.payments import TestPaymentProvider
+from actors.promotion_usage import PromotionUsageActor
 from actors.reference import ReferenceData
 from actors.runtime import Actor, Host, Message, Reply, host_of
 from actors.settings import EngineSettings
@@ -22,7 +23,8 @@ from snapshots.store import SnapshotStore
 
 #: Every actor kind the engine hosts.
 REGISTRY: dict[str, type[Actor]] = {
-    cls.kind: cls for cls in (CartActor, InventoryActor, OrderActor, UserActor)
+    cls.kind: cls for cls in (CartActor, InventoryActor, OrderActor, UserActor,
+                              PromotionUsageActor)
 }
 
 

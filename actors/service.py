@@ -119,60 +119,112 @@ class CartService:
         return {"promotion_id": promotion_id, **promotion_to_dict(promo)}
 
     # -- carts -----------------------------------------------------------------------------
-    async def active_cart(self, owner: str, currency: str | None = None,
-                          request_id: str | None = None,
-                          fingerprint: str | None = None) -> dict[str, Any]:
-        """``{"cart": Cart, "created": bool}``: the owner's one active cart."""
-        return await self.call("user", owner, "active_cart", {"currency": currency},
-                               request_id, fingerprint)
+    # ``caller`` is the shopper's id (JWT ``sub``); ``groups`` its membership tiers (token
+    # claim), kept on the cart for group-only promotions. A cart of another owner is NotFound.
 
-    async def get_cart(self, caller: str, cart_id: str) -> dict[str, Any]:
-        return await self.call("cart", cart_id, "view", {"caller": caller})
+    async def active_cart(self, owner: str, currency: str | None = None,
+                          request_id: str | None = None, fingerprint: str | None = None,
+                          groups: list[str] | None = None) -> dict[str, Any]:
+        """``{"cart": Cart, "created": bool}``: the owner's one active cart."""
+        return await self.call("user", owner, "active_cart",
+                               {"currency": currency, "groups": groups}, request_id, fingerprint)
+
+    async def get_cart(self, caller: str, cart_id: str,
+                       groups: list[str] | None = None) -> dict[str, Any]:
+        return await self.call("cart", cart_id, "view", {"caller": caller, "groups": groups})
+
+    async def _cart(self, method: str, caller: str, cart_id: str, args: dict[str, Any],
+                    request_id: str | None, fingerprint: str | None,
+                    groups: list[str] | None) -> dict[str, Any]:
+        return await self.call("cart", cart_id, method,
+                               {"caller": caller, "groups": groups, **args},
+                               request_id, fingerprint)
 
     async def add_item(self, caller: str, cart_id: str, *, product_id: str, quantity: int,
                        variant_id: str | None = None, options: dict[str, Any] | None = None,
                        if_match: int | None = None, request_id: str | None = None,
-                       fingerprint: str | None = None) -> dict[str, Any]:
-        return await self.call("cart", cart_id, "add_item", {
-            "caller": caller, "product_id": product_id, "variant_id": variant_id,
-            "quantity": quantity, "options": options, "if_match": if_match},
-            request_id, fingerprint)
+                       fingerprint: str | None = None,
+                       groups: list[str] | None = None) -> dict[str, Any]:
+        return await self._cart("add_item", caller, cart_id, {
+            "product_id": product_id, "variant_id": variant_id, "quantity": quantity,
+            "options": options, "if_match": if_match}, request_id, fingerprint, groups)
 
     async def set_quantity(self, caller: str, cart_id: str, line_id: str, quantity: int, *,
                            if_match: int | None = None, request_id: str | None = None,
-                           fingerprint: str | None = None) -> dict[str, Any]:
-        return await self.call("cart", cart_id, "set_quantity", {
-            "caller": caller, "line_id": line_id, "quantity": quantity, "if_match": if_match},
-            request_id, fingerprint)
+                           fingerprint: str | None = None,
+                           groups: list[str] | None = None) -> dict[str, Any]:
+        return await self._cart("set_quantity", caller, cart_id, {
+            "line_id": line_id, "quantity": quantity, "if_match": if_match},
+            request_id, fingerprint, groups)
 
     async def remove_line(self, caller: str, cart_id: str, line_id: str, *,
                           if_match: int | None = None, request_id: str | None = None,
-                          fingerprint: str | None = None) -> dict[str, Any]:
-        return await self.call("cart", cart_id, "remove_line", {
-            "caller": caller, "line_id": line_id, "if_match": if_match},
-            request_id, fingerprint)
+                          fingerprint: str | None = None,
+                          groups: list[str] | None = None) -> dict[str, Any]:
+        return await self._cart("remove_line", caller, cart_id, {
+            "line_id": line_id, "if_match": if_match}, request_id, fingerprint, groups)
 
     async def add_code(self, caller: str, cart_id: str, code: str, *,
                        if_match: int | None = None, request_id: str | None = None,
-                       fingerprint: str | None = None) -> dict[str, Any]:
-        return await self.call("cart", cart_id, "add_code", {
-            "caller": caller, "code": code, "if_match": if_match}, request_id, fingerprint)
+                       fingerprint: str | None = None,
+                       groups: list[str] | None = None) -> dict[str, Any]:
+        return await self._cart("add_code", caller, cart_id, {
+            "code": code, "if_match": if_match}, request_id, fingerprint, groups)
 
     async def remove_code(self, caller: str, cart_id: str, code: str, *,
                           if_match: int | None = None, request_id: str | None = None,
-                          fingerprint: str | None = None) -> dict[str, Any]:
-        return await self.call("cart", cart_id, "remove_code", {
-            "caller": caller, "code": code, "if_match": if_match}, request_id, fingerprint)
+                          fingerprint: str | None = None,
+                          groups: list[str] | None = None) -> dict[str, Any]:
+        return await self._cart("remove_code", caller, cart_id, {
+            "code": code, "if_match": if_match}, request_id, fingerprint, groups)
 
     async def checkout(self, caller: str, cart_id: str, *, payment_token: str,
                        idempotency_key: str, accept_price_changes: bool = False,
                        shipping_address: dict[str, Any] | None = None,
-                       fingerprint: str | None = None) -> dict[str, Any]:
+                       fingerprint: str | None = None,
+                       groups: list[str] | None = None) -> dict[str, Any]:
         """Run the checkout saga; the Order. Idempotent on ``idempotency_key``."""
-        return await self.call("cart", cart_id, "checkout", {
-            "caller": caller, "payment_token": payment_token,
-            "idempotency_key": idempotency_key, "accept_price_changes": accept_price_changes,
-            "shipping_address": shipping_address}, idempotency_key, fingerprint)
+        return await self._cart("checkout", caller, cart_id, {
+            "payment_token": payment_token, "idempotency_key": idempotency_key,
+            "accept_price_changes": accept_price_changes,
+            "shipping_address": shipping_address}, idempotency_key, fingerprint, groups)
+
+    async def merge(self, caller: str, cart_id: str, guest_owner: str, strategy: str = "sum",
+                    request_id: str | None = None,
+                    fingerprint: str | None = None) -> dict[str, Any]:
+        """Merge the guest's active cart into ``cart_id``: ``{cart, report}``.
+
+        Raises NotFound ``guest_cart_not_found`` when the guest has no cart.
+        """
+        guest_cart = await self.call("user", guest_owner, "current", {})
+        if guest_cart is None:
+            raise NotFound("guest_cart_not_found", "the guest token has no cart")
+        return await self.call("user", caller, "merge", {
+            "cart_id": cart_id, "guest_owner": guest_owner, "guest_cart_id": guest_cart,
+            "strategy": strategy}, request_id, fingerprint)
+
+    # -- saved for later -------------------------------------------------------------------
+    async def save_for_later(self, caller: str, cart_id: str, line_id: str,
+                             request_id: str | None = None,
+                             fingerprint: str | None = None) -> dict[str, Any]:
+        """Move a line from the cart to the caller's saved list: ``{cart, saved}``."""
+        return await self.call("user", caller, "save_for_later",
+                               {"cart_id": cart_id, "line_id": line_id}, request_id, fingerprint)
+
+    async def saved_items(self, caller: str) -> dict[str, Any]:
+        return await self.call("user", caller, "saved_items", {})
+
+    async def move_to_cart(self, caller: str, item_id: str, request_id: str | None = None,
+                           fingerprint: str | None = None,
+                           groups: list[str] | None = None) -> dict[str, Any]:
+        """Put a saved item back into the caller's active cart: ``{cart, saved}``."""
+        return await self.call("user", caller, "move_to_cart",
+                               {"item_id": item_id, "groups": groups}, request_id, fingerprint)
+
+    async def remove_saved(self, caller: str, item_id: str, request_id: str | None = None,
+                           fingerprint: str | None = None) -> dict[str, Any]:
+        return await self.call("user", caller, "remove_saved", {"item_id": item_id},
+                               request_id, fingerprint)
 
     # -- orders and events -----------------------------------------------------------------
     async def get_order(self, caller: str, order_id: str) -> dict[str, Any]:

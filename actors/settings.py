@@ -21,8 +21,11 @@ class EngineSettings:
     free_shipping_over: dict[str, int] = field(default_factory=lambda: {"USD": 5000,
                                                                         "EUR": 5000,
                                                                         "GBP": 4000})
-    #: Tax rate applied on the discounted amount plus shipping (tax-exclusive prices).
+    #: Default tax rate, and rates by destination ("US-CA", "DE"), on the discounted amount
+    #: plus shipping; ``prices_include_tax`` for tax-inclusive catalogs (EU style).
     tax_rate_bp: int = 0
+    tax_rates: dict[str, int] = field(default_factory=dict)
+    prices_include_tax: bool = False
     #: Delay of the test payment provider's ``tok_slow`` token.
     slow_payment_delay: float = 2.0
     #: How often each host sweeps the store's deadline index (after a restart, say).

@@ -1,4 +1,10 @@
-"""User actor: one per shopper (user or guest id); knows the shopper's one active cart."""
+"""User actor: one per shopper (user or guest id).
+
+It knows the shopper's one active cart and keeps the saved-for-later list, and it
+orchestrates what spans carts (saved for later, guest merge). Calls go one way only,
+user -> cart -> inventory / order / promotion usage, so no two turns can wait on each other.
+Fields: ``meta`` (active cart, item sequence) and ``s:{item_id}`` per saved item.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,11 @@ import uuid
 from typing import Any
 
 from actors.runtime import Actor
+from engine.errors import Conflict, NotFound, ValidationFailed
+from engine.limits import MAX_SAVED_FOR_LATER
+from engine.timefmt import rfc3339
+
+MERGE_STRATEGIES = ("sum", "larger", "keep_user")
 
 
 def new_cart_id() -> str:
@@ -14,39 +25,129 @@ def new_cart_id() -> str:
 
 class UserActor(Actor):
     kind = "user"
-    __slots__ = ("active",)
+    __slots__ = ("active", "saved", "saved_seq")
 
     def __init__(self, key: str, ctx: Any) -> None:
         super().__init__(key, ctx)
         self.active: str | None = None
+        self.saved: dict[str, dict[str, Any]] = {}
+        self.saved_seq = 0
 
     def load(self, fields: dict[str, Any]) -> None:
-        self.active = (fields.get("meta") or {}).get("active_cart")
+        meta = fields.get("meta") or {}
+        self.active = meta.get("active_cart")
+        self.saved_seq = meta.get("saved_seq", 0)
+        items = sorted(((f[2:], v) for f, v in fields.items() if f.startswith("s:")),
+                       key=lambda kv: kv[1]["saved_at"])
+        self.saved = dict(items)
 
     def field_value(self, name: str) -> Any:
-        return {"active_cart": self.active}
+        if name == "meta":
+            return {"active_cart": self.active, "saved_seq": self.saved_seq}
+        return self.saved.get(name[2:])
 
     def exists(self) -> bool:
-        return self.active is not None
+        return self.active is not None or bool(self.saved)
 
-    async def active_cart(self, currency: str | None = None) -> dict[str, Any]:
+    async def _active_view(self, currency: str | None,
+                           groups: list[str] | None) -> tuple[dict[str, Any], bool]:
+        if self.active is not None:
+            st = await self.ctx.ask("cart", self.active, "status")
+            if st["status"] == "active":
+                view = await self.ctx.ask("cart", self.active, "view",
+                                          {"caller": self.key, "groups": groups})
+                return view, False
+        cart_id = new_cart_id()
+        view = await self.ctx.ask("cart", cart_id, "create",
+                                  {"owner": self.key, "currency": currency, "groups": groups})
+        self.active = cart_id
+        self.mark("meta")
+        return view, True
+
+    async def active_cart(self, currency: str | None = None,
+                          groups: list[str] | None = None) -> dict[str, Any]:
         """The shopper's active cart, creating one when there is none.
 
         Returns ``{"cart": Cart, "created": bool}``. One active cart per shopper: an expired,
         merged or checked-out cart is replaced by a new one.
         """
-        if self.active is not None:
-            st = await self.ctx.ask("cart", self.active, "status")
-            if st["status"] == "active":
-                view = await self.ctx.ask("cart", self.active, "view", {"caller": self.key})
-                return {"cart": view, "created": False}
-        cart_id = new_cart_id()
-        view = await self.ctx.ask("cart", cart_id, "create",
-                                  {"owner": self.key, "currency": currency})
-        self.active = cart_id
-        self.mark("meta")
-        return {"cart": view, "created": True}
+        view, created = await self._active_view(currency, groups)
+        return {"cart": view, "created": created}
 
     async def current(self) -> str | None:
         """The active cart id, if any (it may have expired since)."""
         return self.active
+
+    # -- saved for later -------------------------------------------------------------------
+    def _saved_view(self) -> dict[str, Any]:
+        return {"items": [{**item, "saved_at": rfc3339(item["saved_at"]),
+                           "unit_price": {"amount": item["unit_price"],
+                                          "currency": item["currency"]}}
+                          for item in self.saved.values()]}
+
+    async def save_for_later(self, cart_id: str, line_id: str) -> dict[str, Any]:
+        """Move a cart line to the saved list: ``{cart, saved}``. Releases any hold.
+
+        Raises ValidationFailed ``too_many_saved`` (100 items), NotFound (cart, line).
+        """
+        if len(self.saved) >= MAX_SAVED_FOR_LATER:
+            raise ValidationFailed("too_many_saved",
+                                   f"at most {MAX_SAVED_FOR_LATER} items can be saved")
+        out = await self.ctx.ask("cart", cart_id, "take_line",
+                                 {"caller": self.key, "line_id": line_id})
+        self.saved_seq += 1
+        item_id = f"sv_{self.saved_seq}"
+        self.saved[item_id] = {"item_id": item_id, **out["line"], "saved_at": self.now}
+        self.mark("meta", f"s:{item_id}")
+        return {"cart": out["cart"], "saved": self._saved_view()}
+
+    async def saved_items(self) -> dict[str, Any]:
+        """``{items: [{item_id, product_id, variant_id, quantity, options, name, unit_price,
+        saved_at}]}``; ``unit_price`` is the price when it was in the cart."""
+        return self._saved_view()
+
+    async def move_to_cart(self, item_id: str, groups: list[str] | None = None) -> dict[str, Any]:
+        """Put a saved item back into the active cart, at today's price: ``{cart, saved}``.
+
+        Raises NotFound ``saved_item_not_found``; the cart's own errors (stock, limits).
+        """
+        item = self.saved.get(item_id)
+        if item is None:
+            raise NotFound("saved_item_not_found", f"no saved item {item_id!r}")
+        view, _ = await self._active_view(item["currency"], groups)
+        view = await self.ctx.ask("cart", view["cart_id"], "add_item", {
+            "caller": self.key, "product_id": item["product_id"],
+            "variant_id": item["variant_id"], "quantity": item["quantity"],
+            "options": item["options"], "groups": groups})
+        del self.saved[item_id]
+        self.mark(f"s:{item_id}")
+        return {"cart": view, "saved": self._saved_view()}
+
+    async def remove_saved(self, item_id: str) -> dict[str, Any]:
+        if self.saved.pop(item_id, None) is None:
+            raise NotFound("saved_item_not_found", f"no saved item {item_id!r}")
+        self.mark(f"s:{item_id}")
+        return self._saved_view()
+
+    # -- guest merge -----------------------------------------------------------------------
+    async def merge(self, cart_id: str, guest_owner: str, guest_cart_id: str,
+                    strategy: str = "sum") -> dict[str, Any]:
+        """Merge the guest's cart into this user's cart ``cart_id``: ``{cart, report}``.
+
+        The guest cart ends ``merged``; a repeat changes nothing (``report.already_merged``).
+        Raises ValidationFailed ``invalid_merge_strategy`` / ``cannot_merge_into_itself``,
+        NotFound (either cart), Conflict ``cart_not_active``.
+        """
+        if strategy not in MERGE_STRATEGIES:
+            raise ValidationFailed("invalid_merge_strategy",
+                                   f"strategy is one of {', '.join(MERGE_STRATEGIES)}")
+        if guest_owner == self.key or guest_cart_id == cart_id:
+            raise ValidationFailed("cannot_merge_into_itself", "that is this cart")
+        target = await self.ctx.ask("cart", cart_id, "view", {"caller": self.key})
+        if target["status"] != "active":
+            raise Conflict("cart_not_active", f"cart is {target['status']}")
+        src = await self.ctx.ask("cart", guest_cart_id, "take_lines",
+                                 {"caller": guest_owner, "into_cart_id": cart_id})
+        return await self.ctx.ask("cart", cart_id, "absorb", {
+            "caller": self.key, "source_cart_id": guest_cart_id, "lines": src["lines"],
+            "codes": src["codes"], "currency": src["currency"], "strategy": strategy})

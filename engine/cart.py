@@ -75,6 +75,10 @@ class Cart:
     line_seq: int = 0
     order_id: str | None = None
     merged_into: str | None = None
+    #: The owner's membership tiers (from the identity token), for group-only promotions.
+    customer_groups: list[str] = field(default_factory=list)
+    #: Guest carts already merged into this one (a repeated merge changes nothing).
+    merged_from: list[str] = field(default_factory=list)
 
     # -- queries ---------------------------------------------------------------------------
     def line(self, line_id: str) -> LineItem:
@@ -262,8 +266,10 @@ def normalize_options(options: Mapping[str, Any] | None) -> dict[str, str]:
         raise ValidationFailed("invalid_options",
                                f"options is an object of at most {MAX_OPTIONS} entries")
     out: dict[str, str] = {}
+    if not all(isinstance(k, str) for k in options):
+        raise ValidationFailed("invalid_options", "option names are strings")
     for k, v in sorted(options.items()):
-        if not isinstance(k, str) or not isinstance(v, str | int | bool) or \
+        if not isinstance(v, str | int | bool) or \
                 len(k) > MAX_OPTION_LENGTH or len(str(v)) > MAX_OPTION_LENGTH:
             raise ValidationFailed(
                 "invalid_options",

@@ -160,7 +160,8 @@ def _variant_from_dict(vid: str, rv: Mapping[str, Any], product_prices: Mapping[
     if not isinstance(attrs, Mapping):
         raise ValidationFailed("invalid_product", f"{where}: attributes must be an object")
     hold_ttl = rv.get("hold_ttl")
-    if hold_ttl is not None and (not isinstance(hold_ttl, int | float) or not 0 < hold_ttl <= 86400):
+    if hold_ttl is not None and (type(hold_ttl) not in (int, float) or
+                                 not 0 < hold_ttl <= 86400):
         raise ValidationFailed("invalid_product", f"{where}: hold_ttl is seconds in (0, 86400]")
     shards = rv.get("shards", 1)
     if type(shards) is not int or not 1 <= shards <= 64:

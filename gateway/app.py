@@ -12,7 +12,7 @@ from actors.service import CartService
 from gateway import errors
 from gateway.bootstrap import start_runtime, stop_runtime
 from gateway.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from gateway.routes import admin, carts, catalog, checkout, ops
+from gateway.routes import admin, carts, catalog, checkout, ops, saved
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("cart_engine")
@@ -48,7 +48,8 @@ def create_app(settings: GatewaySettings | None = None,
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)
-    for r in (carts.router, checkout.router, catalog.router, admin.router, ops.router):
+    for r in (carts.router, checkout.router, saved.router, catalog.router, admin.router,
+              ops.router):
         app.include_router(r)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -25,8 +25,12 @@ class AuthError(DomainError):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """Who is calling: ``sub`` (user id), ``role`` and ``groups`` (membership tiers, from the
+    token's ``groups`` claim, for group-only promotions)."""
+
     sub: str
     role: str = "user"
+    groups: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:
@@ -37,11 +41,14 @@ class Caller:
         return self.role == "guest"
 
 
-def issue_token(secret: str, sub: str, role: str = "user", ttl: float = 3600.0) -> str:
+def issue_token(secret: str, sub: str, role: str = "user", ttl: float = 3600.0,
+                groups: list[str] | None = None) -> str:
     """A signed token for ``sub`` valid for ``ttl`` seconds."""
     now = int(time.time())
-    return jwt.encode({"sub": sub, "role": role, "iat": now, "exp": now + int(ttl)}, secret,
-                      algorithm=ALGORITHM)
+    claims: dict[str, object] = {"sub": sub, "role": role, "iat": now, "exp": now + int(ttl)}
+    if groups:
+        claims["groups"] = list(groups)
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def new_guest_id() -> str:
@@ -61,4 +68,9 @@ def decode_token(secret: str, token: str) -> Caller:
     if not isinstance(sub, str) or not 0 < len(sub) <= 128 or sub.startswith("@"):
         raise AuthError("invalid_token", "the token's subject is not a valid user id")
     role = claims.get("role", "user")
-    return Caller(sub=sub, role=role if role in ("user", "admin", "guest") else "user")
+    groups = claims.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) and len(g) <= 64
+                                               for g in groups) or len(groups) > 32:
+        raise AuthError("invalid_token", "the token's groups claim is not a list of names")
+    return Caller(sub=sub, role=role if role in ("user", "admin", "guest") else "user",
+                  groups=tuple(sorted(groups)))

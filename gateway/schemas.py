@@ -6,7 +6,7 @@ are refused, so a client's typo is a clear 422 rather than a silently ignored fi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
@@ -55,6 +55,9 @@ class CheckoutCreate(BaseModel):
 class MergeCreate(BaseModel):
     model_config = _STRICT
     guest_token: str = Field(min_length=1, max_length=4096)
+    strategy: Literal["sum", "larger", "keep_user"] | None = Field(
+        None, description="for a variant in both carts: sum the quantities, keep the larger, "
+                          "or keep the user's line; default: the server's setting")
 
 
 class StockChange(BaseModel):

@@ -46,8 +46,14 @@ class GatewaySettings(BaseSettings):
     #: Messages waiting per host beyond which requests get 503 + Retry-After.
     max_queue: int = Field(20_000, ge=1)
     guest_token_ttl: float = 30 * 24 * 3600.0
+    #: Default guest-merge strategy: sum | larger | keep_user.
+    merge_strategy: Literal["sum", "larger", "keep_user"] = "sum"
+    #: Tax by destination, basis points: ``{"US-CA": 725, "DE": 1900}`` (JSON in the env).
+    tax_rates: dict[str, int] = Field(default_factory=dict)
+    prices_include_tax: bool = False
     log_level: str = "warning"
 
     def engine(self) -> EngineSettings:
         return EngineSettings(cart_ttl=self.cart_ttl, reservation_ttl=self.reservation_ttl,
-                              tax_rate_bp=self.tax_rate_bp)
+                              tax_rate_bp=self.tax_rate_bp, tax_rates=dict(self.tax_rates),
+                              prices_include_tax=self.prices_include_tax)

@@ -7,6 +7,7 @@ version, or an unknown tag, raises :class:`SnapshotVersionError`: never a silent
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import msgpack
 from engine.cart import Cart, CartStatus, LineItem
 from engine.catalog import Product, Variant
 from engine.checkout import Order, OrderStatus
-from engine.promotions import Promotion, promotion_from_dict, promotion_to_dict
+from engine.promotions import Promotion, Target
 from engine.stock import Reservation, StockLedger
 
 SCHEMA_VERSION = 1
@@ -30,7 +31,8 @@ def _cart_out(c: Cart) -> dict[str, Any]:
     return {"cart_id": c.cart_id, "owner": c.owner, "currency": c.currency,
             "created_at": c.created_at, "updated_at": c.updated_at, "expires_at": c.expires_at,
             "status": c.status.value, "version": c.version, "codes": c.codes,
-            "line_seq": c.line_seq, "order_id": c.order_id, "merged_into": c.merged_into}
+            "line_seq": c.line_seq, "order_id": c.order_id, "merged_into": c.merged_into,
+            "customer_groups": c.customer_groups, "merged_from": c.merged_from}
 
 
 def _cart_in(d: dict[str, Any]) -> Cart:
@@ -77,13 +79,38 @@ def _product_in(d: dict[str, Any]) -> Product:
     return Product(**d)
 
 
+def _plain(v: Any) -> Any:
+    """frozensets -> sorted lists, tuples -> lists, recursively (msgpack has neither)."""
+    if isinstance(v, frozenset):
+        return sorted(v)
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    return v
+
+
 def _promotion_out(p: Promotion) -> dict[str, Any]:
-    # The admin API shape: promotion_from_dict validates it again on the way back in.
-    return {"promotion_id": p.promotion_id, "body": promotion_to_dict(p)}
+    # Field by field, times as epoch floats: lossless (the admin JSON rounds times to ms).
+    out = {f.name: _plain(getattr(p, f.name)) for f in dataclasses.fields(p)
+           if f.name != "target"}
+    out["target"] = {f.name: _plain(getattr(p.target, f.name))
+                     for f in dataclasses.fields(p.target)}
+    return out
 
 
 def _promotion_in(d: dict[str, Any]) -> Promotion:
-    return promotion_from_dict(d["promotion_id"], d["body"])
+    d = dict(d)
+    target = d.pop("target", {})
+    for key in ("amounts", "min_subtotals"):
+        if key in d:
+            d[key] = tuple(tuple(pair) for pair in d[key])
+    if "customer_groups" in d:
+        d["customer_groups"] = frozenset(d["customer_groups"])
+    known = {f.name for f in dataclasses.fields(Promotion)}
+    unknown = set(d) - known
+    if unknown:
+        raise SnapshotVersionError(f"promotion record has unknown fields {sorted(unknown)}")
+    return Promotion(**d, target=Target(**{k: frozenset(v) if isinstance(v, list) else v
+                                           for k, v in target.items()}))
 
 
 #: tag -> (class, encode, decode). Plain data (dict/list/str/int) uses tag "raw".

@@ -24,7 +24,8 @@ async def checkout(service: Service, caller: CurrentCaller, cart_id: CartId,
     order = await service.checkout(
         caller.sub, cart_id, payment_token=body.payment.token, idempotency_key=key,
         accept_price_changes=body.accept_price_changes,
-        shipping_address=body.shipping_address, fingerprint=idem.fingerprint)
+        shipping_address=body.shipping_address, fingerprint=idem.fingerprint,
+        groups=list(caller.groups))
     return JSONResponse(order, status_code=201)
 
 

@@ -1,0 +1,33 @@
+"""Saved for later: the caller's list of items moved out of the cart."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from gateway.deps import CurrentCaller, Idem, ResourceId, Service
+from gateway.routes._respond import ERRORS
+
+router = APIRouter(prefix="/v1/saved", tags=["saved for later"], responses=ERRORS)
+
+
+@router.get("")
+async def list_saved(service: Service, caller: CurrentCaller) -> JSONResponse:
+    """The caller's saved items: ``{items}``."""
+    return JSONResponse(await service.saved_items(caller.sub))
+
+
+@router.post("/{item_id}/move-to-cart")
+async def move_to_cart(service: Service, caller: CurrentCaller, item_id: ResourceId,
+                       idem: Idem) -> JSONResponse:
+    """Put a saved item back into the active cart at today's price: ``{cart, saved}``."""
+    return JSONResponse(await service.move_to_cart(caller.sub, item_id, idem.key,
+                                                   idem.fingerprint, list(caller.groups)))
+
+
+@router.delete("/{item_id}")
+async def remove_saved(service: Service, caller: CurrentCaller, item_id: ResourceId,
+                       idem: Idem) -> JSONResponse:
+    """Forget a saved item: ``{items}``."""
+    return JSONResponse(await service.remove_saved(caller.sub, item_id, idem.key,
+                                                   idem.fingerprint))
