@@ -168,9 +168,10 @@ class CartActor(Actor):
         answers = await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "usage",
                                                       {"customer": customer})
                                          for p in limited))
+        # Only committed uses count here: a held use may still be given back, and a false
+        # "used up" while other checkouts are in flight is worse than a 409 at checkout.
         exhausted = frozenset(p.promotion_id for p, a in zip(limited, answers, strict=True)
-                              if p.usage_limit is not None and
-                              a["used"] + a["held"] >= p.usage_limit)
+                              if p.usage_limit is not None and a["used"] >= p.usage_limit)
         return exhausted, {p.promotion_id: a["customer_uses"]
                            for p, a in zip(limited, answers, strict=True)}
 
