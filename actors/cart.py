@@ -24,6 +24,7 @@ from typing import Any
 
 from actors.order import ADMIN
 from actors.runtime import Actor
+from actors.stock_client import StockClient
 from actors.views import cart_view
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
@@ -181,20 +182,22 @@ class CartActor(Actor):
         variant = product.variant(variant_id)
         return product, variant, product.price_of(variant, self.cart.currency)
 
+    @property
+    def stock(self) -> StockClient:
+        return StockClient(self.ctx.ask, shards_of(self.ctx.catalog))
+
     async def _hold(self, cart: Cart, line_id: str, variant: Variant, quantity: int) -> float:
         """Reserve ``quantity`` of a hold-on-add variant for this line; the hold's deadline."""
         assert variant.hold_ttl is not None
-        r = await self.ctx.ask("inv", variant.variant_id, "reserve", {
-            "reservation_id": reservation_id_for(cart.cart_id, line_id),
-            "quantity": quantity, "ttl": variant.hold_ttl, "owner": cart.cart_id})
-        return float(r["expires_at"])
+        return await self.stock.reserve(variant.variant_id,
+                                        reservation_id_for(cart.cart_id, line_id), quantity,
+                                        variant.hold_ttl, cart.cart_id)
 
     async def _release(self, line_ids: list[str], variant_ids: list[str]) -> None:
         """Release the reservations of these lines (idempotent; used for compensation)."""
         cid = self.key
-        await asyncio.gather(*(
-            self.ctx.ask("inv", v, "release", {"reservation_id": reservation_id_for(cid, lid)})
-            for lid, v in zip(line_ids, variant_ids, strict=True)))
+        await asyncio.gather(*(self.stock.release(v, reservation_id_for(cid, lid))
+                               for lid, v in zip(line_ids, variant_ids, strict=True)))
 
     async def _renew_holds(self, cart: Cart, skip: str | None = None) -> None:
         """Activity renews holds that have used up half their time (hold on add)."""
@@ -415,8 +418,8 @@ class CartActor(Actor):
             await undo(e.message, e.code)
             raise
         try:
-            await asyncio.gather(*(self.ctx.ask("inv", ln.variant_id, "commit", {
-                "reservation_id": reservation_id_for(cart.cart_id, ln.line_id)})
+            await asyncio.gather(*(self.stock.commit(
+                ln.variant_id, reservation_id_for(cart.cart_id, ln.line_id), ln.quantity)
                 for ln in lines))
         except DomainError as e:
             # A reservation lapsed while the payment was slow: undo the payment too.
@@ -480,9 +483,10 @@ class CartActor(Actor):
     async def _reserve_all(self, cart: Cart, lines: list[LineItem]) -> None:
         """Step 2: reserve every line or none. A held line's hold becomes its reservation."""
         ttl = self.ctx.settings.reservation_ttl
-        results = await asyncio.gather(*(self.ctx.ask("inv", ln.variant_id, "reserve", {
-            "reservation_id": reservation_id_for(cart.cart_id, ln.line_id),
-            "quantity": ln.quantity, "ttl": ttl, "owner": cart.cart_id}) for ln in lines),
+        stock = self.stock
+        results = await asyncio.gather(*(stock.reserve(
+            ln.variant_id, reservation_id_for(cart.cart_id, ln.line_id), ln.quantity, ttl,
+            cart.cart_id, fresh=ln.hold_until is None) for ln in lines),
             return_exceptions=True)
         failed = [(ln, r) for ln, r in zip(lines, results, strict=True)
                   if isinstance(r, BaseException)]
@@ -570,7 +574,7 @@ class CartActor(Actor):
         want = {"sum": have + g["quantity"], "larger": max(have, g["quantity"]),
                 "keep_user": have if mine else g["quantity"]}[strategy]
         want = min(want, MAX_QUANTITY_PER_LINE)
-        available = (await self.ctx.ask("inv", g["variant_id"], "status"))["available"]
+        available = (await self.stock.status(g["variant_id"]))["available"]
         if mine is not None and mine.hold_until is not None:
             available += mine.quantity  # its own hold counts as available to it
         target = min(want, max(available, have))
@@ -601,6 +605,14 @@ class CartActor(Actor):
         except DomainError as e:
             report["lines_dropped"].append({"variant_id": g["variant_id"], "reason": e.code,
                                             "message": e.message})
+
+
+def shards_of(catalog: Any) -> Any:
+    """``variant_id -> shard count`` over a catalog (1 for unknown variants)."""
+    def count(variant_id: str) -> int:
+        product = catalog.product_of_variant(variant_id)
+        return product.variant(variant_id).shards if product is not None else 1
+    return count
 
 
 def customer_of(owner: str) -> str | None:

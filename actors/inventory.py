@@ -77,6 +77,34 @@ class InventoryActor(Actor):
         self.mark(f"r:{reservation_id}", "meta")
         return self.ledger.snapshot()
 
+    async def renew(self, reservation_id: str, ttl: float,
+                    detail: bool = False) -> Any:
+        """Extend an open reservation to ``now + ttl`` (never shortens it); its quantity
+        (0 if there is none), or ``{quantity, expires_at}`` with ``detail``."""
+        r = self.ledger.reservations.get(reservation_id)
+        if r is not None and ttl > 0:
+            self.ledger.reserve(reservation_id, r.quantity, self.now + ttl, r.owner)
+            self.mark(f"r:{reservation_id}")
+        quantity = r.quantity if r is not None else 0
+        if detail:
+            return {"quantity": quantity, "expires_at": r.expires_at if r else None}
+        return quantity
+
+    async def commit_part(self, reservation_id: str) -> int:
+        """Commit the reservation if it is open; the units sold (0 if there was none)."""
+        r = self.ledger.reservations.get(reservation_id)
+        if r is None:
+            return 0
+        await self.commit(reservation_id)
+        return r.quantity
+
+    async def restock(self, quantity: int) -> dict[str, int]:
+        """Compensation: units committed by a checkout that failed come back on hand."""
+        self.ledger.on_hand += quantity
+        self.ledger.sold -= quantity
+        self.mark("meta")
+        return self.ledger.snapshot()
+
     async def adjust(self, set: int | None = None, delta: int | None = None) -> dict[str, int]:
         """Admin stock change: ``set`` the on-hand count or add ``delta``.
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.cart import shards_of
 from actors.clock import Clock, SystemClock
 from actors.order import ADMIN
 from actors.placement import LocalPlacement, Placement
 from actors.runtime import unwrap
 from actors.settings import EngineSettings
+from actors.stock_client import StockClient
 from engine.catalog import product_from_dict, product_to_dict
 from engine.errors import NotFound
 from engine.limits import check_id
+from engine.stock import check_stock
 from engine.promotions import promotion_from_dict, promotion_to_dict
 from snapshots.memory_store import MemoryStore
 from snapshots.store import SnapshotStore
@@ -54,6 +57,12 @@ class CartService:
         return unwrap(await self.placement.send((kind, key, method, args, request_id,
                                                  fingerprint)))
 
+    @staticmethod
+    def _scoped(caller: str, request_id: str | None) -> str | None:
+        """Idempotency keys are per caller: another caller's key never answers for this one
+        (nor reveals that a cart or key exists)."""
+        return None if request_id is None else f"{caller}\x1f{request_id}"
+
     async def close(self) -> None:
         await self.placement.close()
 
@@ -67,21 +76,20 @@ class CartService:
         Raises ValidationFailed (``invalid_product``, ``variant_id_taken``, ``invalid_stock``).
         """
         product = product_from_dict(product_id, body)
+        stocks = {v["variant_id"]: v["stock"] for v in body.get("variants") or []
+                  if isinstance(v, dict) and "stock" in v}
+        if not body.get("variants") and "stock" in body:
+            stocks[product_id] = body["stock"]
+        for n in stocks.values():
+            check_stock(n)  # every part of the body is valid before anything is written
         for v in product.variants:
             owner = self.reference.catalog.product_of_variant(v.variant_id)
             if owner is not None and owner.product_id != product_id:
                 self.reference.catalog.put(product)  # raises variant_id_taken
         await self.store.put_reference("product", product_id, product)
         await self.placement.publish("product", product)
-        stocks = {v["variant_id"]: v["stock"] for v in body.get("variants") or []
-                  if isinstance(v, dict) and "stock" in v}
-        if not body.get("variants") and "stock" in body:
-            stocks[product_id] = body["stock"]
         for vid, n in stocks.items():
-            if initial_stock_only:
-                await self.call("inv", vid, "initialize", {"on_hand": n})
-            else:
-                await self.set_stock(vid, set=n)
+            await self.stock_client.adjust(vid, set=n, only_if_new=initial_stock_only)
         return product_to_dict(product)
 
     async def get_product(self, product_id: str) -> dict[str, Any]:
@@ -105,12 +113,18 @@ class CartService:
                         delta: int | None = None) -> dict[str, Any]:
         """Admin stock change; answers ``{variant_id, on_hand, reserved, available, sold}``."""
         self._known_variant(variant_id)
-        out = await self.call("inv", variant_id, "adjust", {"set": set, "delta": delta})
+        out = await self.stock_client.adjust(variant_id, set=set, delta=delta)
         return {"variant_id": variant_id, **out}
 
     async def stock(self, variant_id: str) -> dict[str, Any]:
-        return {"variant_id": variant_id,
-                **await self.call("inv", variant_id, "status", {})}
+        """``{variant_id, on_hand, reserved, available, sold}`` (units, all shards)."""
+        return {"variant_id": variant_id, **await self.stock_client.status(variant_id)}
+
+    @property
+    def stock_client(self) -> StockClient:
+        async def ask(kind: str, key: str, method: str, args: dict[str, Any]) -> Any:
+            return await self.call(kind, key, method, args)
+        return StockClient(ask, shards_of(self.reference.catalog))
 
     async def put_promotion(self, promotion_id: str, body: dict[str, Any]) -> dict[str, Any]:
         promo = promotion_from_dict(promotion_id, body)
@@ -127,7 +141,8 @@ class CartService:
                           groups: list[str] | None = None) -> dict[str, Any]:
         """``{"cart": Cart, "created": bool}``: the owner's one active cart."""
         return await self.call("user", owner, "active_cart",
-                               {"currency": currency, "groups": groups}, request_id, fingerprint)
+                               {"currency": currency, "groups": groups},
+                               self._scoped(owner, request_id), fingerprint)
 
     async def get_cart(self, caller: str, cart_id: str,
                        groups: list[str] | None = None) -> dict[str, Any]:
@@ -138,7 +153,7 @@ class CartService:
                     groups: list[str] | None) -> dict[str, Any]:
         return await self.call("cart", cart_id, method,
                                {"caller": caller, "groups": groups, **args},
-                               request_id, fingerprint)
+                               self._scoped(caller, request_id), fingerprint)
 
     async def add_item(self, caller: str, cart_id: str, *, product_id: str, quantity: int,
                        variant_id: str | None = None, options: dict[str, Any] | None = None,
@@ -201,7 +216,7 @@ class CartService:
             raise NotFound("guest_cart_not_found", "the guest token has no cart")
         return await self.call("user", caller, "merge", {
             "cart_id": cart_id, "guest_owner": guest_owner, "guest_cart_id": guest_cart,
-            "strategy": strategy}, request_id, fingerprint)
+            "strategy": strategy}, self._scoped(caller, request_id), fingerprint)
 
     # -- saved for later -------------------------------------------------------------------
     async def save_for_later(self, caller: str, cart_id: str, line_id: str,
@@ -209,7 +224,7 @@ class CartService:
                              fingerprint: str | None = None) -> dict[str, Any]:
         """Move a line from the cart to the caller's saved list: ``{cart, saved}``."""
         return await self.call("user", caller, "save_for_later",
-                               {"cart_id": cart_id, "line_id": line_id}, request_id, fingerprint)
+                               {"cart_id": cart_id, "line_id": line_id}, self._scoped(caller, request_id), fingerprint)
 
     async def saved_items(self, caller: str) -> dict[str, Any]:
         return await self.call("user", caller, "saved_items", {})
@@ -219,12 +234,12 @@ class CartService:
                            groups: list[str] | None = None) -> dict[str, Any]:
         """Put a saved item back into the caller's active cart: ``{cart, saved}``."""
         return await self.call("user", caller, "move_to_cart",
-                               {"item_id": item_id, "groups": groups}, request_id, fingerprint)
+                               {"item_id": item_id, "groups": groups}, self._scoped(caller, request_id), fingerprint)
 
     async def remove_saved(self, caller: str, item_id: str, request_id: str | None = None,
                            fingerprint: str | None = None) -> dict[str, Any]:
         return await self.call("user", caller, "remove_saved", {"item_id": item_id},
-                               request_id, fingerprint)
+                               self._scoped(caller, request_id), fingerprint)
 
     # -- orders and events -----------------------------------------------------------------
     async def get_order(self, caller: str, order_id: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 from actors.runtime import Actor
 from engine.errors import Conflict, NotFound, ValidationFailed
 from engine.limits import MAX_SAVED_FOR_LATER
+from engine.money import check_currency
 from engine.timefmt import rfc3339
 
 MERGE_STRATEGIES = ("sum", "larger", "keep_user")
@@ -71,6 +72,8 @@ class UserActor(Actor):
         Returns ``{"cart": Cart, "created": bool}``. One active cart per shopper: an expired,
         merged or checked-out cart is replaced by a new one.
         """
+        if currency is not None:
+            check_currency(currency)  # refused even when an existing cart is answered
         view, created = await self._active_view(currency, groups)
         return {"cart": view, "created": created}
 

@@ -17,6 +17,17 @@ from engine.errors import Conflict, NotFound, ValidationFailed
 MAX_ON_HAND = 10**9
 
 
+def check_stock(on_hand: object) -> int:
+    """Return ``on_hand`` if it is a whole number of units in 0..10**9.
+
+    Raises:
+        ValidationFailed: ``invalid_stock``.
+    """
+    if type(on_hand) is not int or not 0 <= on_hand <= MAX_ON_HAND:
+        raise ValidationFailed("invalid_stock", f"stock is a whole number in 0..{MAX_ON_HAND}")
+    return on_hand
+
+
 @dataclass(slots=True)
 class Reservation:
     """Units set aside for ``owner`` (a cart id) until ``expires_at`` (epoch seconds)."""
@@ -55,7 +66,8 @@ class StockLedger:
         """Reserve ``quantity`` units, or resize/renew reservation ``reservation_id``.
 
         Idempotent on ``reservation_id``: reserving again with the same id sets that
-        reservation's quantity and expiry (a renewal) instead of adding a second one.
+        reservation's quantity and extends its expiry (a renewal; a deadline never moves
+        earlier) instead of adding a second one.
 
         Raises:
             ValidationFailed: ``invalid_quantity`` when ``quantity`` < 1.
@@ -135,8 +147,7 @@ class StockLedger:
             ValidationFailed: ``invalid_stock`` out of 0..10**9.
             Conflict: ``stock_below_reserved`` when fewer than the reserved units would remain.
         """
-        if type(on_hand) is not int or not 0 <= on_hand <= MAX_ON_HAND:
-            raise ValidationFailed("invalid_stock", f"stock is a whole number in 0..{MAX_ON_HAND}")
+        check_stock(on_hand)
         if on_hand < self.reserved:
             raise Conflict("stock_below_reserved",
                            f"{self.reserved} units are reserved; on hand cannot go below that",

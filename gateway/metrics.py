@@ -59,7 +59,11 @@ class MetricsMiddleware:
 
 class BodyLimitMiddleware:
     """Guards request bodies, with the API.md error body: over ``max_bytes`` is a 413; a body
-    that is not declared ``application/json`` is a 415 (it would otherwise not be parsed)."""
+    that is not declared ``application/json`` is a 415 (it would otherwise not be parsed).
+
+    A body sent without Content-Length (chunked) is read here first, up to the limit, and
+    handed on whole, so the limit holds for it too.
+    """
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app = app
@@ -69,34 +73,44 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length, ctype = 0, b""
+        length, ctype, chunked = None, b"", False
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit():
                 length = int(value)
             elif name == b"content-type":
                 ctype = value.lower()
-        if length > self.max_bytes:
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if length is not None and length > self.max_bytes:
             await self._refuse(send)
             return
-        if length and b"json" not in ctype:
+        if (length or chunked) and b"json" not in ctype:
             await _error(send, 415, "unsupported_media_type",
                          "send the request body as JSON with 'Content-Type: application/json'")
             return
-        seen = 0
+        if length is None and chunked:
+            body, more = b"", True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_bytes:
+                    await self._refuse(send)
+                    return
+            replayed = False
 
-        async def _receive() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message  # type: ignore[no-any-return]
+            async def _replay() -> dict[str, Any]:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # type: ignore[no-any-return]
 
-        try:
-            await self.app(scope, _receive, send)
-        except _TooLarge:
-            await self._refuse(send)
+            await self.app(scope, _replay, send)
+            return
+        await self.app(scope, receive, send)
 
     async def _refuse(self, send: Any) -> None:
         await _error(send, 413, "payload_too_large",
@@ -112,7 +126,3 @@ async def _error(send: Any, status: int, code: str, message: str,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass

@@ -16,19 +16,25 @@ Systems (each started in turn as a subprocess on a free 127.0.0.1 port, stopped 
 
 Scenarios (see `loadtest.scenarios`): churn (add / PATCH / DELETE / GET on own cart), flash
 (`--units` units to `--buyers` buyers, checked for overselling), read (GETs of prepared carts).
-Every measured phase is bounded by `--duration` seconds and `--requests` requests.
+Every measured phase is bounded by `--duration` seconds and `--requests` requests, every
+setup phase (making carts) by `--setup-timeout` seconds.
 
 For each system the bench writes a catalog file (`--products` x `--variants`, ample stock),
 flushes Redis database `--redis-db` (default 15) before start and after stop when the system
 uses Redis, waits for `GET /readyz` to answer 200 (`--ready-timeout` s), runs the scenarios,
-then stops it (SIGTERM, `--stop-timeout` s, then SIGKILL of its process group). A system that
-cannot start or a scenario that fails becomes a failed row, not a crash. Server logs go to
-`<out dir>/logs/<system>.log`.
+then stops it: SIGTERM, `--stop-timeout` s, SIGKILL; its child processes are waited for and
+killed by pid if they outlive that. A system that cannot start or a scenario that fails
+becomes a failed row, not a crash. Server logs go to `<out dir>/logs/<system>.log`.
 
-Output: a rich table on stdout (requests/s, p50/p99/p99.9 ms, errors, oversold units,
-checkouts/s, server RSS in MB, and requests/s as a ratio to redis-peer and memory-peer for
-the same scenario) and a JSON file with the machine (nproc, memory, CPU, Python and package
-versions, Redis version, date), the configuration and one result dict per row.
+Output: a rich table on stdout and a JSON file (`--out`) with the machine (nproc, memory, CPU,
+Python and package versions, Redis version, date), the configuration and one result dict per
+row. Columns: requests/s; p50/p99/p99.9 latency in ms; errors (unexpected statuses and
+transport errors); oversold units and checkouts/s (flash); requests/s as a ratio to redis-peer
+and to memory-peer on the same scenario; CPU ms per request of the server (its process tree,
+plus the Redis server's own CPU for systems that use Redis) and of the load generator; the
+server's resident memory in MB. On a small machine the generator shares the CPUs with the
+server: when the client's CPU ms/request is near the server's, requests/s is capped by the
+generator, and the server CPU per request is the figure to compare.
 
 Example, a quick check of the peers:
 
@@ -86,7 +92,8 @@ PACKAGES = ("cart-engine", "fastapi", "starlette", "uvicorn", "uvloop", "httptoo
 #: Seconds between two /readyz probes while a system starts.
 READY_POLL_S = 0.25
 
-console = Console()
+#: Wide enough for the results table when stdout is a file or a pipe.
+console = Console() if sys.stdout.isatty() else Console(width=190)
 
 
 # --------------------------------------------------------------------------- systems
@@ -126,10 +133,12 @@ def engine_command(placement: str) -> Callable[[int, RunContext], list[str]]:
 
 
 def peer_command(module: str, *extra: str) -> Callable[[int, RunContext], list[str]]:
-    """The command line of a peer module; `extra` may use {redis_url} and {ray_carts}."""
+    """The command line of a peer module; `extra` may use {redis_url} and {peer_carts} (the
+    cart cap of a peer: `ray_carts` for each scenario)."""
 
     def command(port: int, ctx: RunContext) -> list[str]:
-        filled = [arg.format(redis_url=ctx.redis_url, ray_carts=ctx.ray_carts) for arg in extra]
+        peer_carts = ctx.ray_carts * len(ALL_SCENARIOS)
+        filled = [arg.format(redis_url=ctx.redis_url, peer_carts=peer_carts) for arg in extra]
         return [sys.executable, "-m", f"loadtest.peers.{module}", "--port", str(port),
                 "--catalog", str(ctx.catalog_path), "--auth-secret", ctx.auth_secret, *filled]
 
@@ -144,7 +153,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         SystemSpec("redis-peer", peer_command("redis_peer", "--redis-url", "{redis_url}",
                                               "--key-prefix", "bench:"), uses_redis=True),
         SystemSpec("memory-peer", peer_command("memory_peer"), uses_redis=False),
-        SystemSpec("ray-per-cart", peer_command("ray_per_cart", "--max-carts", "{ray_carts}"),
+        SystemSpec("ray-per-cart", peer_command("ray_per_cart", "--max-carts", "{peer_carts}"),
                    uses_redis=False, caps_carts=True),
     )
 }
@@ -170,11 +179,24 @@ def flush_redis(url: str) -> None:
         client.close()
 
 
+def redis_cpu_seconds(url: str) -> float | None:
+    """The Redis server's CPU seconds so far (INFO cpu: user + system), None if unreachable."""
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    except (redis.RedisError, KeyError):
+        return None
+    finally:
+        client.close()
+
+
 class ServerProcess:
     """A system under test running as a subprocess in its own process group."""
 
     def __init__(self, spec: SystemSpec, ctx: RunContext, log_path: Path) -> None:
         self.spec = spec
+        self.redis_url = ctx.redis_url if spec.uses_redis else None
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -223,24 +245,39 @@ class ServerProcess:
         return _sum_over(self._tree(), lambda p: p.memory_info().rss / 2**20)
 
     def cpu_seconds(self) -> float | None:
-        """CPU seconds (user + system) used so far by the live process tree (None if unknown)."""
-        return _sum_over(self._tree(), lambda p: sum(p.cpu_times()[:2]))
+        """CPU seconds (user + system) used so far by the live process tree, plus the Redis
+        server's own when the system uses Redis (its work is part of the system's cost)."""
+        own = _sum_over(self._tree(), lambda p: sum(p.cpu_times()[:2]))
+        if own is None or self.redis_url is None:
+            return own
+        used = redis_cpu_seconds(self.redis_url)
+        return None if used is None else own + used
 
     def stop(self, timeout_s: float) -> None:
-        """SIGTERM, wait up to `timeout_s` seconds, then SIGKILL what is left of its group."""
+        """SIGTERM, wait up to `timeout_s` s, SIGKILL; then wait for (or kill) its descendants.
+
+        The descendants are listed before the signal because some outlive their parent
+        (Ray's worker processes are re-parented to init and exit a few seconds after their
+        raylet); waiting for them keeps them from eating into the next system's run.
+        """
         if self.process is None:
             return
+        descendants = self._tree()[1:]
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 console.print(f"[yellow]{self.spec.name} ignored SIGTERM; killing it")
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait(timeout=timeout_s)
+                self.process.kill()
+                self.process.wait(timeout=timeout_s)
+        if psutil is not None and descendants:
+            _, alive = psutil.wait_procs(descendants, timeout=timeout_s)
+            for proc in alive:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    continue
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
@@ -281,6 +318,7 @@ class BenchPlan:
     buyers: int
     units: int
     read_carts: int
+    setup_s: float
     ready_timeout_s: float
     stop_timeout_s: float
     out: Path
@@ -294,7 +332,7 @@ async def run_scenario(name: str, target: Target, plan: BenchPlan, items: list) 
         job = flash_sale(target, buyers=plan.buyers, units=plan.units)
     else:
         job = read_heavy(target, items, carts=plan.read_carts)
-    return await asyncio.wait_for(job, timeout=4 * plan.duration_s + 120)
+    return await asyncio.wait_for(job, timeout=2 * plan.duration_s + 2 * plan.setup_s + 60)
 
 
 def failed_row(system: str, scenario: str, reason: str) -> dict[str, Any]:
@@ -322,6 +360,7 @@ async def run_system(
             duration_s=plan.duration_s,
             max_requests=plan.max_requests,
             max_carts=ctx.ray_carts if spec.caps_carts else None,
+            setup_s=plan.setup_s,
             server_cpu=server.cpu_seconds,
         )
         for scenario in plan.scenarios:
@@ -354,8 +393,9 @@ def describe(row: dict[str, Any]) -> str:
         return f"  [red]{row['scenario']}: FAILED[/] {row['failed'][:200]}"
     return (f"  {row['scenario']}: {row['requests']} req in {row['seconds']} s, "
             f"{row['requests_per_s']} req/s, p99 {fmt(row['p99_ms'])} ms, "
-            f"errors {row['error_count']}, CPU ms/req server "
-            f"{fmt(row['server_cpu_ms_per_request'])} client {fmt(row['client_cpu_ms_per_request'])}")
+            f"errors {row['error_count']}, CPU ms/req: server "
+            f"{fmt(row['server_cpu_ms_per_request'])}, "
+            f"client {fmt(row['client_cpu_ms_per_request'])}")
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -499,6 +539,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
     parser.add_argument("--redis-host", default="127.0.0.1:6379")
     parser.add_argument("--redis-db", type=int, default=15,
                         help="Redis database the bench flushes and lends to the systems")
+    parser.add_argument("--setup-timeout", type=float, default=120.0,
+                        help="time limit of each setup phase (making carts), seconds")
     parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds")
     parser.add_argument("--stop-timeout", type=float, default=30.0, help="seconds")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
@@ -508,7 +550,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
         scenarios=checked(args.scenarios, ALL_SCENARIOS, parser),
         connections=args.connections, duration_s=args.duration, max_requests=args.requests,
         buyers=args.buyers, units=args.units, read_carts=args.read_carts,
-        ready_timeout_s=args.ready_timeout, stop_timeout_s=args.stop_timeout, out=args.out,
+        setup_s=args.setup_timeout, ready_timeout_s=args.ready_timeout,
+        stop_timeout_s=args.stop_timeout, out=args.out,
     )
     return plan, args
 

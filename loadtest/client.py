@@ -63,7 +63,7 @@ _skip_absent_sniffio()
 
 
 class BudgetExhausted(Exception):
-    """Raised by `Phase.call` when the phase's request count or time limit is used up."""
+    """Raised by `User.call` when the phase's request count or time limit is used up."""
 
 
 @dataclass

@@ -149,4 +149,7 @@ def decode(data: bytes) -> Any:
     entry = _CODECS.get(tag)
     if entry is None:
         raise SnapshotVersionError(f"unknown snapshot record type {tag!r}")
-    return entry[2](payload)
+    try:
+        return entry[2](payload)
+    except (TypeError, KeyError, ValueError) as e:
+        raise SnapshotVersionError(f"{tag} record does not match this build: {e}") from e

@@ -374,10 +374,10 @@ class StockLedger:
             self.on_hand.setdefault(variant_id, units)
 
     def adjust(self, variant_id: str, set_to: int | None, delta: int | None) -> dict[str, Any]:
-        """Set or shift the units of a variant; a delta below zero on hand is a 409."""
+        """Set or shift the units of a variant; a negative delta below zero on hand is a 409."""
         current = self.on_hand.get(variant_id, 0)
         target = set_to if set_to is not None else current + (delta or 0)
-        if target < 0:
+        if target < 0 and target < current:
             raise ApiError(409, "stock_floor", f"{variant_id!r} has {current} units on hand")
         self.on_hand[variant_id] = target
         return stock_level(variant_id, target)

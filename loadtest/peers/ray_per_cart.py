@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -163,7 +164,13 @@ class RayPerCartBackend:
 
 
 async def make_backend(options: argparse.Namespace) -> RayPerCartBackend:
-    """Start a new local Ray instance and the inventory actor."""
+    """Start a new local Ray instance and the inventory actor.
+
+    `ray.init` replaces the SIGTERM handler with one that exits the process at once; the
+    server's own handler is put back so that SIGTERM drains requests and the lifespan's
+    `close()` shuts Ray down.
+    """
+    server_sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(
         address="local",
         num_cpus=2,
@@ -171,6 +178,7 @@ async def make_backend(options: argparse.Namespace) -> RayPerCartBackend:
         object_store_memory=OBJECT_STORE_BYTES,
         logging_level=logging.WARNING,
     )
+    signal.signal(signal.SIGTERM, server_sigterm)
     return RayPerCartBackend(options.max_carts)
 
 

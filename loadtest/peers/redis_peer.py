@@ -70,11 +70,12 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
 """
 
-# KEYS[1] stock counter; ARGV[1] delta in units. Answers {1, new} or {0, current} (refused).
+# KEYS[1] stock counter; ARGV[1] delta in units. Answers {1, new}, or {0, current} when a
+# negative delta would take the units below zero (refused).
 DELTA_LUA = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local target = current + tonumber(ARGV[1])
-if target < 0 then return {0, current} end
+if target < 0 and target < current then return {0, current} end
 redis.call('SET', KEYS[1], target)
 return {1, target}
 """

@@ -182,3 +182,57 @@ async def test_unfinished_checkout_reservations_expire(harness: Harness) -> None
     assert (await svc.stock("p-v0"))["available"] == 0
     await harness.advance(601)
     assert (await svc.stock("p-v0"))["available"] == 4
+
+
+async def test_a_sharded_variant_sells_every_unit_and_never_oversells(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    body = product("hot", stock=10)
+    body["variants"][0]["shards"] = 4
+    await svc.put_product("hot", body)
+    parts = [await svc.call("inv", f"hot-v0#{k}", "status", {}) for k in range(4)]
+    assert [p["on_hand"] for p in parts] == [3, 3, 2, 2]  # spread over the shards
+    carts = [await _cart(harness, f"s{i}") for i in range(25)]
+    for i, cid in enumerate(carts):
+        await svc.add_item(f"s{i}", cid, product_id="hot", quantity=1)
+    results = await asyncio.gather(*(
+        svc.checkout(f"s{i}", cid, payment_token="tok_ok", idempotency_key=f"k{i}")
+        for i, cid in enumerate(carts)), return_exceptions=True)
+    assert sum(isinstance(r, dict) for r in results) == 10
+    assert await svc.stock("hot-v0") == {"variant_id": "hot-v0", "on_hand": 0,
+                                         "reserved": 0, "available": 0, "sold": 10}
+
+
+async def test_a_line_larger_than_any_shard_is_spread_over_shards(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    body = product("big", stock=8, hold_ttl=300)
+    body["variants"][0]["shards"] = 4  # 2 units per shard
+    await svc.put_product("big", body)
+    cid = await _cart(harness, "whale")
+    await svc.add_item("whale", cid, product_id="big", quantity=7)
+    assert (await svc.stock("big-v0"))["reserved"] == 7
+    order = await svc.checkout("whale", cid, payment_token="tok_ok", idempotency_key="w")
+    assert order["status"] == "paid"
+    assert (await svc.stock("big-v0"))["sold"] == 7
+    other = await _cart(harness, "minnow")
+    with pytest.raises(Conflict) as e:
+        await svc.add_item("minnow", other, product_id="big", quantity=2)
+    assert e.value.code == "out_of_stock" and e.value.details[0]["available"] == 1
+
+
+async def test_an_expired_cart_cannot_change_or_check_out(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", stock=5))
+    cid = await _cart(harness)
+    await svc.add_item("alice", cid, product_id="p", quantity=1)
+    await harness.advance(1801)
+    with pytest.raises(Conflict) as e:
+        await svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="late")
+    assert e.value.code == "cart_not_active"
+    with pytest.raises(Conflict):
+        await svc.add_item("alice", cid, product_id="p", quantity=1)
+    assert (await svc.stock("p-v0"))["sold"] == 0
+    # The owner simply gets a new active cart.
+    assert (await svc.active_cart("alice"))["cart"]["cart_id"] != cid

@@ -1,0 +1,15 @@
+"""Load-test harness of the cart engine: an HTTP client of the gateway, nothing more.
+
+Entry points (run from the project root with the project's venv):
+
+    python -m loadtest.bench       comparative benchmark: the engine (Ray and local placement)
+                                   against baseline peers, same scenarios, same generator;
+                                   a rich table and a JSON file (see loadtest/bench.py)
+    python -m loadtest.flash_sale  an operator's proof that a sale holds on a running server:
+                                   exit 1 if oversold or units unsold while buyers were refused
+    python -m loadtest.peers.redis_peer | memory_peer | ray_per_cart --port P
+                                   the baseline peers, each a FastAPI app (loadtest/peers/)
+
+Modules: `client` (asyncio + httpx generator, HdrHistogram latencies in microseconds, rich
+progress), `scenarios` (cart churn, flash sale, read-heavy), `peers` (the baselines).
+"""
