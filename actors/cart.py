@@ -24,6 +24,7 @@ from typing import Any
 
 from actors.order import ADMIN
 from actors.runtime import Actor
+from actors.settings import EngineSettings
 from actors.stock_client import StockClient
 from actors.views import cart_view
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
@@ -135,12 +136,11 @@ class CartActor(Actor):
             except DomainError:
                 current[ln.variant_id] = None
         dest = destination or {}
+        shipping, tax = policies(s)
         return PricingContext(
             now=self.now, promotions=ref.by_code, automatic=ref.automatic(),
             current_prices=current,
-            shipping=ShippingPolicy(flat=s.shipping_flat, free_over=s.free_shipping_over),
-            tax=TaxPolicy(rate_bp=s.tax_rate_bp, rates=s.tax_rates,
-                          prices_include_tax=s.prices_include_tax),
+            shipping=shipping, tax=tax,
             customer_id=customer_of(cart.owner),
             customer_groups=frozenset(cart.customer_groups),
             customer_uses=customer_uses or {}, usage_exhausted=usage_exhausted,
@@ -605,6 +605,21 @@ class CartActor(Actor):
         except DomainError as e:
             report["lines_dropped"].append({"variant_id": g["variant_id"], "reason": e.code,
                                             "message": e.message})
+
+
+_POLICIES: list[tuple[EngineSettings, tuple[ShippingPolicy, TaxPolicy]]] = []
+
+
+def policies(s: EngineSettings) -> tuple[ShippingPolicy, TaxPolicy]:
+    """The shipping and tax policies of a settings object (built once, not per turn)."""
+    for known, built in _POLICIES:
+        if known is s:
+            return built
+    built = (ShippingPolicy(flat=s.shipping_flat, free_over=s.free_shipping_over),
+             TaxPolicy(rate_bp=s.tax_rate_bp, rates=s.tax_rates,
+                       prices_include_tax=s.prices_include_tax))
+    _POLICIES[:] = [*_POLICIES[-7:], (s, built)]
+    return built
 
 
 def shards_of(catalog: Any) -> Any:

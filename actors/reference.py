@@ -20,6 +20,7 @@ class ReferenceData:
         self.catalog = Catalog()
         self.promotions: dict[str, Promotion] = {}
         self.by_code: dict[str, Promotion] = {}
+        self._automatic: list[Promotion] | None = None
 
     def apply(self, kind: str, value: Any) -> None:
         """Install a product (``kind="product"``) or promotion (``"promotion"``)."""
@@ -40,7 +41,10 @@ class ReferenceData:
         self.promotions[promo.promotion_id] = promo
         if promo.code is not None:
             self.by_code[promo.code] = promo
+        self._automatic = None
 
     def automatic(self) -> list[Promotion]:
         """Promotions without a coupon code, ordered by id (deterministic)."""
-        return [p for _, p in sorted(self.promotions.items()) if p.code is None]
+        if self._automatic is None:
+            self._automatic = [p for _, p in sorted(self.promotions.items()) if p.code is None]
+        return self._automatic

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 
 def rfc3339(ts: float | None) -> str | None:
     """``1795000000.25`` -> ``"2026-11-18T09:46:40.250Z"``; None stays None. Pure: reads no clock."""
     if ts is None:
         return None
+    return _format(ts)
+
+
+@lru_cache(maxsize=65536)  # a cart shows the same few instants in every view
+def _format(ts: float) -> str:
     dt = datetime.fromtimestamp(ts, UTC)
     if dt.microsecond:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
