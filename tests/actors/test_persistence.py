@@ -46,7 +46,7 @@ async def test_a_new_reservation_writes_as_much_with_10000_open_as_with_none() -
 
     async def reserve(i: int) -> Write:
         await svc.call("inv", "hot-v0", "reserve", {"reservation_id": f"r{i:06d}", "quantity": 1,
-                                                     "ttl": 600.0, "owner": f"c{i}"})
+                                                     "ttl": 600.0, "owner": f"c{i:06d}"})
         return store.batches[-1][-1]
 
     first = await reserve(0)
