@@ -156,8 +156,8 @@ class CartActor(Actor):
 
     def _note_groups(self, cart: Cart, groups: list[str] | None) -> None:
         """Keep the owner's membership tiers (token claim) for group-only promotions."""
-        if groups is not None and sorted(groups) != cart.customer_groups:
-            cart.customer_groups = sorted(groups)
+        if groups is not None and tuple(sorted(groups)) != cart.customer_groups:
+            cart.customer_groups = tuple(sorted(groups))
             self.mark("meta")
 
     async def _usage(self, promos: list[Promotion]) -> tuple[frozenset[str], dict[str, int]]:
@@ -225,7 +225,7 @@ class CartActor(Actor):
             cur = check_currency(currency or self.ctx.settings.default_currency)
             self.cart = Cart(cart_id=self.key, owner=owner, currency=cur, created_at=now,
                              updated_at=now, expires_at=now + self.ttl,
-                             customer_groups=sorted(groups or []))
+                             customer_groups=tuple(sorted(groups or [])))
             self.mark("meta")
         return self._view()
 
@@ -546,7 +546,7 @@ class CartActor(Actor):
                                   "lines_dropped": [], "codes_kept": [], "codes_dropped": []}
         if report["already_merged"]:
             return {"cart": self._view(), "report": report}
-        cart.merged_from.append(source_cart_id)
+        cart.merged_from = (*cart.merged_from, source_cart_id)
         self.mark("meta")
         if currency != cart.currency:
             report["lines_dropped"] = [{"product_id": g["product_id"],

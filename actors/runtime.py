@@ -90,10 +90,11 @@ class Actor:
         self.key = key
         self.ctx = ctx
         self.epoch = NEW_EPOCH
-        self._dirty: dict[str, None] = {}
-        self._events: list[dict[str, Any]] = []
-        self._lock = asyncio.Lock()
-        self._idem: OrderedDict[str, list[Any]] = OrderedDict()
+        # Allocated on first use and dropped when idle: an idle cart must stay small.
+        self._dirty: dict[str, None] | None = None
+        self._events: list[dict[str, Any]] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._idem: OrderedDict[str, list[Any]] | None = None
         self._last_commit: asyncio.Future[None] | None = None
         self._timer_at: float | None = None
         self._last_turn = ctx.clock.now()
@@ -128,11 +129,15 @@ class Actor:
     # -- for subclasses --------------------------------------------------------------------
     def mark(self, *names: str) -> None:
         """Record that fields ``names`` changed in this turn (persisted when the turn ends)."""
+        if self._dirty is None:
+            self._dirty = {}
         for n in names:
             self._dirty[n] = None
 
     def emit(self, event: dict[str, Any]) -> None:
         """Append an event to the outbox, written atomically with this turn's state."""
+        if self._events is None:
+            self._events = []
         self._events.append(event)
 
     def expire_record_after(self, seconds: float | None) -> None:
@@ -145,10 +150,10 @@ class Actor:
 
     # -- runtime side ----------------------------------------------------------------------
     def _take_write(self, storage_key: str) -> Write | None:
-        w = Write(key=storage_key, epoch=self.epoch, events=self._events,
+        w = Write(key=storage_key, epoch=self.epoch, events=self._events or [],
                   expire_after=self._expire_after)
-        for name in self._dirty:
-            value = self._idem.get(name[2:]) if name.startswith("i:") else \
+        for name in self._dirty or ():
+            value = (self._idem or {}).get(name[2:]) if name.startswith("i:") else \
                 self.field_value(name)
             if value is None:
                 w.hdel.append(name)
@@ -158,8 +163,8 @@ class Actor:
         if d != self._stored_deadline:
             w.deadline = (storage_key, d)
             self._stored_deadline = d
-        self._dirty = {}
-        self._events = []
+        self._dirty = None
+        self._events = None
         self._expire_after = None
         return None if w.is_empty() else w
 
@@ -289,7 +294,8 @@ class Host:
         self.reference = reference
         self.payments = payments
         self.route: Route | None = None
-        self.actors: dict[str, Actor] = {}
+        # kind -> key -> actor: no per-actor composite key string kept in memory
+        self.actors: dict[str, dict[str, Actor]] = {kind: {} for kind in registry}
         self._activating: dict[str, asyncio.Future[Actor]] = {}
         self.committer = _Committer(store)
         self.ctx = ActorContext(self)
@@ -325,7 +331,10 @@ class Host:
                 actor = await self._get(cls, kind, key)
             except DomainError as e:
                 return err(e)
-            async with actor._lock:
+            if actor._lock is None:
+                actor._lock = asyncio.Lock()
+            lock = actor._lock
+            async with lock:
                 if actor._gone:
                     continue  # passivated or restarted while we waited: re-activate
                 reply, write = await self._turn(actor, method, args, request_id, fingerprint)
@@ -335,11 +344,16 @@ class Host:
                     actor._last_commit = pending
                 if not actor._gone:
                     self._arm(actor)
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                actor._lock = None  # nobody queued: free the mailbox until the next message
             if pending is not None:
                 try:
                     await asyncio.shield(pending)
                 except DomainError as e:
                     return err(e)
+                finally:
+                    if actor._last_commit is pending and pending.done():
+                        actor._last_commit = None
             if not actor._gone and not actor.resident():
                 self._try_passivate(actor)
             return reply
@@ -352,7 +366,7 @@ class Host:
         actor._last_turn = now
         storage_key = f"{actor.kind}:{actor.key}"
         if request_id is not None:
-            rec = actor._idem.get(request_id)
+            rec = actor._idem.get(request_id) if actor._idem is not None else None
             if rec is not None and now - rec[2] < IDEMPOTENCY_TTL:
                 if rec[0] != fingerprint:
                     return err(Conflict(
@@ -382,6 +396,8 @@ class Host:
         return reply, actor._take_write(storage_key)
 
     def _remember(self, actor: Actor, rid: str, fp: str | None, reply: Reply, now: float) -> None:
+        if actor._idem is None:
+            actor._idem = OrderedDict()
         actor._idem[rid] = [fp, list(reply), now]
         actor.mark(f"i:{rid}")
         while len(actor._idem) > IDEMPOTENCY_RECORDS:
@@ -390,10 +406,10 @@ class Host:
 
     # -- activation and passivation --------------------------------------------------------
     async def _get(self, cls: type[Actor], kind: str, key: str) -> Actor:
-        skey = f"{kind}:{key}"
-        actor = self.actors.get(skey)
+        actor = self.actors[kind].get(key)
         if actor is not None:
             return actor
+        skey = f"{kind}:{key}"
         fut = self._activating.get(skey)
         if fut is not None:
             return await asyncio.shield(fut)
@@ -404,11 +420,11 @@ class Host:
             actor = cls(key, self.ctx)
             actor.epoch = epoch
             idem = {k[2:]: v for k, v in fields.items() if k.startswith("i:")}
-            for rid, rec in sorted(idem.items(), key=lambda kv: kv[1][2]):
-                actor._idem[rid] = rec
+            if idem:
+                actor._idem = OrderedDict(sorted(idem.items(), key=lambda kv: kv[1][2]))
             actor.load({k: v for k, v in fields.items() if not k.startswith("i:")})
             actor._stored_deadline = actor.deadline() if fields else None
-            self.actors[skey] = actor
+            self.actors[kind][key] = actor
             self.activations += 1
             fut.set_result(actor)
             self._arm(actor)
@@ -428,16 +444,16 @@ class Host:
 
     def _try_passivate(self, actor: Actor) -> bool:
         """Drop an idle actor from memory once its last write is persisted and no turn runs."""
-        if actor._lock.locked() or (actor._last_commit is not None and
-                                    not actor._last_commit.done()):
+        if (actor._lock is not None and actor._lock.locked()) or \
+                (actor._last_commit is not None and not actor._last_commit.done()):
             return False
         self._forget(actor)
         return True
 
     def _forget(self, actor: Actor) -> None:
-        skey = f"{actor.kind}:{actor.key}"
-        if self.actors.get(skey) is actor:
-            del self.actors[skey]
+        of_kind = self.actors[actor.kind]
+        if of_kind.get(actor.key) is actor:
+            del of_kind[actor.key]
             self.passivations += 1
         actor._gone = True
 
@@ -507,6 +523,7 @@ class Host:
             await asyncio.shield(self.committer.task)
 
     def stats(self) -> dict[str, int]:
-        return {"host": self.index, "actors": len(self.actors), "turns": self.turns,
+        return {"host": self.index, "actors": sum(map(len, self.actors.values())),
+                "turns": self.turns,
                 "activations": self.activations, "passivations": self.passivations,
                 "flushes": self.committer.flushes, "writes": self.committer.writes}

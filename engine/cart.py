@@ -76,9 +76,9 @@ class Cart:
     order_id: str | None = None
     merged_into: str | None = None
     #: The owner's membership tiers (from the identity token), for group-only promotions.
-    customer_groups: list[str] = field(default_factory=list)
+    customer_groups: tuple[str, ...] = ()
     #: Guest carts already merged into this one (a repeated merge changes nothing).
-    merged_from: list[str] = field(default_factory=list)
+    merged_from: tuple[str, ...] = ()
 
     # -- queries ---------------------------------------------------------------------------
     def line(self, line_id: str) -> LineItem:

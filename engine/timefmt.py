@@ -13,7 +13,7 @@ def rfc3339(ts: float | None) -> str | None:
     return _format(ts)
 
 
-@lru_cache(maxsize=65536)  # a cart shows the same few instants in every view
+@lru_cache(maxsize=4096)  # a cart shows the same few instants in every view
 def _format(ts: float) -> str:
     dt = datetime.fromtimestamp(ts, UTC)
     if dt.microsecond:

@@ -20,11 +20,12 @@ Every measured phase is bounded by `--duration` seconds and `--requests` request
 setup phase (making carts) by `--setup-timeout` seconds.
 
 For each system the bench writes a catalog file (`--products` x `--variants`, ample stock),
-flushes Redis database `--redis-db` (default 15) before start and after stop when the system
-uses Redis, waits for `GET /readyz` to answer 200 (`--ready-timeout` s), runs the scenarios,
-then stops it: SIGTERM, `--stop-timeout` s, SIGKILL; its child processes are waited for and
-killed by pid if they outlive that. A system that cannot start or a scenario that fails
-becomes a failed row, not a crash. Server logs go to `<out dir>/logs/<system>.log`.
+flushes Redis database `--redis-db` (default 15; lend it to this one bench run alone) before
+start and after stop when the system uses Redis, waits for `GET /readyz` to answer 200
+(`--ready-timeout` s), runs the scenarios, then stops it: SIGTERM, `--stop-timeout` s,
+SIGKILL; its child processes are waited for and killed by pid if they outlive that. A system
+that cannot start or a scenario that fails becomes a failed row, not a crash. Server logs go
+to `<out dir>/logs/<system>.log`.
 
 Output: a rich table on stdout and a JSON file (`--out`) with the machine (nproc, memory, CPU,
 Python and package versions, Redis version, date), the configuration and one result dict per
@@ -431,8 +432,7 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(header, justify="left" if header in ("system", "scenario") else "right")
     for row in rows:
         if "failed" in row:
-            table.add_row(row["system"], row["scenario"], "[red]FAILED", row["failed"][:60],
-                          *([""] * 10))
+            table.add_row(row["system"], row["scenario"], "[red]FAILED", *([""] * 11))
             continue
         table.add_row(
             row["system"], row["scenario"], fmt(row["requests_per_s"], 0),
@@ -585,6 +585,10 @@ async def run_bench(plan: BenchPlan, args: argparse.Namespace) -> list[dict[str,
         rows.extend(await run_system(SYSTEMS[name], ctx, plan, items))
     add_ratios(rows)
     console.print(results_table(rows))
+    for row in rows:
+        if "failed" in row:
+            reason = row["failed"][:300]
+            console.print(f"[red]failed[/] {row['system']} {row['scenario']}: {reason}")
     write_json(plan.out, plan, ctx, rows)
     console.print(f"results written to {plan.out}")
     return rows

@@ -32,12 +32,14 @@ def _cart_out(c: Cart) -> dict[str, Any]:
             "created_at": c.created_at, "updated_at": c.updated_at, "expires_at": c.expires_at,
             "status": c.status.value, "version": c.version, "codes": c.codes,
             "line_seq": c.line_seq, "order_id": c.order_id, "merged_into": c.merged_into,
-            "customer_groups": c.customer_groups, "merged_from": c.merged_from}
+            "customer_groups": list(c.customer_groups), "merged_from": list(c.merged_from)}
 
 
 def _cart_in(d: dict[str, Any]) -> Cart:
     d = dict(d)
     d["status"] = CartStatus(d["status"])
+    for f in ("customer_groups", "merged_from"):
+        d[f] = tuple(d.get(f) or ())
     return Cart(**d)
 
 
