@@ -30,10 +30,9 @@ from actors.views import cart_view
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
 from engine.errors import Conflict, DomainError, NotFound
-from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
 from engine.events import CART_CHECKED_OUT, CART_EXPIRED, CART_MERGED, event
+from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
 from engine.money import check_currency
-from engine.promotions import Promotion
 from engine.pricing import (
     PricedCart,
     PricingContext,
@@ -42,6 +41,7 @@ from engine.pricing import (
     check_code,
     price_cart,
 )
+from engine.promotions import Promotion
 
 
 def order_id_for(cart_id: str, idempotency_key: str) -> str:

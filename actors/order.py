@@ -88,7 +88,10 @@ class OrderActor(Actor):
         return order_view(self._own(caller))
 
     async def ship(self, caller: str) -> dict[str, Any]:
-        """Admin: mark a paid order shipped. Raises Forbidden, Conflict ``invalid_order_transition``."""
+        """Admin: mark a paid order shipped.
+
+        Raises Forbidden ``admin_only``, Conflict ``invalid_order_transition``.
+        """
         if caller != ADMIN:
             raise Forbidden("admin_only", "only an admin may ship orders")
         self._own(caller)

@@ -320,7 +320,7 @@ class Host:
         return await self.route(msg)
 
     async def deliver(self, msg: Message) -> Reply:
-        """Run one turn of actor ``(kind, key)`` and return its reply once its state is persisted."""
+        """Run one turn of actor ``(kind, key)``; its reply, once its state is persisted."""
         kind, key, method, args, request_id, fingerprint = msg
         cls = self.registry.get(kind)
         if cls is None or (method != "_deadline" and (

@@ -25,8 +25,8 @@ from actors.stock_client import StockClient
 from engine.catalog import product_from_dict, product_to_dict
 from engine.errors import NotFound
 from engine.limits import check_id
-from engine.stock import check_stock
 from engine.promotions import promotion_from_dict, promotion_to_dict
+from engine.stock import check_stock
 from snapshots.memory_store import MemoryStore
 from snapshots.store import SnapshotStore
 
@@ -224,7 +224,8 @@ class CartService:
                              fingerprint: str | None = None) -> dict[str, Any]:
         """Move a line from the cart to the caller's saved list: ``{cart, saved}``."""
         return await self.call("user", caller, "save_for_later",
-                               {"cart_id": cart_id, "line_id": line_id}, self._scoped(caller, request_id), fingerprint)
+                               {"cart_id": cart_id, "line_id": line_id},
+                               self._scoped(caller, request_id), fingerprint)
 
     async def saved_items(self, caller: str) -> dict[str, Any]:
         return await self.call("user", caller, "saved_items", {})
@@ -234,7 +235,8 @@ class CartService:
                            groups: list[str] | None = None) -> dict[str, Any]:
         """Put a saved item back into the caller's active cart: ``{cart, saved}``."""
         return await self.call("user", caller, "move_to_cart",
-                               {"item_id": item_id, "groups": groups}, self._scoped(caller, request_id), fingerprint)
+                               {"item_id": item_id, "groups": groups},
+                               self._scoped(caller, request_id), fingerprint)
 
     async def remove_saved(self, caller: str, item_id: str, request_id: str | None = None,
                            fingerprint: str | None = None) -> dict[str, Any]:

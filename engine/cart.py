@@ -177,7 +177,10 @@ class Cart:
         return ln
 
     def remove_line(self, line_id: str, now: float, ttl: float) -> LineItem:
-        """Remove a line and return it. Raises Conflict ``cart_not_active``, NotFound ``line_not_found``."""
+        """Remove a line and return it.
+
+        Raises Conflict ``cart_not_active``, NotFound ``line_not_found``.
+        """
         self.ensure_active()
         ln = self.line(line_id)
         del self.lines[line_id]
@@ -248,7 +251,10 @@ class Cart:
 
 
 def normalize_code(code: object) -> str:
-    """Coupon codes are case-insensitive: strip and upper-case. Raises ValidationFailed ``invalid_code``."""
+    """Coupon codes are case-insensitive: strip and upper-case.
+
+    Raises ValidationFailed ``invalid_code``.
+    """
     if not isinstance(code, str) or not 0 < len(code.strip()) <= 64:
         raise ValidationFailed("invalid_code", "a code is 1..64 characters", [{"field": "code"}])
     return code.strip().upper()

@@ -270,7 +270,8 @@ class Catalog:
         return None if pid is None else self._products[pid]
 
     def page(self, limit: int, cursor: str | None) -> tuple[list[Product], str | None]:
-        """Products ordered by id after ``cursor`` (exclusive), at most ``limit``; and the next cursor."""
+        """Products ordered by id after ``cursor`` (exclusive), at most ``limit``, and the
+        next cursor (None on the last page)."""
         ids = sorted(self._products)
         start = 0
         if cursor:

@@ -37,7 +37,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 
 @dataclass(slots=True)
 class Order:
-    """An order. ``lines`` and ``totals`` are the priced cart at checkout (API shapes, minor units)."""
+    """An order. ``lines`` and ``totals``: the priced cart at checkout (API shapes, minor units)."""
 
     order_id: str
     cart_id: str

@@ -29,7 +29,8 @@ def check_id(value: object, field: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH or not _ID_RE.match(value):
         raise ValidationFailed(
             "invalid_id",
-            f"{field} must be 1..{MAX_ID_LENGTH} characters of letters, digits, '.', '_', ':' or '-'",
+            f"{field} must be 1..{MAX_ID_LENGTH} characters of letters, digits, "
+            "'.', '_', ':' or '-'",
             [{"field": field}],
         )
     return value

@@ -37,7 +37,7 @@ def check_currency(currency: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Money:
-    """An amount in the minor units of ``currency`` (ISO 4217): ``Money(1999, "USD")`` is 19.99 USD."""
+    """An amount in minor units of ``currency`` (ISO 4217): ``Money(1999, "USD")`` is 19.99 USD."""
 
     amount: int
     currency: str
@@ -71,7 +71,7 @@ class Money:
 
 
 def format_amount(amount: int, currency: str) -> str:
-    """Render minor units as a decimal string with the ISO 4217 exponent: 1200 USD -> "12.00 USD"."""
+    """Minor units as a decimal string by the ISO 4217 exponent: 1200 USD -> "12.00 USD"."""
     exp = CURRENCY_EXPONENTS[currency]
     sign = "-" if amount < 0 else ""
     amount = abs(amount)

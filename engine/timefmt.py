@@ -7,7 +7,7 @@ from functools import lru_cache
 
 
 def rfc3339(ts: float | None) -> str | None:
-    """``1795000000.25`` -> ``"2026-11-18T09:46:40.250Z"``; None stays None. Pure: reads no clock."""
+    """``1795000000.25`` -> ``"2026-11-18T09:46:40.250Z"``; None stays None. Reads no clock."""
     if ts is None:
         return None
     return _format(ts)

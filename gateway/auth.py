@@ -6,6 +6,7 @@ A user token has ``sub`` = the user id; an admin token adds ``role: "admin"``; a
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -56,7 +57,19 @@ def new_guest_id() -> str:
 
 
 def decode_token(secret: str, token: str) -> Caller:
-    """The caller a bearer token names. Raises AuthError ``invalid_token`` / ``token_expired``."""
+    """The caller a bearer token names. Raises AuthError ``invalid_token`` / ``token_expired``.
+
+    A token verified once is remembered (bounded LRU) until its ``exp``: the signature check
+    is the same every time, the expiry is checked on every use.
+    """
+    hit = _verified(secret, token)
+    if hit[1] <= time.time():
+        raise AuthError("token_expired", "the token has expired")
+    return hit[0]
+
+
+@functools.lru_cache(maxsize=65536)
+def _verified(secret: str, token: str) -> tuple[Caller, float]:
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
                             options={"require": ["sub", "exp"]})
@@ -72,5 +85,6 @@ def decode_token(secret: str, token: str) -> Caller:
     if not isinstance(groups, list) or not all(isinstance(g, str) and len(g) <= 64
                                                for g in groups) or len(groups) > 32:
         raise AuthError("invalid_token", "the token's groups claim is not a list of names")
-    return Caller(sub=sub, role=role if role in ("user", "admin", "guest") else "user",
-                  groups=tuple(sorted(groups)))
+    caller = Caller(sub=sub, role=role if role in ("user", "admin", "guest") else "user",
+                    groups=tuple(sorted(groups)))
+    return caller, float(claims["exp"])

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from actors.placement import LocalPlacement
@@ -110,8 +111,7 @@ async def _init_ray_keeping_signal_handlers(ray: Any, kwargs: dict[str, Any]) ->
 
 async def load_catalog(service: CartService, path: Any) -> int:
     """Upsert every product of a catalog file; stock is set only where none was ever set."""
-    with open(path, encoding="utf-8") as f:
-        products = json.load(f)
+    products = json.loads(await asyncio.to_thread(Path(path).read_text, "utf-8"))
     sem = asyncio.Semaphore(32)
 
     async def one(p: dict[str, Any]) -> None:

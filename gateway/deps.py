@@ -18,11 +18,11 @@ from gateway.settings import GatewaySettings
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"
 
 
-def get_service(request: Request) -> CartService:
+async def get_service(request: Request) -> CartService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -35,12 +35,16 @@ def _bearer(request: Request, authorization: str | None) -> Caller | None:
     return decode_token(request.app.state.settings.auth_secret, token.strip())
 
 
-def optional_caller(request: Request,
+# Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
+# thread pool, a thread hand-off per dependency per request.
+
+
+async def optional_caller(request: Request,
                     authorization: Annotated[str | None, Header()] = None) -> Caller | None:
     return _bearer(request, authorization)
 
 
-def current_caller(request: Request,
+async def current_caller(request: Request,
                    authorization: Annotated[str | None, Header()] = None) -> Caller:
     caller = _bearer(request, authorization)
     if caller is None:
@@ -48,7 +52,7 @@ def current_caller(request: Request,
     return caller
 
 
-def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
     if not caller.is_admin:
         raise Forbidden("admin_only", "this route needs an admin token")
     return caller
@@ -77,7 +81,7 @@ async def idempotency(request: Request,
 _ETAG = re.compile(r'^\s*(?:W/)?"?v?(\d+)"?\s*$')
 
 
-def if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
+async def if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
     """The cart version an ``If-Match`` header asks for (RFC 7232); None for absent or ``*``."""
     if if_match is None or if_match.strip() == "*":
         return None

@@ -17,9 +17,10 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from snapshots.codec import decode, encode
-from snapshots.store import NEW_EPOCH, Write
+from snapshots.store import Write
 
 _ACTIVATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, {}} end
@@ -105,11 +106,9 @@ class RedisStore:
         await asyncio.sleep(0)
         while self._pending:
             batch, self._pending = self._pending, []
-            pipe = self.r.pipeline(transaction=False)
-            for key, _ in batch:
-                await self._activate(keys=[self.actor_key(key)], client=pipe)
             try:
-                results = await pipe.execute()
+                results = await self._scripts(self._activate,
+                                              [([self.actor_key(k)], []) for k, _ in batch])
             except Exception as e:  # noqa: BLE001 - every waiter gets the failure
                 for _, fut in batch:
                     if not fut.done():
@@ -118,6 +117,25 @@ class RedisStore:
             for (_, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
+
+    async def _scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)`` in one pipeline, by SHA (EVALSHA).
+
+        One round trip: redis-py's own script pipelining asks SCRIPT EXISTS first on every
+        execute. A server that lost its script cache (restart, SCRIPT FLUSH) answers NOSCRIPT
+        to every call of the pipeline, so nothing ran: load the script and send it again.
+        """
+        for attempt in (1, 2):
+            pipe = self.r.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return await pipe.execute()  # type: ignore[no-any-return]
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.r.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _args(self, w: Write) -> list[Any]:
         args: list[Any] = [w.epoch, len(w.hset)]
@@ -139,12 +157,9 @@ class RedisStore:
     async def commit(self, writes: list[Write]) -> list[int | None]:
         if not writes:
             return []
-        pipe = self.r.pipeline(transaction=False)
         keys_tail = [self.deadlines_key, self.events_key]
-        for w in writes:
-            await self._commit(keys=[self.actor_key(w.key), *keys_tail], args=self._args(w),
-                               client=pipe)
-        results = await pipe.execute()
+        results = await self._scripts(self._commit, [
+            ([self.actor_key(w.key), *keys_tail], self._args(w)) for w in writes])
         return [None if int(x) < 0 else int(x) for x in results]
 
     async def due(self, now: float, limit: int) -> list[tuple[str, float]]:

@@ -48,7 +48,8 @@ class SnapshotStore(Protocol):
     """Persistence of actor state, deadlines, events and reference data (catalog, promotions)."""
 
     async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
-        """Take ownership of ``key``: ``(epoch, fields)``; ``(NEW_EPOCH, {})`` if it has no state."""
+        """Take ownership of ``key``: ``(epoch, fields)``, or ``(NEW_EPOCH, {})`` if it has
+        no state yet."""
         ...
 
     async def commit(self, writes: list[Write]) -> list[int | None]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from fastapi.responses import JSONResponse
 
 from gateway.deps import AdminCaller, ResourceId, Service
-from gateway.routes._respond import ERRORS
+from gateway.routes._respond import ERRORS, JSONResponse
 from gateway.schemas import StockChange
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]})

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
-from fastapi.responses import JSONResponse
 
 from engine.errors import ValidationFailed
 from gateway.auth import decode_token, issue_token, new_guest_id
@@ -20,7 +19,7 @@ from gateway.deps import (
     Settings,
     etag,
 )
-from gateway.routes._respond import ERRORS, cart_response
+from gateway.routes._respond import ERRORS, JSONResponse, cart_response
 from gateway.schemas import (
     CartCreate,
     CartPublic,
@@ -36,8 +35,8 @@ router = APIRouter(prefix="/v1/carts", tags=["carts"], responses=ERRORS)
 @router.post("", status_code=201, responses={200: {"model": CartPublic},
                                               201: {"model": CartPublic}})
 async def open_cart(service: Service, settings: Settings, caller: OptionalCaller, idem: Idem,
-                    body: CartCreate | None = Body(None)) -> JSONResponse:
-    """The caller's active cart (201 new, 200 existing); without a token, a new guest cart and its token."""
+                    body: Annotated[CartCreate | None, Body()] = None) -> JSONResponse:
+    """The caller's active cart (201 new, 200 existing); without a token, a guest cart and token."""
     currency = body.currency if body else None
     token = None
     if caller is None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from gateway.deps import ResourceId, Service
-from gateway.routes._respond import ERRORS
+from gateway.routes._respond import ERRORS, JSONResponse
 
 router = APIRouter(prefix="/v1/products", tags=["catalog"], responses=ERRORS)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from gateway.deps import CartId, CurrentCaller, Idem, ResourceId, Service
-from gateway.routes._respond import ERRORS
+from gateway.routes._respond import ERRORS, JSONResponse
 from gateway.schemas import CheckoutCreate, OrderPublic
 
 router = APIRouter(tags=["checkout"], responses={**ERRORS, 402: ERRORS[409]})

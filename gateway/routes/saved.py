@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from gateway.deps import CurrentCaller, Idem, ResourceId, Service
-from gateway.routes._respond import ERRORS
+from gateway.routes._respond import ERRORS, JSONResponse
 
 router = APIRouter(prefix="/v1/saved", tags=["saved for later"], responses=ERRORS)
 

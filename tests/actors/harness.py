@@ -13,7 +13,6 @@ from actors.placement import LocalPlacement
 from actors.reference import ReferenceData
 from actors.service import CartService
 from actors.settings import EngineSettings
-from snapshots.memory_store import MemoryStore
 
 START = 1_790_000_000.0
 SETTINGS = EngineSettings(cart_ttl=1800.0, reservation_ttl=600.0, slow_payment_delay=0.2)

@@ -1,0 +1,194 @@
+"""Engine figures without HTTP: embedded throughput, memory per cart, O(change) persistence.
+
+Usage (from the project root, with the project's venv):
+
+    python -m loadtest.engine_bench [ops] [memory] [persistence]
+        [--carts 100000] [--ops 200000] [--redis-url redis://127.0.0.1:6379/15]
+        [--out bench-results/engine.json]
+
+- ``ops``: cart operations per second through ``CartService`` in this process (the
+  embedding API), on the in-memory store (every turn still goes through the codec) and, with
+  ``--redis-url``, on Redis. The mix is add / re-quantity / view over ``--carts`` carts, sent
+  as concurrent batches the way a simulation drives it.
+- ``memory``: resident bytes per idle active cart (one line) in one host, over ``--carts``
+  carts, and the extrapolation to 1,000,000 carts.
+- ``persistence``: time to persist one new reservation on an inventory actor that already
+  holds 0 and then 10,000 open reservations (Redis, ``--redis-url``): O(change) means equal.
+
+Prints a rich table and writes JSON. Bounded: every loop runs a fixed count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from actors.clock import ManualClock
+from actors.service import CartService
+from actors.settings import EngineSettings
+from snapshots.memory_store import MemoryStore
+from snapshots.redis_store import RedisStore, connect
+from snapshots.store import NEW_EPOCH, Write
+
+PRODUCT = {"name": "Bench Tee", "category": "apparel",
+           "price": {"amount": 1999, "currency": "USD"}, "stock": 10**9}
+BATCH = 1000
+
+
+class _DiscardStore(MemoryStore):
+    """Accepts every write and keeps none: memory figures then show the host alone."""
+
+    async def commit(self, writes: list[Write]) -> list[int | None]:
+        return [max(w.epoch, 1) for w in writes]
+
+    async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
+        return NEW_EPOCH, {}
+
+
+async def _service(store: Any, hosts: int = 1) -> CartService:
+    svc = await CartService.in_process(store=store, clock=ManualClock(),
+                                       settings=EngineSettings(), hosts=hosts)
+    await svc.put_product("tee", PRODUCT)
+    return svc
+
+
+def cart_id(i: int) -> str:
+    return f"c_{i:024x}"  # the shape of real cart ids
+
+
+async def _create(svc: CartService, n: int, lines: bool = True) -> None:
+    for start in range(0, n, BATCH):
+        ids = range(start, min(n, start + BATCH))
+        await asyncio.gather(*(svc.call("cart", cart_id(i), "create",
+                                        {"owner": f"guest_{i:020x}"}) for i in ids))
+        if lines:
+            await asyncio.gather(*(svc.add_item(f"guest_{i:020x}", cart_id(i),
+                                                product_id="tee", quantity=1) for i in ids))
+
+
+async def bench_ops(carts: int, ops: int, store: Any, label: str) -> dict[str, Any]:
+    """Operations/s of a mix of add, re-quantity and view, in concurrent batches."""
+    svc = await _service(store)
+    await _create(svc, carts)
+    done = 0
+    started = time.perf_counter()
+    kinds = ("add", "set", "view")
+    while done < ops:
+        kind = kinds[(done // BATCH) % 3]
+        ids = [(done + j) % carts for j in range(BATCH)]
+        if kind == "add":
+            calls = [svc.add_item(f"guest_{i:020x}", cart_id(i), product_id="tee", quantity=1)
+                     for i in ids]
+        elif kind == "set":
+            calls = [svc.set_quantity(f"guest_{i:020x}", cart_id(i), "ln_1", 2) for i in ids]
+        else:
+            calls = [svc.get_cart(f"guest_{i:020x}", cart_id(i)) for i in ids]
+        await asyncio.gather(*calls)
+        done += BATCH
+    seconds = time.perf_counter() - started
+    await svc.close()
+    return {"figure": f"embedded ops/s ({label})", "value": round(done / seconds),
+            "unit": "ops/s", "ops": done, "seconds": round(seconds, 2), "carts": carts}
+
+
+async def bench_memory(carts: int) -> dict[str, Any]:
+    """Resident bytes per idle active cart (one line) in one host."""
+    proc = psutil.Process(os.getpid())
+    svc = await _service(_DiscardStore())
+    gc.collect()
+    before = proc.memory_info().rss
+    await _create(svc, carts)
+    gc.collect()
+    per_cart = (proc.memory_info().rss - before) / carts
+    total_1m = before + per_cart * 1_000_000
+    await svc.close()
+    return {"figure": "bytes per idle active cart (1 line)", "value": round(per_cart),
+            "unit": "B", "carts": carts, "baseline_rss_mb": round(before / 2**20),
+            "projected_rss_1m_carts_gb": round(total_1m / 2**30, 2)}
+
+
+async def bench_persistence(redis_url: str, open_reservations: int = 10_000,
+                            samples: int = 1000) -> list[dict[str, Any]]:
+    """Mean seconds to persist one more reservation, with 0 and with N already open."""
+    store = RedisStore(connect(redis_url), "bench-persist")
+    await store.clear()
+    svc = await _service(store)
+    rows = []
+
+    async def sample(tag: str, first: int) -> None:
+        t = time.perf_counter()
+        for i in range(first, first + samples):
+            await svc.call("inv", "tee", "reserve", {"reservation_id": f"{tag}{i:07d}",
+                                                     "quantity": 1, "ttl": 600.0,
+                                                     "owner": "bench"})
+        rows.append({"figure": f"persist a reservation, {first} already open",
+                     "value": round((time.perf_counter() - t) / samples * 1e6), "unit": "us"})
+
+    await sample("a", 0)
+    for start in range(samples, open_reservations, BATCH):
+        await asyncio.gather(*(svc.call("inv", "tee", "reserve", {
+            "reservation_id": f"b{i:07d}", "quantity": 1, "ttl": 600.0, "owner": "bench"})
+            for i in range(start, min(open_reservations, start + BATCH))))
+    await sample("c", open_reservations)
+    await svc.close()
+    await store.clear()
+    await store.close()
+    return rows
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "ops" in args.what:
+        rows.append(await bench_ops(args.carts, args.ops, MemoryStore(), "memory store"))
+        if args.redis_url:
+            store = RedisStore(connect(args.redis_url), "bench-ops")
+            await store.clear()
+            rows.append(await bench_ops(args.carts, args.ops, store, "Redis store"))
+            await store.clear()
+            await store.close()
+    if "memory" in args.what:
+        rows.append(await bench_memory(args.carts))
+    if "persistence" in args.what and args.redis_url:
+        rows += await bench_persistence(args.redis_url)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="*", default=["ops", "memory", "persistence"])
+    p.add_argument("--carts", type=int, default=100_000)
+    p.add_argument("--ops", type=int, default=300_000)
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    p.add_argument("--out", type=Path, default=Path("bench-results/engine.json"))
+    args = p.parse_args(argv)
+    rows = asyncio.run(run(args))
+    table = Table(title="cart engine, in process")
+    for col in ("figure", "value", "unit"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["figure"], f"{r['value']:,}", r["unit"])
+    Console().print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
+                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+        "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
