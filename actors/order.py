@@ -61,7 +61,20 @@ class OrderActor(Actor):
 
     # -- messages --------------------------------------------------------------------------
     async def create(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Create the order ``pending`` (idempotent: an existing order is returned as is)."""
+        """Create the order ``pending`` (idempotent: an existing order is returned as is).
+
+        A ``payment_failed`` order is the same checkout retried after a transient failure
+        (the provider was down, so no reply was recorded): it is pending again, with the
+        cart as it is now.
+        """
+        if self.order is not None and self.order.status is OrderStatus.PAYMENT_FAILED:
+            o = self.order
+            o.transition(OrderStatus.PENDING, self.now)
+            o.lines, o.totals, o.discounts = data["lines"], data["totals"], data["discounts"]
+            o.expires_at, o.reservations = data["expires_at"], data["reservations"]
+            o.promotion_uses, o.failure_reason = data["promotion_uses"], None
+            o.payment = {}
+            self.mark("meta")
         if self.order is None:
             now = self.now
             self.order = Order(order_id=self.key, created_at=now, updated_at=now, **data)

@@ -2,7 +2,8 @@
 
 An order is created ``pending`` when the checkout saga has reserved every line; it moves to
 ``paid`` when the payment is authorized, or ``payment_failed`` when it is not (every
-reservation is then released: compensation). A paid order may be ``shipped`` or
+reservation is then released: compensation); a failed order goes back to ``pending`` when
+the same checkout (same Idempotency-Key) is retried after a transient failure. A paid order may be ``shipped`` or
 ``cancelled``; a pending one that never completes is ``cancelled`` when its reservations'
 deadline passes.
 """
@@ -29,7 +30,8 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PENDING: frozenset(
         {OrderStatus.PAID, OrderStatus.PAYMENT_FAILED, OrderStatus.CANCELLED}),
     OrderStatus.PAID: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED}),
-    OrderStatus.PAYMENT_FAILED: frozenset(),
+    # A checkout retried with the same Idempotency-Key after a provider outage tries again.
+    OrderStatus.PAYMENT_FAILED: frozenset({OrderStatus.PENDING}),
     OrderStatus.SHIPPED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
 }

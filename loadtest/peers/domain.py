@@ -422,6 +422,18 @@ class OrderBook:
         return None if order_id is None else self.orders[order_id]
 
 
+class InMemoryOrders:
+    """Backend part keeping orders in an :class:`OrderBook` (the memory and Ray peers)."""
+
+    orders: OrderBook
+
+    async def find_order(self, cart_id: str, key: str) -> dict[str, Any] | None:
+        return self.orders.find(cart_id, key)
+
+    async def save_order(self, order: dict[str, Any], key: str) -> None:
+        self.orders.save(order, key)
+
+
 def build_order(cart: Cart, order_id: str, now: str) -> dict[str, Any]:
     """The API.md Order of a paid checkout of `cart`."""
     totals = cart.totals()

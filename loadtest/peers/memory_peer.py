@@ -17,6 +17,7 @@ from loadtest.peers.domain import (
     ApiError,
     Cart,
     CartOp,
+    InMemoryOrders,
     OrderBook,
     StockLedger,
     out_of_stock,
@@ -24,7 +25,7 @@ from loadtest.peers.domain import (
 )
 
 
-class MemoryBackend:
+class MemoryBackend(InMemoryOrders):
     """Carts, stock and orders in process memory (see `common.Backend` for the contract)."""
 
     def __init__(self) -> None:
@@ -65,12 +66,6 @@ class MemoryBackend:
     async def return_stock(self, cart_id: str, wanted: Mapping[str, int]) -> None:
         self.stock.give_back(wanted)
         self.carts[cart_id].set_status("active", utc_now())
-
-    async def find_order(self, cart_id: str, key: str) -> dict[str, Any] | None:
-        return self.orders.find(cart_id, key)
-
-    async def save_order(self, order: dict[str, Any], key: str) -> None:
-        self.orders.save(order, key)
 
     async def adjust_stock(
         self, variant_id: str, set_to: int | None, delta: int | None

@@ -25,6 +25,7 @@ from loadtest.peers.domain import (
     ApiError,
     Cart,
     CartOp,
+    InMemoryOrders,
     OrderBook,
     StockLedger,
     out_of_stock,
@@ -92,7 +93,7 @@ class InventoryActor:
         return self.ledger.levels(variant_ids)
 
 
-class RayPerCartBackend:
+class RayPerCartBackend(InMemoryOrders):
     """Cart actors by cart id, one inventory actor, orders in memory (`common.Backend`)."""
 
     def __init__(self, max_carts: int) -> None:
@@ -144,12 +145,6 @@ class RayPerCartBackend:
     async def return_stock(self, cart_id: str, wanted: Mapping[str, int]) -> None:
         await self.inventory.give_back.remote(dict(wanted))
         await self.carts[cart_id].reopen.remote()
-
-    async def find_order(self, cart_id: str, key: str) -> dict[str, Any] | None:
-        return self.orders.find(cart_id, key)
-
-    async def save_order(self, order: dict[str, Any], key: str) -> None:
-        self.orders.save(order, key)
 
     async def adjust_stock(
         self, variant_id: str, set_to: int | None, delta: int | None

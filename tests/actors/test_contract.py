@@ -236,3 +236,18 @@ async def test_an_expired_cart_cannot_change_or_check_out(harness: Harness) -> N
     assert (await svc.stock("p-v0"))["sold"] == 0
     # The owner simply gets a new active cart.
     assert (await svc.active_cart("alice"))["cart"]["cart_id"] != cid
+
+
+async def test_a_checkout_retried_with_its_key_after_a_provider_outage_goes_through(
+        harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", stock=3))
+    cid = await _cart(harness)
+    await svc.add_item("alice", cid, product_id="p", quantity=1)
+    with pytest.raises(Exception) as outage:
+        await svc.checkout("alice", cid, payment_token="tok_error", idempotency_key="same")
+    assert getattr(outage.value, "code", "") == "payment_provider_error"
+    order = await svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="same")
+    assert order["status"] == "paid" and order["failure_reason"] is None
+    assert (await svc.stock("p-v0"))["sold"] == 1

@@ -28,6 +28,7 @@ ALLOWED = [
     (S.PENDING, S.CANCELLED),
     (S.PAID, S.SHIPPED),
     (S.PAID, S.CANCELLED),
+    (S.PAYMENT_FAILED, S.PENDING),
 ]
 REFUSED = [(a, b) for a in S for b in S if a != b and (a, b) not in ALLOWED]
 

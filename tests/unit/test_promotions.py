@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from engine.cart import Cart, LineItem
 from engine.errors import DomainError, NotFound, ValidationFailed
 from engine.pricing import PricingContext, check_code
 from engine.promotions import (
@@ -18,31 +17,15 @@ from engine.promotions import (
     promotion_to_dict,
     sort_key,
 )
+from tests.unit.builders import make_cart, make_line
 
 pytestmark = pytest.mark.unit
 
 NOW = 1_800_000_000.0
 
 
+
 # -- builders ------------------------------------------------------------------------------
-
-def make_line(line_id: str = "ln_1", product_id: str = "shirt", quantity: int = 1,
-              unit_price: int = 1000, category: str = "tops", variant_id: str | None = None,
-              name: str | None = None) -> LineItem:
-    return LineItem(line_id=line_id, product_id=product_id,
-                    variant_id=variant_id or f"{product_id}-v", sku=product_id.upper(),
-                    name=name or product_id.title(), quantity=quantity, unit_price=unit_price,
-                    options={}, added_at=0.0, updated_at=0.0, category=category)
-
-
-def make_cart(*lines: LineItem, codes: tuple[str, ...] = (), currency: str = "USD") -> Cart:
-    cart = Cart(cart_id="c1", owner="alice", currency=currency, created_at=0.0, updated_at=0.0,
-                expires_at=1e12)
-    for ln in lines:
-        cart.lines[ln.line_id] = ln
-    cart.codes = list(codes)
-    return cart
-
 
 def parse(**body: Any) -> Promotion:
     return promotion_from_dict("promo-1", body)
