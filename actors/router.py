@@ -96,8 +96,8 @@ class BatchingRouter:
                                        [{"retry_after": 1}]))] * len(batch)
         finally:
             self._in_flight[i] -= 1
-            if self._queues[i] and self._timers[i] is None:
-                self._schedule(i, 0.0)
+            if self._queues[i]:
+                self._schedule(i, 0.0)  # what gathered during this call goes now
         for (_, fut), reply in zip(batch, replies, strict=True):
             if not fut.done():
                 fut.set_result(reply)

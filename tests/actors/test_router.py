@@ -1,0 +1,77 @@
+"""The micro-batching router: batches per host, replies to the right caller, bounded queues."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.router import BatchingRouter
+from actors.runtime import Message, Reply, host_of, ok
+
+pytestmark = pytest.mark.actors
+
+
+def msg(i: int) -> Message:
+    return ("cart", f"c{i}", "view", {"i": i}, None, None)
+
+
+class SlowHosts:
+    """Answers each message with its own ``i``; each call waits until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, host: int, batch: list[Message]) -> list[Reply]:
+        self.calls.append((host, len(batch)))
+        await self.release.wait()
+        return [ok(m[3]["i"]) for m in batch]
+
+
+async def test_messages_for_a_busy_host_travel_together_and_replies_find_their_callers() -> None:
+    hosts = SlowHosts()
+    router = BatchingRouter(hosts, n_hosts=1, max_delay=0.001, max_batch=1000, max_in_flight=1)
+    first = asyncio.ensure_future(router.send(msg(0)))
+    await asyncio.sleep(0)  # the first message leaves at once: nothing was in flight
+    rest = [asyncio.ensure_future(router.send(msg(i))) for i in range(1, 200)]
+    await asyncio.sleep(0.01)
+    hosts.release.set()
+    replies = await asyncio.gather(first, *rest)
+    assert [r[1] for r in replies] == list(range(200))
+    assert hosts.calls[0] == (0, 1) and sum(n for _, n in hosts.calls) == 200
+    assert len(hosts.calls) <= 3  # 199 messages waited for the first call, then went together
+
+
+async def test_a_full_queue_answers_overloaded_instead_of_growing() -> None:
+    hosts = SlowHosts()
+    router = BatchingRouter(hosts, n_hosts=1, max_delay=10.0, max_batch=1000, max_queue=5,
+                            max_in_flight=1)
+    first = asyncio.ensure_future(router.send(msg(0)))
+    while not hosts.calls:  # the first message is in flight...
+        await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(router.send(msg(i))) for i in range(1, 6)]
+    while len(router._queues[0]) < 5:  # ...and five wait behind it
+        await asyncio.sleep(0)
+    refused = await router.send(msg(99))
+    assert refused[0] == "err" and refused[1]["code"] == "overloaded"
+    assert refused[1]["category"] == "unavailable"  # the gateway's 503 with Retry-After
+    hosts.release.set()  # the first call returns: the queued ones go at once, not in 10 s
+    assert [r[1] for r in await asyncio.gather(first, *queued)] == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_host_that_dies_mid_call_fails_every_message_of_the_batch_cleanly() -> None:
+    async def dead(host: int, batch: list[Message]) -> list[Reply]:
+        raise ConnectionError("actor died")
+
+    router = BatchingRouter(dead, n_hosts=2)
+    replies = await asyncio.gather(*(router.send(msg(i)) for i in range(10)))
+    assert {r[1]["code"] for r in replies} == {"host_unavailable"}
+
+
+def test_actor_keys_map_to_hosts_by_a_stable_hash() -> None:
+    # Python's hash() is salted per process; the placement must agree across processes.
+    assert [host_of("cart", f"c{i}", 4) for i in range(8)] == \
+        [host_of("cart", f"c{i}", 4) for i in range(8)]
+    # CRC-32 of "kind:key": changing the function would move every actor between hosts.
+    assert host_of("cart", "c_1", 7) == 4 and host_of("inv", "sku-1", 7) == 1
