@@ -12,9 +12,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from snapshots.bundled import BundledRedis
 from snapshots.redis_store import RedisStore, connect
+
+# Property tests judge results, not speed: a loaded CI machine must not fail them on time.
+settings.register_profile("cart-engine", deadline=None)
+settings.load_profile("cart-engine")
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "examples" / "catalog.json"
