@@ -12,6 +12,7 @@ from actors.service import CartService
 from gateway import errors
 from gateway.bootstrap import start_runtime, stop_runtime
 from gateway.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from gateway.ratelimit import RateLimitMiddleware
 from gateway.routes import admin, carts, catalog, checkout, ops, saved
 from gateway.settings import GatewaySettings
 
@@ -52,5 +53,7 @@ def create_app(settings: GatewaySettings | None = None,
               ops.router):
         app.include_router(r)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit:
+        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -25,7 +25,7 @@ _SERVE_FLAGS = {
     "--placement": ("placement", str), "--data-dir": ("data_dir", str),
     "--redis-prefix": ("redis_prefix", str), "--tax-rate-bp": ("tax_rate_bp", int),
     "--batch-delay": ("batch_delay", float), "--batch-size": ("batch_size", int),
-    "--log-level": ("log_level", str),
+    "--log-level": ("log_level", str), "--rate-limit": ("rate_limit", str),
 }
 
 

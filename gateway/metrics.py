@@ -85,7 +85,7 @@ class BodyLimitMiddleware:
             await self._refuse(send)
             return
         if (length or chunked) and b"json" not in ctype:
-            await _error(send, 415, "unsupported_media_type",
+            await error_body(send, 415, "unsupported_media_type",
                          "send the request body as JSON with 'Content-Type: application/json'")
             return
         if length is None and chunked:
@@ -113,16 +113,18 @@ class BodyLimitMiddleware:
         await self.app(scope, receive, send)
 
     async def _refuse(self, send: Any) -> None:
-        await _error(send, 413, "payload_too_large",
+        await error_body(send, 413, "payload_too_large",
                      f"request bodies are at most {self.max_bytes} bytes",
                      [{"limit": self.max_bytes}])
 
 
-async def _error(send: Any, status: int, code: str, message: str,
-                 details: list[dict[str, Any]] | None = None) -> None:
+async def error_body(send: Any, status: int, code: str, message: str,
+                     details: list[dict[str, Any]] | None = None,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send an API.md error response from ASGI middleware (outside FastAPI's handlers)."""
     body = json.dumps({"error": {"code": code, "message": message,
                                  "details": details or []}}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})

@@ -38,6 +38,8 @@ class GatewaySettings(BaseSettings):
     catalog: Path | None = None
     data_dir: Path = Path(".cart-engine")
     tax_rate_bp: int = Field(0, ge=0, le=10_000)
+    #: Requests per client (token, else IP) over a moving window, e.g. "20/second"; unset: off.
+    rate_limit: str | None = None
     #: Largest request body accepted, bytes.
     max_body_bytes: int = 64 * 1024
     #: Router micro-batching: longest wait (seconds) and largest batch.

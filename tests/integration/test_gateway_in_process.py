@@ -1,0 +1,41 @@
+"""The gateway over an in-process engine (no Ray, no server): rate limits and validation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from actors.service import CartService
+from gateway.app import create_app
+from gateway.auth import issue_token
+from gateway.settings import GatewaySettings
+
+pytestmark = pytest.mark.integration
+SECRET = "in-process-test-secret-0123456789abcdef"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    service = await CartService.in_process()
+    app = create_app(GatewaySettings(auth_secret=SECRET, rate_limit="5/minute"), service)
+    app.state.service = service  # the lifespan would do this; ASGITransport does not run it
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as c:
+        yield c
+    await service.close()
+
+
+async def test_a_client_over_its_rate_gets_429_with_retry_after(
+        client: httpx.AsyncClient) -> None:
+    h = {"Authorization": f"Bearer {issue_token(SECRET, 'busy')}"}
+    answers = [await client.post("/v1/carts", headers=h) for _ in range(7)]
+    assert [a.status_code for a in answers] == [201, 200, 200, 200, 200, 429, 429]
+    body = answers[-1].json()["error"]
+    assert body["code"] == "rate_limited" and int(answers[-1].headers["Retry-After"]) >= 1
+    # Another client has its own window; operations routes are never limited.
+    other = {"Authorization": f"Bearer {issue_token(SECRET, 'calm')}"}
+    assert (await client.post("/v1/carts", headers=other)).status_code == 201
+    health = [(await client.get("/healthz")).status_code for _ in range(10)]
+    assert health == [200] * 10
