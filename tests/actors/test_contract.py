@@ -251,3 +251,17 @@ async def test_a_checkout_retried_with_its_key_after_a_provider_outage_goes_thro
     order = await svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="same")
     assert order["status"] == "paid" and order["failure_reason"] is None
     assert (await svc.stock("p-v0"))["sold"] == 1
+
+
+async def test_deadlines_kept_in_the_store_are_honoured_after_a_restart(
+        harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("flash", product("flash", hold_ttl=3600, stock=5))
+    cid = await _cart(harness)
+    await svc.add_item("alice", cid, product_id="flash", quantity=2)
+    svc = await harness.restart()  # the timers died with the hosts
+    await harness.advance(1801)  # nothing touches the cart: only the sweeper can find it
+    assert (await svc.stock("flash-v0"))["reserved"] == 0
+    assert any(e["type"] == "cart.expired" and e["cart_id"] == cid for e in await svc.events())
+    assert (await svc.get_cart("alice", cid))["status"] == "expired"
