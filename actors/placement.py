@@ -82,9 +82,6 @@ class LocalPlacement:
     async def stats(self) -> list[dict[str, Any]]:
         return [h.stats() for h in self.hosts]
 
-    async def sweep(self) -> int:
-        return sum([await h.sweep_once() for h in self.hosts])
-
     async def close(self) -> None:
         for h in self.hosts:
             h.stop_sweeper()

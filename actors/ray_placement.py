@@ -74,9 +74,6 @@ class RayHostActor:
             raise TypeError("this host runs on the system clock")
         return await self.clock.advance(seconds)
 
-    async def sweep(self) -> int:
-        return await self.host.sweep_once()  # type: ignore[no-any-return]
-
     async def stats(self) -> dict[str, Any]:
         import os
 
@@ -146,9 +143,6 @@ class RayPlacement:
 
     async def advance(self, seconds: float) -> None:
         await asyncio.gather(*(h.advance.remote(seconds) for h in self.handles))
-
-    async def sweep(self) -> int:
-        return sum(await asyncio.gather(*(h.sweep.remote() for h in self.handles)))
 
     async def stats(self) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(h.stats.remote() for h in self.handles)))

@@ -3,9 +3,9 @@
 An order is created ``pending`` when the checkout saga has reserved every line; it moves to
 ``paid`` when the payment is authorized, or ``payment_failed`` when it is not (every
 reservation is then released: compensation); a failed order goes back to ``pending`` when
-the same checkout (same Idempotency-Key) is retried after a transient failure. A paid order may be ``shipped`` or
-``cancelled``; a pending one that never completes is ``cancelled`` when its reservations'
-deadline passes.
+the same checkout (same Idempotency-Key) is retried after a transient failure. A paid
+order may be ``shipped`` or ``cancelled``; a pending one that never completes is
+``cancelled`` when its reservations' deadline passes.
 """
 
 from __future__ import annotations

@@ -164,7 +164,3 @@ class StockLedger:
         """``{on_hand, reserved, available, sold}`` in units."""
         return {"on_hand": self.on_hand, "reserved": self.reserved,
                 "available": self.available, "sold": self.sold}
-
-
-def reservation_not_active(reservation_id: str) -> Conflict:
-    return Conflict("reservation_expired", f"reservation {reservation_id!r} is no longer held")

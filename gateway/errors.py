@@ -26,8 +26,6 @@ STATUS_BY_CATEGORY = {
     "unavailable": 503,
     "forbidden": 403,
     "unauthorized": 401,
-    "bad_request": 400,
-    "too_large": 413,
 }
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -40,10 +40,6 @@ class Write:
         return not (self.hset or self.hdel or self.deadline or self.events)
 
 
-class FencedOut(Exception):
-    """The actor was activated elsewhere since this host loaded it."""
-
-
 class SnapshotStore(Protocol):
     """Persistence of actor state, deadlines, events and reference data (catalog, promotions)."""
 

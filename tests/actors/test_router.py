@@ -22,9 +22,11 @@ class SlowHosts:
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
         self.release = asyncio.Event()
+        self.called = asyncio.Event()
 
     async def __call__(self, host: int, batch: list[Message]) -> list[Reply]:
         self.calls.append((host, len(batch)))
+        self.called.set()
         await self.release.wait()
         return [ok(m[3]["i"]) for m in batch]
 
@@ -48,11 +50,10 @@ async def test_a_full_queue_answers_overloaded_instead_of_growing() -> None:
     router = BatchingRouter(hosts, n_hosts=1, max_delay=10.0, max_batch=1000, max_queue=5,
                             max_in_flight=1)
     first = asyncio.ensure_future(router.send(msg(0)))
-    while not hosts.calls:  # the first message is in flight...
-        await asyncio.sleep(0)
+    await hosts.called.wait()  # the first message is in flight...
     queued = [asyncio.ensure_future(router.send(msg(i))) for i in range(1, 6)]
-    while len(router._queues[0]) < 5:  # ...and five wait behind it
-        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: each queued send runs to its await
+    assert len(router._queues[0]) == 5  # ...and five wait behind it
     refused = await router.send(msg(99))
     assert refused[0] == "err" and refused[1]["code"] == "overloaded"
     assert refused[1]["category"] == "unavailable"  # the gateway's 503 with Retry-After
