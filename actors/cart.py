@@ -355,15 +355,18 @@ class CartActor(Actor):
     async def checkout(self, caller: str, payment_token: str, idempotency_key: str,
                        accept_price_changes: bool = False,
                        shipping_address: dict[str, Any] | None = None,
-                       groups: list[str] | None = None) -> dict[str, Any]:
+                       groups: list[str] | None = None,
+                       if_match: int | None = None) -> dict[str, Any]:
         """The checkout saga (module docstring). Returns the API.md Order.
 
-        Raises Conflict ``cart_empty`` / ``cart_not_active`` / ``price_changed`` /
-        ``out_of_stock`` / ``usage_limit_reached``, PaymentDeclined, Unavailable (payment
-        provider down), and a code's own error when a code on the cart no longer applies.
+        Raises Conflict ``cart_empty`` / ``cart_not_active`` / ``version_mismatch`` /
+        ``price_changed`` / ``out_of_stock`` / ``usage_limit_reached``, PaymentDeclined,
+        Unavailable (payment provider down), and a code's own error when a code on the cart
+        no longer applies.
         """
         cart = self._own(caller)
         cart.ensure_active()
+        cart.check_version(if_match)
         self._note_groups(cart, groups)
         if not cart.lines:
             raise Conflict("cart_empty", "the cart has no lines to check out")

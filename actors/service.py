@@ -196,13 +196,14 @@ class CartService:
     async def checkout(self, caller: str, cart_id: str, *, payment_token: str,
                        idempotency_key: str, accept_price_changes: bool = False,
                        shipping_address: dict[str, Any] | None = None,
-                       fingerprint: str | None = None,
-                       groups: list[str] | None = None) -> dict[str, Any]:
+                       fingerprint: str | None = None, groups: list[str] | None = None,
+                       if_match: int | None = None) -> dict[str, Any]:
         """Run the checkout saga; the Order. Idempotent on ``idempotency_key``."""
         return await self._cart("checkout", caller, cart_id, {
             "payment_token": payment_token, "idempotency_key": idempotency_key,
             "accept_price_changes": accept_price_changes,
-            "shipping_address": shipping_address}, idempotency_key, fingerprint, groups)
+            "shipping_address": shipping_address, "if_match": if_match},
+            idempotency_key, fingerprint, groups)
 
     async def merge(self, caller: str, cart_id: str, guest_owner: str, strategy: str = "sum",
                     request_id: str | None = None,

@@ -265,3 +265,19 @@ async def test_deadlines_kept_in_the_store_are_honoured_after_a_restart(
     assert (await svc.stock("flash-v0"))["reserved"] == 0
     assert any(e["type"] == "cart.expired" and e["cart_id"] == cid for e in await svc.events())
     assert (await svc.get_cart("alice", cid))["status"] == "expired"
+
+
+async def test_checkout_with_a_stale_version_changes_nothing(harness: Harness) -> None:
+    svc = harness.service
+    assert svc is not None
+    await svc.put_product("p", product("p", stock=3))
+    cid = await _cart(harness)
+    view = await svc.add_item("alice", cid, product_id="p", quantity=1)
+    with pytest.raises(Conflict) as e:
+        await svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="v",
+                           if_match=view["version"] - 1)
+    assert e.value.code == "version_mismatch"
+    assert (await svc.stock("p-v0"))["reserved"] == 0
+    order = await svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="v2",
+                               if_match=view["version"])
+    assert order["status"] == "paid"
