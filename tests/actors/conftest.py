@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from actors.service import CartService
 from snapshots.memory_store import MemoryStore
 from snapshots.redis_store import RedisStore, connect
 from tests.actors.harness import Harness
@@ -28,3 +29,10 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     if store is not None:
         await store.clear()
         await store.close()
+
+
+@pytest.fixture
+def svc(harness: Harness) -> CartService:
+    """The harness's service (a test that restarts the engine uses what restart returns)."""
+    assert harness.service is not None
+    return harness.service

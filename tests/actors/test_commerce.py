@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from actors.service import CartService
 from engine.errors import Conflict, NotFound, ValidationFailed
 from tests.actors.harness import Harness, product
 
@@ -17,9 +18,8 @@ async def _cart(h: Harness, owner: str) -> str:
     return str((await h.service.active_cart(owner))["cart"]["cart_id"])
 
 
-async def test_a_coupon_limited_to_k_uses_is_used_exactly_k_times(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_a_coupon_limited_to_k_uses_is_used_exactly_k_times(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", price=5000, stock=100))
     await svc.put_promotion("few", {"kind": "percentage", "value": 1000, "code": "FEW",
                                     "usage_limit": 5})
@@ -40,9 +40,8 @@ async def test_a_coupon_limited_to_k_uses_is_used_exactly_k_times(harness: Harne
     assert (await svc.stock("p-v0"))["sold"] == 5  # refused checkouts released their stock
 
 
-async def test_a_declined_payment_gives_the_coupon_use_back(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_a_declined_payment_gives_the_coupon_use_back(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", price=5000, stock=10))
     await svc.put_promotion("once", {"kind": "fixed", "value": 500, "currency": "USD",
                                      "code": "ONCE", "usage_limit": 1})
@@ -57,9 +56,8 @@ async def test_a_declined_payment_gives_the_coupon_use_back(harness: Harness) ->
     assert order["totals"]["discount"]["amount"] == 500
 
 
-async def test_a_per_customer_limit_counts_each_customer(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_a_per_customer_limit_counts_each_customer(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", price=3000, stock=10))
     await svc.put_promotion("welcome", {"kind": "percentage", "value": 1500,
                                         "code": "WELCOME", "per_customer_limit": 1})
@@ -74,9 +72,7 @@ async def test_a_per_customer_limit_counts_each_customer(harness: Harness) -> No
     assert e.value.code == "usage_limit_reached"
 
 
-async def test_group_only_promotions_need_the_group(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_group_only_promotions_need_the_group(harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", price=10000, stock=10))
     await svc.put_promotion("gold", {"kind": "percentage", "value": 2000, "code": "GOLD",
                                      "customer_groups": ["gold"]})
@@ -89,9 +85,8 @@ async def test_group_only_promotions_need_the_group(harness: Harness) -> None:
     assert view["totals"]["discount"]["amount"] == 2000
 
 
-async def test_guest_cart_merges_into_the_users_cart_once(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_guest_cart_merges_into_the_users_cart_once(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("a", product("a", price=1000, stock=4))
     await svc.put_product("b", product("b", price=2000, stock=10))
     guest = await _cart(harness, "guest_x")
@@ -112,9 +107,8 @@ async def test_guest_cart_merges_into_the_users_cart_once(harness: Harness) -> N
 
 
 @pytest.mark.parametrize("strategy,expected", [("larger", 3), ("keep_user", 2)])
-async def test_merge_strategies(harness: Harness, strategy: str, expected: int) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_merge_strategies(
+        harness: Harness, strategy: str, expected: int, svc: CartService) -> None:
     await svc.put_product("a", product("a", stock=50))
     guest = await _cart(harness, "guest_y")
     await svc.add_item("guest_y", guest, product_id="a", quantity=3)
@@ -124,9 +118,8 @@ async def test_merge_strategies(harness: Harness, strategy: str, expected: int) 
     assert out["cart"]["lines"][0]["quantity"] == expected
 
 
-async def test_saved_for_later_moves_a_line_out_and_back(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_saved_for_later_moves_a_line_out_and_back(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", price=1500, hold_ttl=600, stock=5))
     cid = await _cart(harness, "fay")
     view = await svc.add_item("fay", cid, product_id="p", quantity=2)
@@ -143,9 +136,8 @@ async def test_saved_for_later_moves_a_line_out_and_back(harness: Harness) -> No
         await svc.move_to_cart("fay", item["item_id"])
 
 
-async def test_holds_are_renewed_by_activity_and_lapse_without_it(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_holds_are_renewed_by_activity_and_lapse_without_it(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("hot", product("hot", hold_ttl=300, stock=3))
     await svc.put_product("x", product("x", stock=100))
     cid = await _cart(harness, "gil")
@@ -160,9 +152,7 @@ async def test_holds_are_renewed_by_activity_and_lapse_without_it(harness: Harne
     assert len(cart["lines"]) == 2 and cart["lines"][0]["held"] is False
 
 
-async def test_a_hold_becomes_the_checkout_reservation(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_a_hold_becomes_the_checkout_reservation(harness: Harness, svc: CartService) -> None:
     await svc.put_product("hot", product("hot", hold_ttl=300, stock=1))
     cid = await _cart(harness, "hal")
     await svc.add_item("hal", cid, product_id="hot", quantity=1)

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from actors.service import CartService
 from engine.errors import Conflict, NotFound, PaymentDeclined
 from tests.actors.harness import Harness, product
 
@@ -17,9 +18,8 @@ async def _cart(h: Harness, owner: str = "alice") -> str:
     return str((await h.service.active_cart(owner))["cart"]["cart_id"])
 
 
-async def test_turns_of_one_actor_run_one_at_a_time_in_arrival_order(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_turns_of_one_actor_run_one_at_a_time_in_arrival_order(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", stock=1000))
     cid = await _cart(harness)
     views = await asyncio.gather(*(svc.add_item("alice", cid, product_id="p", quantity=1)
@@ -29,18 +29,15 @@ async def test_turns_of_one_actor_run_one_at_a_time_in_arrival_order(harness: Ha
     assert [v["lines"][0]["quantity"] for v in views] == list(range(1, 41))
 
 
-async def test_one_active_cart_per_owner(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_one_active_cart_per_owner(harness: Harness, svc: CartService) -> None:
     first = await svc.active_cart("bob")
     again = await svc.active_cart("bob")
     assert first["created"] and not again["created"]
     assert first["cart"]["cart_id"] == again["cart"]["cart_id"]
 
 
-async def test_inactive_cart_expires_and_releases_its_holds(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_inactive_cart_expires_and_releases_its_holds(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("flash", product("flash", hold_ttl=3600, stock=10))
     cid = await _cart(harness)
     await svc.add_item("alice", cid, product_id="flash", quantity=3)
@@ -54,9 +51,7 @@ async def test_inactive_cart_expires_and_releases_its_holds(harness: Harness) ->
     assert any(e["type"] == "cart.expired" and e["cart_id"] == cid for e in await svc.events())
 
 
-async def test_activity_pushes_expiry_back(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_activity_pushes_expiry_back(harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", stock=5))
     cid = await _cart(harness)
     await harness.advance(1500)
@@ -65,9 +60,8 @@ async def test_activity_pushes_expiry_back(harness: Harness) -> None:
     assert (await svc.get_cart("alice", cid))["status"] == "active"
 
 
-async def test_actor_activates_from_its_snapshot_after_a_restart(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_actor_activates_from_its_snapshot_after_a_restart(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", price=1250, stock=7))
     cid = await _cart(harness)
     await svc.add_item("alice", cid, product_id="p", quantity=2)
@@ -83,9 +77,8 @@ async def test_actor_activates_from_its_snapshot_after_a_restart(harness: Harnes
     assert (await svc.get_cart("alice", cid))["status"] == "expired"
 
 
-async def test_a_repeated_idempotency_key_answers_the_first_reply(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_a_repeated_idempotency_key_answers_the_first_reply(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", stock=5))
     cid = await _cart(harness)
     a = await svc.add_item("alice", cid, product_id="p", quantity=1, request_id="k1",
@@ -99,17 +92,14 @@ async def test_a_repeated_idempotency_key_answers_the_first_reply(harness: Harne
     assert e.value.code == "idempotency_key_reused"
 
 
-async def test_another_owners_cart_is_not_found(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_another_owners_cart_is_not_found(harness: Harness, svc: CartService) -> None:
     cid = await _cart(harness)
     with pytest.raises(NotFound):
         await svc.get_cart("mallory", cid)
 
 
-async def test_checkout_with_one_key_makes_one_order_and_sells_once(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_checkout_with_one_key_makes_one_order_and_sells_once(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", price=2500, stock=5))
     cid = await _cart(harness)
     await svc.add_item("alice", cid, product_id="p", quantity=2)
@@ -124,9 +114,8 @@ async def test_checkout_with_one_key_makes_one_order_and_sells_once(harness: Har
     assert kinds.count("order.paid") == 1 and kinds.count("cart.checked_out") == 1
 
 
-async def test_declined_payment_releases_every_reservation(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_declined_payment_releases_every_reservation(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("a", product("a", stock=3))
     await svc.put_product("b", product("b", stock=3))
     cid = await _cart(harness)
@@ -141,9 +130,8 @@ async def test_declined_payment_releases_every_reservation(harness: Harness) -> 
     assert order["status"] == "paid"
 
 
-async def test_a_line_that_cannot_be_reserved_reserves_none(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_a_line_that_cannot_be_reserved_reserves_none(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("a", product("a", stock=5))
     await svc.put_product("b", product("b", stock=1))
     cid = await _cart(harness)
@@ -156,9 +144,7 @@ async def test_a_line_that_cannot_be_reserved_reserves_none(harness: Harness) ->
     assert (await svc.stock("a-v0"))["reserved"] == 0
 
 
-async def test_concurrent_checkouts_never_oversell(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_concurrent_checkouts_never_oversell(harness: Harness, svc: CartService) -> None:
     await svc.put_product("hot", product("hot", stock=10))
     carts = [await _cart(harness, f"buyer{i}") for i in range(30)]
     for i, cid in enumerate(carts):
@@ -173,9 +159,7 @@ async def test_concurrent_checkouts_never_oversell(harness: Harness) -> None:
     assert stock["on_hand"] == 0 and stock["sold"] == 10 and stock["reserved"] == 0
 
 
-async def test_unfinished_checkout_reservations_expire(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_unfinished_checkout_reservations_expire(harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", stock=4))
     await svc.call("inv", "p-v0", "reserve", {"reservation_id": "crashed/ln_1", "quantity": 4,
                                                "ttl": 600.0, "owner": "crashed"})
@@ -184,9 +168,8 @@ async def test_unfinished_checkout_reservations_expire(harness: Harness) -> None
     assert (await svc.stock("p-v0"))["available"] == 4
 
 
-async def test_a_sharded_variant_sells_every_unit_and_never_oversells(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_a_sharded_variant_sells_every_unit_and_never_oversells(
+        harness: Harness, svc: CartService) -> None:
     body = product("hot", stock=10)
     body["variants"][0]["shards"] = 4
     await svc.put_product("hot", body)
@@ -203,9 +186,8 @@ async def test_a_sharded_variant_sells_every_unit_and_never_oversells(harness: H
                                          "reserved": 0, "available": 0, "sold": 10}
 
 
-async def test_a_line_larger_than_any_shard_is_spread_over_shards(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_a_line_larger_than_any_shard_is_spread_over_shards(
+        harness: Harness, svc: CartService) -> None:
     body = product("big", stock=8, hold_ttl=300)
     body["variants"][0]["shards"] = 4  # 2 units per shard
     await svc.put_product("big", body)
@@ -221,9 +203,8 @@ async def test_a_line_larger_than_any_shard_is_spread_over_shards(harness: Harne
     assert e.value.code == "out_of_stock" and e.value.details[0]["available"] == 1
 
 
-async def test_an_expired_cart_cannot_change_or_check_out(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_an_expired_cart_cannot_change_or_check_out(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", stock=5))
     cid = await _cart(harness)
     await svc.add_item("alice", cid, product_id="p", quantity=1)
@@ -239,9 +220,7 @@ async def test_an_expired_cart_cannot_change_or_check_out(harness: Harness) -> N
 
 
 async def test_a_checkout_retried_with_its_key_after_a_provider_outage_goes_through(
-        harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", stock=3))
     cid = await _cart(harness)
     await svc.add_item("alice", cid, product_id="p", quantity=1)
@@ -254,9 +233,7 @@ async def test_a_checkout_retried_with_its_key_after_a_provider_outage_goes_thro
 
 
 async def test_deadlines_kept_in_the_store_are_honoured_after_a_restart(
-        harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("flash", product("flash", hold_ttl=3600, stock=5))
     cid = await _cart(harness)
     await svc.add_item("alice", cid, product_id="flash", quantity=2)
@@ -267,9 +244,8 @@ async def test_deadlines_kept_in_the_store_are_honoured_after_a_restart(
     assert (await svc.get_cart("alice", cid))["status"] == "expired"
 
 
-async def test_checkout_with_a_stale_version_changes_nothing(harness: Harness) -> None:
-    svc = harness.service
-    assert svc is not None
+async def test_checkout_with_a_stale_version_changes_nothing(
+        harness: Harness, svc: CartService) -> None:
     await svc.put_product("p", product("p", stock=3))
     cid = await _cart(harness)
     view = await svc.add_item("alice", cid, product_id="p", quantity=1)
