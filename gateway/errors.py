@@ -82,5 +82,19 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        if _from_dependency(exc):
+            log.warning("dependency failure: %r", exc)
+            return error_response(503, "dependency_unavailable",
+                                  "a dependency (Redis or an actor host) is unavailable; retry",
+                                  headers={"Retry-After": "1"})
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "the request failed unexpectedly")
+
+
+def _from_dependency(exc: BaseException) -> bool:
+    """A Redis or Ray failure (connection lost, actor died): a 503, not a 500.
+
+    Judged by the exception's module so the gateway need not import Ray to recognise it.
+    """
+    return isinstance(exc, ConnectionError | TimeoutError) or \
+        type(exc).__module__.split(".")[0] in ("redis", "ray")
