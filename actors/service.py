@@ -82,10 +82,7 @@ class CartService:
             stocks[product_id] = body["stock"]
         for n in stocks.values():
             check_stock(n)  # every part of the body is valid before anything is written
-        for v in product.variants:
-            owner = self.reference.catalog.product_of_variant(v.variant_id)
-            if owner is not None and owner.product_id != product_id:
-                self.reference.catalog.put(product)  # raises variant_id_taken
+        self.reference.catalog.check(product)
         await self.store.put_reference("product", product_id, product)
         await self.placement.publish("product", product)
         for vid, n in stocks.items():

@@ -80,7 +80,7 @@ class StockClient:
             avail = await asyncio.gather(*(self.ask("inv", k, "status", {}) for k in order))
             plan: dict[str, int] = {}
             for k, st in zip(order, avail, strict=True):
-                take = min(st["available"], need - sum(plan.values()) + 0)
+                take = min(st["available"], need - sum(plan.values()))
                 if take > 0:
                     plan[k] = take
             if sum(plan.values()) < need:

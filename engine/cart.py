@@ -222,33 +222,31 @@ class Cart:
 
     def expire(self, now: float) -> list[LineItem]:
         """Mark the cart expired; return the lines that held stock (to be released)."""
+        return self._finish(CartStatus.EXPIRED, now)
+
+    def check_out(self, order_id: str, now: float) -> None:
+        """Mark the cart checked out by order ``order_id`` (its holds became the order's)."""
+        self._finish(CartStatus.CHECKED_OUT, now)
+        self.order_id = order_id
+
+    def mark_merged(self, into_cart_id: str, now: float) -> None:
+        """Mark the cart merged into ``into_cart_id`` (its holds are released by the caller)."""
+        self._finish(CartStatus.MERGED, now)
+        self.merged_into = into_cart_id
+
+    def _finish(self, status: CartStatus, now: float) -> list[LineItem]:
+        """End an active cart in ``status``: clear every hold; return the lines that held.
+
+        Raises Conflict ``cart_not_active``.
+        """
         self.ensure_active()
         held = [ln for ln in self.lines.values() if ln.hold_until is not None]
         for ln in held:
             ln.hold_until = None
-        self.status = CartStatus.EXPIRED
+        self.status = status
         self.version += 1
         self.updated_at = now
         return held
-
-    def check_out(self, order_id: str, now: float) -> None:
-        self.ensure_active()
-        for ln in self.lines.values():
-            ln.hold_until = None
-        self.status = CartStatus.CHECKED_OUT
-        self.order_id = order_id
-        self.version += 1
-        self.updated_at = now
-
-    def mark_merged(self, into_cart_id: str, now: float) -> None:
-        self.ensure_active()
-        for ln in self.lines.values():
-            ln.hold_until = None
-        self.status = CartStatus.MERGED
-        self.merged_into = into_cart_id
-        self.version += 1
-        self.updated_at = now
-
 
 def normalize_code(code: object) -> str:
     """Coupon codes are case-insensitive: strip and upper-case.

@@ -232,8 +232,22 @@ class Catalog:
         """Create or replace ``product``; variant ids must be unique across the catalog.
 
         Raises:
-            Conflict-free ``ValidationFailed`` (``variant_id_taken``) when another product
-            already owns one of its variant ids.
+            ValidationFailed: ``variant_id_taken`` (see :meth:`check`).
+        """
+        self.check(product)
+        old = self._products.get(product.product_id)
+        if old is not None:
+            for v in old.variants:
+                self._by_variant.pop(v.variant_id, None)
+        self._products[product.product_id] = product
+        for v in product.variants:
+            self._by_variant[v.variant_id] = product.product_id
+
+    def check(self, product: Product) -> None:
+        """Whether ``product`` can be put: none of its variant ids belongs to another product.
+
+        Raises:
+            ValidationFailed: ``variant_id_taken``.
         """
         for v in product.variants:
             owner = self._by_variant.get(v.variant_id)
@@ -242,13 +256,6 @@ class Catalog:
                     "variant_id_taken",
                     f"variant {v.variant_id!r} already belongs to product {owner!r}",
                 )
-        old = self._products.get(product.product_id)
-        if old is not None:
-            for v in old.variants:
-                self._by_variant.pop(v.variant_id, None)
-        self._products[product.product_id] = product
-        for v in product.variants:
-            self._by_variant[v.variant_id] = product.product_id
 
     def get(self, product_id: str) -> Product:
         """The product ``product_id``.

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from actors.service import CartService
 from gateway import errors
 from gateway.bootstrap import start_runtime, stop_runtime
-from gateway.metrics import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from gateway.metrics import Metrics, MetricsMiddleware
+from gateway.middleware import BodyLimitMiddleware
 from gateway.ratelimit import RateLimitMiddleware
 from gateway.routes import admin, carts, catalog, checkout, ops, saved
 from gateway.settings import GatewaySettings

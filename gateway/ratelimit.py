@@ -16,7 +16,7 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from gateway.metrics import error_body
+from gateway.middleware import error_body
 
 _EXEMPT = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 

@@ -446,6 +446,21 @@ def test_bad_catalog_paging_is_422(server: Server, params: dict[str, Any]) -> No
 
 # -- malformed requests ----------------------------------------------------------------------
 
+def _cart_route(shop: Shop, route: str) -> tuple[str, str, dict[str, Any] | None]:
+    """``(method, url, body)`` of a request on the shop's cart, by a short name."""
+    items = _items(shop)
+    return {
+        "get": ("GET", f"/v1/carts/{shop.cid}", None),
+        "add": ("POST", items, add_body(shop)),
+        "patch": ("PATCH", f"{items}/{shop.line_id}", {"quantity": 5}),
+        "delete": ("DELETE", f"{items}/{shop.line_id}", None),
+        "code": ("POST", f"/v1/carts/{shop.cid}/discounts", {"code": "X"}),
+        "uncode": ("DELETE", f"/v1/carts/{shop.cid}/discounts/X", None),
+        "checkout": ("POST", f"/v1/carts/{shop.cid}/checkout", {"payment": {"token": "tok_ok"}}),
+        "order": ("GET", "/v1/orders/ord_0123456789", None),
+    }[route]
+
+
 def _items(shop: Shop) -> str:
     return f"/v1/carts/{shop.cid}/items"
 
@@ -669,15 +684,7 @@ AUTH_CASES = ["missing", "garbage", "empty-bearer", "forged", "forged-admin", "e
 @pytest.mark.parametrize("route", ["get", "add", "patch", "delete", "code", "checkout", "order"])
 def test_a_bad_token_on_a_cart_route_is_401(shop: Shop, case: str, route: str) -> None:
     headers = _auth_cases(shop)[case]
-    method, url, body = {
-        "get": ("GET", f"/v1/carts/{shop.cid}", None),
-        "add": ("POST", _items(shop), add_body(shop)),
-        "patch": ("PATCH", f"{_items(shop)}/{shop.line_id}", {"quantity": 5}),
-        "delete": ("DELETE", f"{_items(shop)}/{shop.line_id}", None),
-        "code": ("POST", f"/v1/carts/{shop.cid}/discounts", {"code": "X"}),
-        "checkout": ("POST", f"/v1/carts/{shop.cid}/checkout", {"payment": {"token": "tok_ok"}}),
-        "order": ("GET", "/v1/orders/ord_0123456789", None),
-    }[route]
+    method, url, body = _cart_route(shop, route)
     expected = {"missing": "missing_token", "expired": "token_expired"}.get(case, "invalid_token")
     with changes_nothing(shop), httpx.Client(base_url=shop.server.url, timeout=30) as anon:
         r = anon.request(method, url, json=body, headers=headers)
@@ -718,15 +725,7 @@ def test_admin_routes_refuse_a_non_admin_with_403(shop: Shop, who: str, route: s
 
 @pytest.mark.parametrize("route", ["get", "add", "patch", "delete", "code", "uncode", "checkout"])
 def test_another_users_cart_is_404(shop: Shop, route: str) -> None:
-    method, url, body = {
-        "get": ("GET", f"/v1/carts/{shop.cid}", None),
-        "add": ("POST", _items(shop), add_body(shop)),
-        "patch": ("PATCH", f"{_items(shop)}/{shop.line_id}", {"quantity": 5}),
-        "delete": ("DELETE", f"{_items(shop)}/{shop.line_id}", None),
-        "code": ("POST", f"/v1/carts/{shop.cid}/discounts", {"code": "X"}),
-        "uncode": ("DELETE", f"/v1/carts/{shop.cid}/discounts/X", None),
-        "checkout": ("POST", f"/v1/carts/{shop.cid}/checkout", {"payment": {"token": "tok_ok"}}),
-    }[route]
+    method, url, body = _cart_route(shop, route)
     with changes_nothing(shop), shop.server.client(uid("intruder")) as intruder:
         r = intruder.request(method, url, json=body,
                              headers={"Idempotency-Key": uid("k")} if method != "GET" else {})
