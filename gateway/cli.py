@@ -1,6 +1,6 @@
 """``cart-engine``: serve the gateway, or print a development token.
 
-  cart-engine serve [--port 8000] [--hosts 2] [--redis-url URL] [--ray-address ADDR]
+  cart-engine serve [--port 8000] [--hosts N] [--redis-url URL] [--ray-address ADDR]
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
                     [--catalog FILE] [--placement ray|local] [--data-dir DIR]
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
@@ -26,6 +26,7 @@ _SERVE_FLAGS = {
     "--redis-prefix": ("redis_prefix", str), "--tax-rate-bp": ("tax_rate_bp", int),
     "--batch-delay": ("batch_delay", float), "--batch-size": ("batch_size", int),
     "--log-level": ("log_level", str), "--rate-limit": ("rate_limit", str),
+    "--keep-alive": ("keep_alive", float),
 }
 
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(docs at /docs)", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, lifespan="on", access_log=False,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive)
     return 0
 
 

@@ -1,0 +1,29 @@
+"""``cart-engine serve`` flags reach the HTTP server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+import gateway.app
+from gateway.cli import _parser, main, settings_from
+
+
+def test_keep_alive_outlasts_the_clients_own_idle_expiry() -> None:
+    """The server must not be the side that closes an idle connection: a client reusing it
+    at that instant loses its request (the flash-sale test's ``ReadError``)."""
+    default = settings_from(_parser().parse_args(["serve"]))
+    assert default.keep_alive > httpx.Limits().keepalive_expiry  # type: ignore[operator]
+    assert settings_from(_parser().parse_args(["serve", "--keep-alive", "120"])).keep_alive \
+        == 120.0
+
+
+def test_serve_hands_the_keep_alive_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(gateway.app, "create_app", lambda settings: "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert main(["serve", "--keep-alive", "90", "--port", "0"]) == 0
+    assert seen["app"] == "app" and seen["timeout_keep_alive"] == 90.0 and seen["port"] == 0
