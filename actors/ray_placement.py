@@ -18,7 +18,7 @@ from actors.clock import Clock, ManualClock, SystemClock
 from actors.placement import build_host
 from actors.reference import ReferenceData
 from actors.router import BatchingRouter
-from actors.runtime import Message, Reply
+from actors.runtime import Message, Reply, tune_gc
 from actors.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class RayHostActor:
         router = BatchingRouter(call, self.n_hosts, self.max_delay, self.max_batch)
         self.host.route = router.send
         self.host.start_sweeper()
+        tune_gc()
         return self.index
 
     async def handle_batch(self, messages: list[Message]) -> list[Reply]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 import pytest
 
+from actors.cart import order_id_for
 from actors.router import BatchingRouter
-from actors.runtime import Message, Reply, host_of, ok
+from actors.runtime import Message, Reply, host_of, ok, partition_of
 
 pytestmark = pytest.mark.actors
 
@@ -71,8 +73,16 @@ async def test_a_host_that_dies_mid_call_fails_every_message_of_the_batch_cleanl
 
 
 def test_actor_keys_map_to_hosts_by_a_stable_hash() -> None:
-    # Python's hash() is salted per process; the placement must agree across processes.
-    assert [host_of("cart", f"c{i}", 4) for i in range(8)] == \
-        [host_of("cart", f"c{i}", 4) for i in range(8)]
-    # CRC-32 of "kind:key": changing the function would move every actor between hosts.
-    assert host_of("cart", "c_1", 7) == 4 and host_of("inv", "sku-1", 7) == 1
+    # Python's hash() is salted per process; the placement must agree across processes, so
+    # it is CRC-32 of "kind:key" to 16 bits: changing it would move every actor between hosts.
+    assert host_of("cart", "c_1", 7) == 4 and host_of("inv", "sku-1", 7) == 3
+
+
+@pytest.mark.parametrize("hosts", [1, 2, 3, 5, 8])
+def test_an_order_is_placed_on_the_host_of_the_cart_it_came_from(hosts: int) -> None:
+    for i in range(50):
+        cart_id = f"c_{i}"
+        order_id = order_id_for(cart_id, f"key-{i}")
+        assert host_of("order", order_id, hosts) == host_of("cart", cart_id, hosts)
+    # Ids of another shape (older orders, tests' own) hash like any other key.
+    assert partition_of("order", "ord_1") == zlib.crc32(b"order:ord_1") & 0xFFFF
