@@ -8,7 +8,9 @@ Checkout (a saga, run as one turn of the cart so the cart cannot change under it
 1. re-price every line against the catalog; a moved price is a 409 ``price_changed`` unless
    the client accepted it;
 2. reserve every line at its inventory actor, in parallel; if any fails, release the others
-   (compensation) and answer 409 ``out_of_stock`` with a reason per line;
+   (compensation) and answer 409 ``out_of_stock`` with a reason per line; hold a use of
+   each limited promotion (a use limit reached releases the stock again). A cart with
+   coupon codes is priced before step 2, one without after it;
 3. create the order (id derived from cart and Idempotency-Key, so a retry finds it);
 4. authorize the payment; on failure release every reservation, record why on the order
    and keep the cart usable (402 / 503);
@@ -23,13 +25,13 @@ import hashlib
 from typing import Any
 
 from actors.order import ADMIN
-from actors.runtime import Actor
+from actors.runtime import Actor, err, partition_of
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient
 from actors.views import cart_view
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
-from engine.errors import Conflict, DomainError, NotFound
+from engine.errors import Conflict, DomainError, NotFound, ValidationFailed
 from engine.events import CART_CHECKED_OUT, CART_EXPIRED, CART_MERGED, event
 from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
 from engine.money import check_currency
@@ -45,9 +47,13 @@ from engine.promotions import Promotion
 
 
 def order_id_for(cart_id: str, idempotency_key: str) -> str:
-    """Deterministic order id: the same cart and key always name the same order."""
-    digest = hashlib.blake2b(f"{cart_id}\x00{idempotency_key}".encode(), digest_size=10)
-    return "ord_" + digest.hexdigest()
+    """Deterministic order id: the same cart and key always name the same order.
+
+    ``ord_``, the cart's partition (4 hex digits, so the order is placed on the cart's host:
+    `actors.runtime.partition_of`), then 16 hex digits of a BLAKE2b digest of cart and key.
+    """
+    digest = hashlib.blake2b(f"{cart_id}\x00{idempotency_key}".encode(), digest_size=8)
+    return f"ord_{partition_of('cart', cart_id):04x}{digest.hexdigest()}"
 
 
 def reservation_id_for(cart_id: str, line_id: str) -> str:
@@ -251,22 +257,135 @@ class CartActor(Actor):
         (quantity, options, currency, limits), Conflict (cart_not_active, version_mismatch,
         out_of_stock for held items).
         """
+        await self._add(caller, product_id, quantity, variant_id, options, if_match, groups,
+                        unit_price, added_at)
+        return self._view()
+
+    async def set_quantity(self, caller: str, line_id: str, quantity: int,
+                           if_match: int | None = None,
+                           groups: list[str] | None = None) -> dict[str, Any]:
+        """Set a line's quantity; 0 removes it. Resizes the hold of a held line first."""
+        await self._set(caller, line_id, quantity, if_match, groups)
+        return self._view()
+
+    async def remove_line(self, caller: str, line_id: str, if_match: int | None = None,
+                          groups: list[str] | None = None) -> dict[str, Any]:
+        await self._remove(caller, line_id, if_match, groups)
+        return self._view()
+
+    async def apply(self, caller: str, ops: list[tuple[str, str, int, str | None]]) -> list[Any]:
+        """A batch of line operations in one turn and one write (``CartService.apply``).
+
+        ``ops`` items: ``("add", product_id, quantity, variant_id)``,
+        ``("set", line_id, quantity, None)`` (0 removes), ``("remove", line_id, 0, None)``.
+        Each succeeds or fails alone, in order. Answers one runtime reply per op:
+        ``("ok", line_id)`` for an add, ``("ok", None)`` otherwise, or ``("err", error)``.
+        No view is rendered (``view`` for that). Raises NotFound ``cart_not_found`` for the
+        whole batch when ``caller`` does not own the cart.
+        """
+        self._own(caller)
+        out: list[Any] = []
+        done = ("ok", None)
+        for action, target, quantity, variant_id in ops:
+            try:
+                if action == "add":
+                    line = self._add_now(caller, target, quantity, variant_id) or \
+                        await self._add_held(caller, target, quantity, variant_id)
+                    out.append(("ok", line.line_id))
+                    continue
+                if action == "set":
+                    if not self._set_now(caller, target, quantity):
+                        await self._set_held(caller, target, quantity)
+                elif action == "remove":
+                    if not self._remove_now(caller, target):
+                        await self._remove_held(caller, target)
+                else:
+                    raise ValidationFailed("unknown_operation",
+                                           f"{action!r} is not add, set or remove")
+                out.append(done)
+            except DomainError as e:
+                out.append(err(e))
+        return out
+
+    # The line commands in two steps: ``_*_now`` does the common case at once, without a
+    # coroutine (the cart holds no stock, so there is no hold to take, resize or renew), and
+    # answers a false value having changed nothing otherwise; ``_*_held`` does the rest.
+    # ``_add`` / ``_set`` / ``_remove`` try the first, then the second.
+
+    @staticmethod
+    def _holding(cart: Cart) -> bool:
+        for ln in cart.lines.values():
+            if ln.hold_until is not None:
+                return True
+        return False
+
+    def _add_now(self, caller: str, product_id: str, quantity: int,
+                 variant_id: str | None = None, options: dict[str, Any] | None = None,
+                 if_match: int | None = None, groups: list[str] | None = None
+                 ) -> LineItem | None:
+        cart = self._mutable(caller, if_match)
+        product, variant, price = self._lookup(product_id, variant_id)
+        if variant.hold_ttl is not None or self._holding(cart):
+            return None
+        self._note_groups(cart, groups)
+        line = cart.add_item(product, variant, quantity, options, price, self.now, self.ttl)
+        self.mark("meta", f"l:{line.line_id}")
+        return line
+
+    def _set_now(self, caller: str, line_id: str, quantity: int,
+                 if_match: int | None = None, groups: list[str] | None = None) -> bool:
+        cart = self._mutable(caller, if_match)
+        if self._holding(cart):
+            return False
+        self._note_groups(cart, groups)
+        cart.set_quantity(line_id, quantity, self.now, self.ttl)
+        self.mark("meta", f"l:{line_id}")
+        return True
+
+    def _remove_now(self, caller: str, line_id: str, if_match: int | None = None,
+                    groups: list[str] | None = None) -> bool:
+        cart = self._mutable(caller, if_match)
+        if self._holding(cart):
+            return False
+        self._note_groups(cart, groups)
+        cart.remove_line(line_id, self.now, self.ttl)
+        self.mark("meta", f"l:{line_id}")
+        return True
+
+    async def _add(self, caller: str, product_id: str, quantity: int,
+                   variant_id: str | None = None, options: dict[str, Any] | None = None,
+                   if_match: int | None = None, groups: list[str] | None = None,
+                   unit_price: int | None = None, added_at: float | None = None) -> LineItem:
+        if unit_price is None and added_at is None:  # not a merge
+            line = self._add_now(caller, product_id, quantity, variant_id, options, if_match,
+                                 groups)
+            if line is not None:
+                return line
+        return await self._add_held(caller, product_id, quantity, variant_id, options,
+                                    if_match, groups, unit_price, added_at)
+
+    async def _add_held(self, caller: str, product_id: str, quantity: int,
+                        variant_id: str | None = None, options: dict[str, Any] | None = None,
+                        if_match: int | None = None, groups: list[str] | None = None,
+                        unit_price: int | None = None,
+                        added_at: float | None = None) -> LineItem:
         cart = self._mutable(caller, if_match)
         self._note_groups(cart, groups)
         product, variant, price = self._lookup(product_id, variant_id)
         now = self.now
-        # Work out the line first so a refused hold changes nothing.
-        opts = normalize_options(options)
-        existing = cart.find_line(variant.variant_id, opts)
-        hold_until = None
+        existing = hold_until = None
+        seq = cart.line_seq
         if variant.hold_ttl is not None:
+            # Work out the line first so a refused hold changes nothing.
+            options = normalize_options(options)
+            existing = cart.find_line(variant.variant_id, options)
             check_quantity(quantity)
             line_id = existing.line_id if existing else f"ln_{cart.line_seq + 1}"
             total = quantity + (existing.quantity if existing else 0)
             check_quantity(total)
             hold_until = await self._hold(cart, line_id, variant, total)
         try:
-            line = cart.add_item(product, variant, quantity, opts,
+            line = cart.add_item(product, variant, quantity, options,
                                  price if unit_price is None else unit_price, now, self.ttl)
         except DomainError:
             if hold_until is not None and existing is None:
@@ -274,22 +393,26 @@ class CartActor(Actor):
             raise
         if hold_until is not None:
             line.hold_until = hold_until
-        if added_at is not None and existing is None:
+        if added_at is not None and cart.line_seq != seq:  # a new line
             line.added_at = added_at
         self.mark("meta", f"l:{line.line_id}")
         await self._renew_holds(cart, skip=line.line_id)
-        return self._view()
+        return line
 
-    async def set_quantity(self, caller: str, line_id: str, quantity: int,
-                           if_match: int | None = None,
-                           groups: list[str] | None = None) -> dict[str, Any]:
-        """Set a line's quantity; 0 removes it. Resizes the hold of a held line first."""
+    async def _set(self, caller: str, line_id: str, quantity: int,
+                   if_match: int | None = None, groups: list[str] | None = None) -> None:
+        if not self._set_now(caller, line_id, quantity, if_match, groups):
+            await self._set_held(caller, line_id, quantity, if_match, groups)
+
+    async def _set_held(self, caller: str, line_id: str, quantity: int,
+                        if_match: int | None = None, groups: list[str] | None = None) -> None:
         cart = self._mutable(caller, if_match)
         self._note_groups(cart, groups)
         check_quantity(quantity, allow_zero=True)
         line = cart.line(line_id)
         if quantity == 0:
-            return await self.remove_line(caller, line_id, if_match)
+            await self._remove_held(caller, line_id, if_match)
+            return
         if line.hold_until is not None:
             product = self.ctx.catalog.find(line.product_id)
             if product is not None:
@@ -298,10 +421,14 @@ class CartActor(Actor):
         cart.set_quantity(line_id, quantity, self.now, self.ttl)
         self.mark("meta", f"l:{line_id}")
         await self._renew_holds(cart, skip=line_id)
-        return self._view()
 
-    async def remove_line(self, caller: str, line_id: str, if_match: int | None = None,
-                          groups: list[str] | None = None) -> dict[str, Any]:
+    async def _remove(self, caller: str, line_id: str, if_match: int | None = None,
+                      groups: list[str] | None = None) -> None:
+        if not self._remove_now(caller, line_id, if_match, groups):
+            await self._remove_held(caller, line_id, if_match, groups)
+
+    async def _remove_held(self, caller: str, line_id: str, if_match: int | None = None,
+                           groups: list[str] | None = None) -> None:
         cart = self._mutable(caller, if_match)
         self._note_groups(cart, groups)
         line = cart.line(line_id)
@@ -310,7 +437,6 @@ class CartActor(Actor):
         cart.remove_line(line_id, self.now, self.ttl)
         self.mark("meta", f"l:{line_id}")
         await self._renew_holds(cart)
-        return self._view()
 
     async def take_line(self, caller: str, line_id: str) -> dict[str, Any]:
         """Remove a line and hand it over (saved for later): ``{line, cart}``."""
@@ -372,16 +498,21 @@ class CartActor(Actor):
             raise Conflict("cart_empty", "the cart has no lines to check out")
         lines = list(cart.lines.values())
         self._reprice(cart, lines, accept_price_changes)
-        priced = self._price(shipping_address)
-        if priced.code_errors:
+        # A cart with coupon codes is priced first, so a code that no longer applies fails
+        # before any stock is touched (a held line keeps its hold). Without codes nothing in
+        # pricing can fail: stock goes first, since in a flash sale most checkouts fail there
+        # and should not pay for the promotion pipeline.
+        priced = self._price(shipping_address) if cart.codes else None
+        if priced is not None and priced.code_errors:
             code, e = sorted(priced.code_errors.items())[0]
             raise type(e)(e.code, f"code {code}: {e.message}", e.details)
-        order_id = order_id_for(cart.cart_id, idempotency_key)
-        limited = [p for pid in priced.promotion_ids
-                   if (p := self.ctx.reference.promotions.get(pid)) is not None and
-                   (p.usage_limit is not None or p.per_customer_limit is not None)]
         await self._reserve_all(cart, lines)
+        order_id = order_id_for(cart.cart_id, idempotency_key)
         try:
+            priced = priced or self._price(shipping_address)
+            limited = [p for pid in priced.promotion_ids
+                       if (p := self.ctx.reference.promotions.get(pid)) is not None and
+                       (p.usage_limit is not None or p.per_customer_limit is not None)]
             await self._reserve_uses(order_id, limited)
         except DomainError:
             await self._release_lines(lines)
@@ -591,13 +722,13 @@ class CartActor(Actor):
                     report["lines_dropped"].append({"variant_id": g["variant_id"],
                                                     "reason": "out_of_stock"})
                     return
-                await self.add_item(cart.owner, g["product_id"], target, g["variant_id"],
-                                    g["options"], unit_price=g["unit_price"],
-                                    added_at=g["added_at"])
+                await self._add(cart.owner, g["product_id"], target, g["variant_id"],
+                                g["options"], unit_price=g["unit_price"],
+                                added_at=g["added_at"])
                 report["lines_added"].append({"variant_id": g["variant_id"],
                                               "quantity": target})
             elif target != have:
-                await self.set_quantity(cart.owner, mine.line_id, target)
+                await self._set(cart.owner, mine.line_id, target)
                 report["lines_merged"].append({"line_id": mine.line_id,
                                                "variant_id": g["variant_id"],
                                                "quantity": target, "was": have})

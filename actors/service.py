@@ -9,17 +9,22 @@ Embedding, no servers at all::
     service = await CartService.in_process()           # memory store, system clock
     cart = (await service.active_cart("alice"))["cart"]
     await service.add_item("alice", cart["cart_id"], product_id="p1", quantity=2)
+
+Simulations drive many carts at once with `CartService.apply`: a batch of `CartOp`s, one
+turn and one write per cart, and a lean answer per op instead of a rendered cart.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from actors.cart import shards_of
 from actors.clock import Clock, SystemClock
 from actors.order import ADMIN
 from actors.placement import LocalPlacement, Placement
-from actors.runtime import unwrap
+from actors.runtime import Reply, unwrap
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient
 from engine.catalog import product_from_dict, product_to_dict
@@ -30,7 +35,23 @@ from engine.stock import check_stock
 from snapshots.memory_store import MemoryStore
 from snapshots.store import SnapshotStore
 
-__all__ = ["ADMIN", "CartService"]
+__all__ = ["ADMIN", "CartOp", "CartService"]
+
+
+class CartOp(NamedTuple):
+    """One line operation of a `CartService.apply` batch.
+
+    ``action`` is ``"add"`` (``target`` a product id, ``quantity`` units >= 1, optional
+    ``variant_id``), ``"set"`` (``target`` a line id, ``quantity`` 0..999; 0 removes) or
+    ``"remove"`` (``target`` a line id). ``owner`` is the caller, as ``caller`` elsewhere.
+    """
+
+    cart_id: str
+    owner: str
+    action: str
+    target: str
+    quantity: int = 0
+    variant_id: str | None = None
 
 
 class CartService:
@@ -140,6 +161,27 @@ class CartService:
         return await self.call("user", owner, "active_cart",
                                {"currency": currency, "groups": groups},
                                self._scoped(owner, request_id), fingerprint)
+
+    async def apply(self, ops: Sequence[CartOp]) -> list[Reply]:
+        """Run a batch of line operations: each cart's ops (same owner) in one turn, in order.
+
+        Answers one reply per op, in the order given: ``("ok", line_id)`` for an add,
+        ``("ok", None)`` for a set or remove, ``("err", {"code", "message", ...})`` for an op
+        that failed (it changed nothing; the others still ran). Persistence is one write per
+        cart per batch, acknowledged before this returns. Raises nothing for a failed op.
+        """
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, op in enumerate(ops):
+            groups.setdefault((op.cart_id, op.owner), []).append(i)
+        sends = [self.placement.send(("cart", cart_id, "apply", {"caller": owner, "ops": [
+            (ops[i].action, ops[i].target, ops[i].quantity, ops[i].variant_id) for i in idx]},
+            None, None)) for (cart_id, owner), idx in groups.items()]
+        out: list[Reply] = [("ok", None)] * len(ops)
+        for idx, reply in zip(groups.values(), await asyncio.gather(*sends), strict=True):
+            answers = reply[1] if reply[0] == "ok" else [reply] * len(idx)
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = answer
+        return out
 
     async def get_cart(self, caller: str, cart_id: str,
                        groups: list[str] | None = None) -> dict[str, Any]:

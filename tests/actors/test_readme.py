@@ -18,4 +18,5 @@ def test_the_embedding_example_in_the_readme_runs() -> None:
         exec(compile(code.group(1), "README.md", "exec"), {"__name__": "readme"})  # noqa: S102
     lines = out.getvalue().splitlines()
     assert lines[0] == "{'amount': 4497, 'currency': 'USD'}"
-    assert lines[1].startswith("paid ") and "'sold': 2" in lines[1]
+    assert lines[1] == "[('ok', None), ('ok', None)]"
+    assert lines[2].startswith("paid ") and "'sold': 2" in lines[2]
