@@ -1,24 +1,19 @@
-"""Carts and their line items and coupon codes."""
+"""Carts and their line items and coupon codes.
+
+These are the hot routes: each declares only ``request`` and reads it with `read_call` (one
+pass, no dependency solving; see `gateway.deps`), documenting its parameters with `documented`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 
 from engine.errors import ValidationFailed
 from gateway.auth import decode_token, issue_token, new_guest_id
-from gateway.deps import (
-    CartId,
-    CurrentCaller,
-    Idem,
-    IfMatch,
-    LineId,
-    OptionalCaller,
-    Service,
-    Settings,
-    etag,
-)
+from gateway.deps import LeanRoute, documented, etag, read_call
 from gateway.routes._respond import ERRORS, JSONResponse, cart_response
 from gateway.schemas import (
     CartCreate,
@@ -29,100 +24,130 @@ from gateway.schemas import (
     MergeCreate,
 )
 
-router = APIRouter(prefix="/v1/carts", tags=["carts"], responses=ERRORS)
+router = APIRouter(prefix="/v1/carts", tags=["carts"], responses=ERRORS, route_class=LeanRoute)
+CART = {200: {"model": CartPublic}}
+LINE = ("cart_id", "line_id")
+MAX_CODE_LENGTH = 64
 
 
-@router.post("", status_code=201, responses={200: {"model": CartPublic},
-                                              201: {"model": CartPublic}})
-async def open_cart(service: Service, settings: Settings, caller: OptionalCaller, idem: Idem,
-                    body: Annotated[CartCreate | None, Body()] = None) -> JSONResponse:
+@router.post("", status_code=201, responses={**CART, 201: {"model": CartPublic}},
+             openapi_extra=documented(ids=(), body=CartCreate, body_required=False,
+                                      headers=("auth", "idem")))
+async def open_cart(request: Request) -> JSONResponse:
     """The caller's active cart (201 new, 200 existing); without a token, a guest cart and token."""
+    call = await read_call(request)
+    body = call.parse_optional(CartCreate)
     currency = body.currency if body else None
-    token = None
+    caller, token = call.caller, None
     if caller is None:
         sub = new_guest_id()
-        token = issue_token(settings.auth_secret, sub, "guest", settings.guest_token_ttl)
+        token = issue_token(call.settings.auth_secret, sub, "guest",
+                            call.settings.guest_token_ttl)
     else:
         sub = caller.sub
     groups = list(caller.groups) if caller else None
-    out = await service.active_cart(sub, currency, idem.key, idem.fingerprint, groups)
+    out = await call.service.active_cart(sub, currency, call.idem.key, call.idem.fingerprint,
+                                         groups)
     view: dict[str, Any] = dict(out["cart"])
     if token is not None:
         view["token"] = token
     return cart_response(view, 201 if out["created"] else 200)
 
 
-@router.get("/{cart_id}", responses={200: {"model": CartPublic}})
-async def get_cart(service: Service, caller: CurrentCaller, cart_id: CartId) -> JSONResponse:
+@router.get("/{cart_id}", responses=CART, openapi_extra=documented(headers=("auth",)))
+async def get_cart(request: Request) -> JSONResponse:
     """The cart with its lines, discounts and totals."""
-    return cart_response(await service.get_cart(caller.sub, cart_id, list(caller.groups)))
+    call = await read_call(request, "cart_id")
+    caller = call.user
+    return cart_response(await call.service.get_cart(caller.sub, call.ids[0],
+                                                     list(caller.groups)))
 
 
-@router.post("/{cart_id}/items", responses={200: {"model": CartPublic}})
-async def add_item(service: Service, caller: CurrentCaller, cart_id: CartId, body: ItemCreate,
-                   idem: Idem, version: IfMatch) -> JSONResponse:
+@router.post("/{cart_id}/items", responses=CART, openapi_extra=documented(body=ItemCreate))
+async def add_item(request: Request) -> JSONResponse:
     """Add a product variant; the same variant and options again adds to that line."""
-    return cart_response(await service.add_item(
-        caller.sub, cart_id, product_id=body.product_id, variant_id=body.variant_id,
-        quantity=body.quantity, options=body.options, if_match=version,
-        request_id=idem.key, fingerprint=idem.fingerprint, groups=list(caller.groups)))
+    call = await read_call(request, "cart_id")
+    caller, body = call.user, call.parse(ItemCreate)
+    return cart_response(await call.service.add_item(
+        caller.sub, call.ids[0], product_id=body.product_id, variant_id=body.variant_id,
+        quantity=body.quantity, options=body.options, if_match=call.if_match,
+        request_id=call.idem.key, fingerprint=call.idem.fingerprint,
+        groups=list(caller.groups)))
 
 
-@router.patch("/{cart_id}/items/{line_id}", responses={200: {"model": CartPublic}})
-async def set_quantity(service: Service, caller: CurrentCaller, cart_id: CartId,
-                       line_id: LineId, body: ItemUpdate, idem: Idem,
-                       version: IfMatch) -> JSONResponse:
+@router.patch("/{cart_id}/items/{line_id}", responses=CART,
+              openapi_extra=documented(ids=LINE, body=ItemUpdate))
+async def set_quantity(request: Request) -> JSONResponse:
     """Set a line's quantity; 0 removes the line."""
-    return cart_response(await service.set_quantity(
-        caller.sub, cart_id, line_id, body.quantity, if_match=version, request_id=idem.key,
-        fingerprint=idem.fingerprint, groups=list(caller.groups)))
+    call = await read_call(request, *LINE)
+    caller, body = call.user, call.parse(ItemUpdate)
+    return cart_response(await call.service.set_quantity(
+        caller.sub, call.ids[0], call.ids[1], body.quantity, if_match=call.if_match,
+        request_id=call.idem.key, fingerprint=call.idem.fingerprint,
+        groups=list(caller.groups)))
 
 
-@router.delete("/{cart_id}/items/{line_id}", responses={200: {"model": CartPublic}})
-async def remove_line(service: Service, caller: CurrentCaller, cart_id: CartId,
-                      line_id: LineId, idem: Idem, version: IfMatch) -> JSONResponse:
+@router.delete("/{cart_id}/items/{line_id}", responses=CART, openapi_extra=documented(ids=LINE))
+async def remove_line(request: Request) -> JSONResponse:
     """Remove a line."""
-    return cart_response(await service.remove_line(
-        caller.sub, cart_id, line_id, if_match=version, request_id=idem.key,
-        fingerprint=idem.fingerprint, groups=list(caller.groups)))
+    call = await read_call(request, *LINE)
+    caller = call.user
+    return cart_response(await call.service.remove_line(
+        caller.sub, call.ids[0], call.ids[1], if_match=call.if_match,
+        request_id=call.idem.key, fingerprint=call.idem.fingerprint,
+        groups=list(caller.groups)))
 
 
-@router.post("/{cart_id}/discounts", responses={200: {"model": CartPublic}})
-async def add_code(service: Service, caller: CurrentCaller, cart_id: CartId, body: CodeCreate,
-                   idem: Idem, version: IfMatch) -> JSONResponse:
+@router.post("/{cart_id}/discounts", responses=CART, openapi_extra=documented(body=CodeCreate))
+async def add_code(request: Request) -> JSONResponse:
     """Apply a coupon code (case-insensitive)."""
-    return cart_response(await service.add_code(
-        caller.sub, cart_id, body.code, if_match=version, request_id=idem.key,
-        fingerprint=idem.fingerprint, groups=list(caller.groups)))
+    call = await read_call(request, "cart_id")
+    caller, body = call.user, call.parse(CodeCreate)
+    return cart_response(await call.service.add_code(
+        caller.sub, call.ids[0], body.code, if_match=call.if_match, request_id=call.idem.key,
+        fingerprint=call.idem.fingerprint, groups=list(caller.groups)))
 
 
-@router.delete("/{cart_id}/discounts/{code}", responses={200: {"model": CartPublic}})
-async def remove_code(service: Service, caller: CurrentCaller, cart_id: CartId, idem: Idem,
-                      version: IfMatch,
-                      code: str = Path(min_length=1, max_length=64)) -> JSONResponse:
-    """Remove a coupon code."""
-    return cart_response(await service.remove_code(
-        caller.sub, cart_id, code, if_match=version, request_id=idem.key,
-        fingerprint=idem.fingerprint, groups=list(caller.groups)))
+REMOVE_CODE_DOC = documented()
+REMOVE_CODE_DOC["parameters"].insert(1, {
+    "name": "code", "in": "path", "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CODE_LENGTH}})
 
 
-@router.post("/{cart_id}/merge")
-async def merge(service: Service, settings: Settings, caller: CurrentCaller, cart_id: CartId,
-                body: MergeCreate, idem: Idem) -> JSONResponse:
+@router.delete("/{cart_id}/discounts/{code}", responses=CART, openapi_extra=REMOVE_CODE_DOC)
+async def remove_code(request: Request) -> JSONResponse:
+    """Remove a coupon code (1..MAX_CODE_LENGTH characters, case-insensitive)."""
+    call = await read_call(request, "cart_id")
+    caller, code = call.user, request.path_params["code"]
+    if len(code) > MAX_CODE_LENGTH:
+        raise RequestValidationError([{
+            "type": "string_too_long", "loc": ("path", "code"), "input": code,
+            "msg": f"String should have at most {MAX_CODE_LENGTH} characters"}])
+    return cart_response(await call.service.remove_code(
+        caller.sub, call.ids[0], code, if_match=call.if_match, request_id=call.idem.key,
+        fingerprint=call.idem.fingerprint, groups=list(caller.groups)))
+
+
+@router.post("/{cart_id}/merge", openapi_extra=documented(body=MergeCreate,
+                                                         headers=("auth", "idem")))
+async def merge(request: Request) -> JSONResponse:
     """Merge a guest cart (named by its guest token) into the caller's cart: ``{cart, report}``."""
-    guest = decode_token(settings.auth_secret, body.guest_token)
+    call = await read_call(request, "cart_id")
+    caller, body = call.user, call.parse(MergeCreate)
+    guest = decode_token(call.settings.auth_secret, body.guest_token)
     if not guest.is_guest:
         raise ValidationFailed("not_a_guest_token", "guest_token must be a guest cart's token",
                                [{"field": "guest_token"}])
-    out = await service.merge(caller.sub, cart_id, guest.sub,
-                              body.strategy or settings.merge_strategy, idem.key,
-                              idem.fingerprint)
+    out = await call.service.merge(caller.sub, call.ids[0], guest.sub,
+                                   body.strategy or call.settings.merge_strategy,
+                                   call.idem.key, call.idem.fingerprint)
     return JSONResponse(out, headers={"ETag": etag(out["cart"]["version"])})
 
 
-@router.post("/{cart_id}/items/{line_id}/save-for-later")
-async def save_for_later(service: Service, caller: CurrentCaller, cart_id: CartId,
-                         line_id: LineId, idem: Idem) -> JSONResponse:
+@router.post("/{cart_id}/items/{line_id}/save-for-later",
+             openapi_extra=documented(ids=LINE, headers=("auth", "idem")))
+async def save_for_later(request: Request) -> JSONResponse:
     """Move a line to the caller's saved-for-later list: ``{cart, saved}``."""
-    return JSONResponse(await service.save_for_later(caller.sub, cart_id, line_id, idem.key,
-                                                     idem.fingerprint))
+    call = await read_call(request, *LINE)
+    return JSONResponse(await call.service.save_for_later(
+        call.user.sub, call.ids[0], call.ids[1], call.idem.key, call.idem.fingerprint))

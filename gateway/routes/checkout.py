@@ -4,31 +4,36 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from gateway.deps import CartId, CurrentCaller, Idem, IfMatch, ResourceId, Service
+from gateway.deps import LeanRoute, documented, read_call
 from gateway.routes._respond import ERRORS, JSONResponse
 from gateway.schemas import CheckoutCreate, OrderPublic
 
-router = APIRouter(tags=["checkout"], responses={**ERRORS, 402: ERRORS[409]})
+router = APIRouter(tags=["checkout"], responses={**ERRORS, 402: ERRORS[409]},
+                   route_class=LeanRoute)
 
 
 @router.post("/v1/carts/{cart_id}/checkout", status_code=201,
-             responses={201: {"model": OrderPublic}})
-async def checkout(service: Service, caller: CurrentCaller, cart_id: CartId,
-                   body: CheckoutCreate, idem: Idem, version: IfMatch) -> JSONResponse:
+             responses={201: {"model": OrderPublic}},
+             openapi_extra=documented(body=CheckoutCreate))
+async def checkout(request: Request) -> JSONResponse:
     """Check out with an Idempotency-Key: reserve every line or none, pay, answer the Order."""
+    call = await read_call(request, "cart_id")
+    caller, body = call.user, call.parse(CheckoutCreate)
     # Without a key the request cannot be retried safely; it still gets a one-off key.
-    key = idem.key or f"auto-{uuid.uuid4().hex}"
-    order = await service.checkout(
-        caller.sub, cart_id, payment_token=body.payment.token, idempotency_key=key,
+    key = call.idem.key or f"auto-{uuid.uuid4().hex}"
+    order = await call.service.checkout(
+        caller.sub, call.ids[0], payment_token=body.payment.token, idempotency_key=key,
         accept_price_changes=body.accept_price_changes,
-        shipping_address=body.shipping_address, fingerprint=idem.fingerprint,
-        groups=list(caller.groups), if_match=version)
+        shipping_address=body.shipping_address, fingerprint=call.idem.fingerprint,
+        groups=list(caller.groups), if_match=call.if_match)
     return JSONResponse(order, status_code=201)
 
 
-@router.get("/v1/orders/{order_id}", responses={200: {"model": OrderPublic}})
-async def get_order(service: Service, caller: CurrentCaller, order_id: ResourceId) -> JSONResponse:
+@router.get("/v1/orders/{order_id}", responses={200: {"model": OrderPublic}},
+            openapi_extra=documented(ids=("order_id",), headers=("auth",)))
+async def get_order(request: Request) -> JSONResponse:
     """An order of the caller's."""
-    return JSONResponse(await service.get_order(caller.sub, order_id))
+    call = await read_call(request, "order_id")
+    return JSONResponse(await call.service.get_order(call.user.sub, call.ids[0]))

@@ -20,7 +20,7 @@ def server(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathFa
     log = Path(tmp_path_factory.mktemp("server")) / "server.log"
     prefix = "e2e" + uuid.uuid4().hex[:8]
     srv = Server("--redis-url", redis_url, "--redis-prefix", prefix, "--ray-address",
-                 ray_address, "--catalog", str(CATALOG), log=log).start()
+                 ray_address, "--catalog", str(CATALOG), "--hosts", "2", log=log).start()
     yield srv
     srv.stop()
     import redis
