@@ -10,6 +10,6 @@ Entry points (run from the project root with the project's venv):
     python -m loadtest.peers.redis_peer | memory_peer | ray_per_cart --port P
                                    the baseline peers, each a FastAPI app (loadtest/peers/)
 
-Modules: `client` (asyncio + httpx generator, HdrHistogram latencies in microseconds, rich
+Modules: `client` (asyncio generator over `http1`, HdrHistogram latencies in microseconds, rich
 progress), `scenarios` (cart churn, flash sale, read-heavy), `peers` (the baselines).
 """

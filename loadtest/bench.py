@@ -4,12 +4,12 @@ Usage (from the project root, with the project's venv):
 
     python -m loadtest.bench [--systems engine-ray,engine-local,redis-peer,memory-peer,ray-per-cart]
                              [--scenarios churn,flash,read] [--connections 64] [--duration 20]
-                             [--out bench-results/bench.json]
+                             [--rate REQ_PER_S] [--out bench-results/bench.json]
 
 Systems (each started in turn as a subprocess on a free 127.0.0.1 port, stopped before the next):
 
-    engine-ray     cart-engine serve --placement ray   --hosts N --redis-url redis://.../DB
-    engine-local   cart-engine serve --placement local --hosts N --redis-url redis://.../DB
+    engine-ray     cart-engine serve --placement ray   [--hosts N] --redis-url redis://.../DB
+    engine-local   cart-engine serve --placement local [--hosts N] --redis-url redis://.../DB
     redis-peer     python -m loadtest.peers.redis_peer   (Redis hashes + Lua stock script)
     memory-peer    python -m loadtest.peers.memory_peer  (a bare dict: the HTTP stack's ceiling)
     ray-per-cart   python -m loadtest.peers.ray_per_cart (one Ray actor per cart; carts capped)
@@ -107,7 +107,7 @@ class RunContext:
     catalog_path: Path
     auth_secret: str
     redis_url: str
-    hosts: int
+    hosts: int | None
     ray_carts: int
 
 
@@ -127,8 +127,8 @@ def engine_command(placement: str) -> Callable[[int, RunContext], list[str]]:
     def command(port: int, ctx: RunContext) -> list[str]:
         return [str(BIN_DIR / "cart-engine"), "serve", "--port", str(port),
                 "--redis-url", ctx.redis_url, "--placement", placement,
-                "--catalog", str(ctx.catalog_path), "--auth-secret", ctx.auth_secret,
-                "--hosts", str(ctx.hosts)]
+                "--catalog", str(ctx.catalog_path), f"--auth-secret={ctx.auth_secret}",
+                *(["--hosts", str(ctx.hosts)] if ctx.hosts is not None else [])]
 
     return command
 
@@ -141,7 +141,7 @@ def peer_command(module: str, *extra: str) -> Callable[[int, RunContext], list[s
         peer_carts = ctx.ray_carts * len(ALL_SCENARIOS)
         filled = [arg.format(redis_url=ctx.redis_url, peer_carts=peer_carts) for arg in extra]
         return [sys.executable, "-m", f"loadtest.peers.{module}", "--port", str(port),
-                "--catalog", str(ctx.catalog_path), "--auth-secret", ctx.auth_secret, *filled]
+                "--catalog", str(ctx.catalog_path), f"--auth-secret={ctx.auth_secret}", *filled]
 
     return command
 
@@ -323,6 +323,7 @@ class BenchPlan:
     ready_timeout_s: float
     stop_timeout_s: float
     out: Path
+    rate: float | None = None
 
 
 async def run_scenario(name: str, target: Target, plan: BenchPlan, items: list) -> dict[str, Any]:
@@ -363,6 +364,7 @@ async def run_system(
             max_carts=ctx.ray_carts if spec.caps_carts else None,
             setup_s=plan.setup_s,
             server_cpu=server.cpu_seconds,
+            rate=plan.rate,
         )
         for scenario in plan.scenarios:
             rows.append(await run_one(scenario, target, plan, items, server))
@@ -501,9 +503,10 @@ def write_json(path: Path, plan: BenchPlan, ctx: RunContext, rows: list[dict[str
     """The results file: machine, configuration and rows."""
     config = {
         "systems": plan.systems, "scenarios": plan.scenarios,
-        "connections": plan.connections, "duration_s": plan.duration_s,
+        "connections": plan.connections, "duration_s": plan.duration_s, "rate": plan.rate,
         "max_requests": plan.max_requests, "buyers": plan.buyers, "units": plan.units,
-        "read_carts": plan.read_carts, "engine_hosts": ctx.hosts,
+        "read_carts": plan.read_carts,
+        "engine_hosts": ctx.hosts or max(1, (os.cpu_count() or 2) - 1),
         "ray_per_cart_max_carts": ctx.ray_carts, "redis_url": ctx.redis_url,
     }
     document = {"machine": machine_info(ctx.redis_url), "config": config, "results": rows}
@@ -527,15 +530,19 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
                         help="time limit of each measured phase, seconds")
     parser.add_argument("--requests", type=int, default=1_000_000,
                         help="request limit of each measured phase")
-    parser.add_argument("--buyers", type=int, default=2000, help="flash sale buyers")
-    parser.add_argument("--units", type=int, default=500, help="flash sale units on sale")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="pace churn and read at this many requests/s over all "
+                             "connections (latency at an offered load; default: flat out)")
+    parser.add_argument("--buyers", type=int, default=4000, help="flash sale buyers")
+    parser.add_argument("--units", type=int, default=1000, help="flash sale units on sale")
     parser.add_argument("--read-carts", type=int, default=256, help="carts read-heavy reads")
     parser.add_argument("--ray-carts", type=int, default=16,
                         help="cart cap per scenario for ray-per-cart (a Ray process per cart)")
     parser.add_argument("--products", type=int, default=50, help="catalog products")
     parser.add_argument("--variants", type=int, default=4, help="variants per product")
-    parser.add_argument("--hosts", type=int, default=os.cpu_count() or 2,
-                        help="engine hosts (--hosts of cart-engine serve)")
+    parser.add_argument("--hosts", type=int, default=None,
+                        help="engine hosts (--hosts of cart-engine serve; default: its own, "
+                             "one per CPU left after the gateway's)")
     parser.add_argument("--redis-host", default="127.0.0.1:6379")
     parser.add_argument("--redis-db", type=int, default=15,
                         help="Redis database the bench flushes and lends to the systems")
@@ -551,7 +558,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
         connections=args.connections, duration_s=args.duration, max_requests=args.requests,
         buyers=args.buyers, units=args.units, read_carts=args.read_carts,
         setup_s=args.setup_timeout, ready_timeout_s=args.ready_timeout,
-        stop_timeout_s=args.stop_timeout, out=args.out,
+        stop_timeout_s=args.stop_timeout, out=args.out, rate=args.rate,
     )
     return plan, args
 

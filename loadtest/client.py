@@ -1,8 +1,8 @@
 """The load generator: an asyncio HTTP/1.1 keep-alive client with latency histograms.
 
-One `HttpSession` holds `connections` virtual users' `httpx.AsyncClient`s, each with a single
-HTTP/1.1 keep-alive connection to one loopback server (one shared pool of N connections costs
-about 3x the client CPU per request: httpcore scans its pool on every request). A scenario opens
+One `HttpSession` holds `connections` virtual users' keep-alive HTTP/1.1 connections to one
+loopback server (`loadtest.http1`: a lean client, since the generator shares the cores with the
+server it measures and its CPU per request would otherwise cap every system alike). A scenario opens
 one or more `Phase`s on the session (setup, measured load, verification); each phase has its
 own request budget, time limit and `Recorder`, so setup traffic never pollutes the measured
 figures. A phase also records the client's CPU time and, given a probe, the server's, so a
@@ -19,18 +19,18 @@ significant digits) and reported in milliseconds; durations are in seconds.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-import httpx
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from loadtest.http1 import Connection, HttpError
 
 #: Highest latency the histogram can hold, in microseconds (60 s).
 MAX_LATENCY_US = 60_000_000
@@ -44,22 +44,6 @@ T = TypeVar("T")
 
 #: A probe answering the server's CPU seconds so far (None when it cannot tell).
 CpuProbe = Callable[[], "float | None"]
-
-
-def _skip_absent_sniffio() -> None:
-    """Make `import sniffio` fail fast when sniffio is not installed.
-
-    httpcore 1.0.x imports the optional `sniffio` each time it builds a lock; since anyio 4.11
-    no longer pulls sniffio in, every request pays a failed import that walks sys.path
-    (measured here: about 0.15 ms of client CPU per request; encode/httpcore discussion #1102,
-    PR #1103). A None entry in sys.modules makes that import fail at once, and httpcore then
-    assumes asyncio, which is what runs here.
-    """
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
-_skip_absent_sniffio()
 
 
 class BudgetExhausted(Exception):
@@ -173,7 +157,7 @@ class Reply:
 
     status: int
     body: Any
-    headers: httpx.Headers
+    headers: dict[str, str]
 
     @property
     def ok(self) -> bool:
@@ -182,11 +166,21 @@ class Reply:
 
 
 class User:
-    """A virtual user: one keep-alive connection (its own client) inside a phase."""
+    """A virtual user: one keep-alive connection (its own client) inside a phase.
 
-    def __init__(self, phase: Phase, client: httpx.AsyncClient) -> None:
+    In a paced phase (`Phase.interval_s` set) the user sends at most one request per interval
+    on a fixed schedule, and each latency counts from the request's scheduled start, not from
+    when it went out: a server that falls behind is charged the wait it caused (no
+    "coordinated omission", as in wrk2).
+    """
+
+    def __init__(self, phase: Phase, connection: Connection, slot: float = 0.0) -> None:
         self.phase = phase
-        self.client = client
+        self.connection = connection
+        #: Where in each interval this user's requests fall (0..1): users spread evenly over
+        #: it rather than all sending at once.
+        self.slot = slot
+        self.next_at: float | None = None
 
     async def call(
         self,
@@ -208,29 +202,41 @@ class User:
             all_headers["Authorization"] = f"Bearer {token}"
         recorder = self.phase.recorder
         started = time.perf_counter()
+        interval = self.phase.interval_s
+        if interval is not None:
+            if self.next_at is None:
+                self.next_at = started + self.slot * interval  # users start together
+            scheduled = self.next_at
+            if scheduled > started:
+                await asyncio.sleep(scheduled - started)
+            started, self.next_at = scheduled, scheduled + interval
         try:
-            response = await self.client.request(method, path, json=json, headers=all_headers)
-        except httpx.HTTPError as exc:
-            recorder.record(started, time.perf_counter(), type(exc).__name__)
+            response = await self.connection.request(method, path, json=json, headers=all_headers)
+        except HttpError as exc:
+            recorder.record(started, time.perf_counter(), type(exc.__cause__ or exc).__name__)
             return None
-        recorder.record(started, time.perf_counter(), response.status_code)
-        return Reply(response.status_code, _json_or_none(response), response.headers)
+        recorder.record(started, time.perf_counter(), response.status)
+        return Reply(response.status, response.json(), response.headers)
 
 
 class Phase:
     """One bounded, recorded stretch of traffic over a shared `HttpSession`."""
 
-    def __init__(self, session: HttpSession, name: str, budget: Budget, recorder: Recorder) -> None:
+    def __init__(self, session: HttpSession, name: str, budget: Budget, recorder: Recorder,
+                 interval_s: float | None = None) -> None:
         self.session = session
         self.name = name
         self.budget = budget
         self.recorder = recorder
+        #: Seconds between two requests of one virtual user when paced (None: at once).
+        self.interval_s = interval_s
         self.client_cpu_s = 0.0
         self.server_cpu_s: float | None = None
 
     def user(self, index: int) -> User:
         """Virtual user `index` (its connection is the session's `index mod connections`)."""
-        return User(self, self.session.client(index))
+        connections = self.session.connections
+        return User(self, self.session.client(index), (index % connections) / connections)
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Reply | None:
         """A request outside `run_users`/`run_pool` (admin calls), on the first connection."""
@@ -321,7 +327,7 @@ class Phase:
 
 
 class HttpSession:
-    """`connections` keep-alive HTTP/1.1 clients to `base_url`, one per virtual user.
+    """`connections` keep-alive HTTP/1.1 connections to `base_url` (`http://host:port`).
 
     `server_cpu`, if given, answers the server's CPU seconds so far; phases meter it.
     """
@@ -332,26 +338,24 @@ class HttpSession:
         self.base_url = base_url
         self.connections = max(1, connections)
         self._server_cpu = server_cpu
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        url = urlsplit(base_url)
+        self._address = (url.hostname or "127.0.0.1", url.port or 80)
+        self._connections: dict[int, Connection] = {}
 
     async def __aenter__(self) -> HttpSession:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for connection in self._connections.values():
+            await connection.close()
+        self._connections.clear()
 
-    def client(self, index: int) -> httpx.AsyncClient:
-        """The client (one keep-alive connection) of virtual user `index mod connections`."""
+    def client(self, index: int) -> Connection:
+        """The keep-alive connection of virtual user `index mod connections`."""
         slot = index % self.connections
-        if slot not in self._clients:
-            self._clients[slot] = httpx.AsyncClient(
-                base_url=self.base_url,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                timeout=httpx.Timeout(REQUEST_TIMEOUT_S),
-            )
-        return self._clients[slot]
+        if slot not in self._connections:
+            self._connections[slot] = Connection(*self._address, timeout_s=REQUEST_TIMEOUT_S)
+        return self._connections[slot]
 
     def server_cpu(self) -> float | None:
         """The server's CPU seconds so far, or None without a probe."""
@@ -364,13 +368,19 @@ class HttpSession:
         max_requests: int,
         duration_s: float,
         expected: Iterable[int] = (200, 201, 204),
+        rate: float | None = None,
     ) -> Phase:
-        """A new phase with its own budget and recorder; its clock starts when it runs."""
+        """A new phase with its own budget and recorder; its clock starts when it runs.
+
+        `rate` (requests/s over all `connections` virtual users) paces the phase: an offered
+        load instead of as fast as the server answers (see `User`).
+        """
         return Phase(
             self,
             name,
             Budget(max_requests=max_requests, duration_s=duration_s),
             Recorder(expected=frozenset(expected)),
+            None if rate is None else self.connections / rate,
         )
 
 
@@ -383,12 +393,3 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     return uvloop.run(main)
 
-
-def _json_or_none(response: httpx.Response) -> Any:
-    """The response body decoded as JSON, or None if it is empty or not JSON."""
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return None

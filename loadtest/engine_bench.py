@@ -3,17 +3,23 @@
 Usage (from the project root, with the project's venv):
 
     python -m loadtest.engine_bench [ops] [memory] [persistence]
-        [--carts 100000] [--ops 200000] [--redis-url redis://127.0.0.1:6379/15]
+        [--carts 100000] [--ops 200000] [--per-cart 1,10,50]
+        [--redis-url redis://127.0.0.1:6379/15]
         [--out bench-results/engine.json]
 
-- ``ops``: cart operations per second through ``CartService`` in this process (the
-  embedding API), on the in-memory store (every turn still goes through the codec) and, with
-  ``--redis-url``, on Redis. The mix is add / re-quantity / view over ``--carts`` carts, sent
-  as concurrent batches the way a simulation drives it.
+- ``ops``: cart operations per second in this process (the embedding API), on the in-memory
+  store (every turn still goes through the codec) and, with ``--redis-url``, on Redis. Two
+  ways in: one call per operation (``add_item`` / ``set_quantity`` / ``get_cart``, each
+  answering the priced cart), sent as concurrent batches; and ``CartService.apply``, the
+  batch API for simulations, with ``--per-cart`` line operations per cart per batch (one
+  turn and one write per cart, a lean answer per op).
 - ``memory``: resident bytes per idle active cart (one line) in one host, over ``--carts``
   carts, and the extrapolation to 1,000,000 carts.
 - ``persistence``: time to persist one new reservation on an inventory actor that already
   holds 0 and then 10,000 open reservations (Redis, ``--redis-url``): O(change) means equal.
+
+The process runs with `actors.runtime.tune_gc` applied, as the served engine does;
+``--default-gc`` keeps CPython's collector defaults instead, for comparison.
 
 Prints a rich table and writes JSON. Bounded: every loop runs a fixed count.
 """
@@ -36,8 +42,10 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.clock import ManualClock
-from actors.service import CartService
+from actors.runtime import tune_gc
+from actors.service import CartOp, CartService
 from actors.settings import EngineSettings
+from loadtest.client import run_async
 from snapshots.memory_store import MemoryStore
 from snapshots.redis_store import RedisStore, connect
 from snapshots.store import NEW_EPOCH, Write
@@ -103,6 +111,33 @@ async def bench_ops(carts: int, ops: int, store: Any, label: str) -> dict[str, A
             "unit": "ops/s", "ops": done, "seconds": round(seconds, 2), "carts": carts}
 
 
+async def bench_apply(carts: int, ops: int, per_cart: int, store: Any,
+                      label: str) -> dict[str, Any]:
+    """Operations/s through ``CartService.apply``: batches of ``per_cart`` add / re-quantity
+    ops on each of BATCH carts (every op valid; each batch persisted before the next)."""
+    svc = await _service(store)
+    await _create(svc, carts)
+    done, first = 0, 0
+    started = time.perf_counter()
+    while done < ops:
+        batch = []
+        for i in range(first, first + BATCH):
+            owner, cid = f"guest_{i % carts:020x}", cart_id(i % carts)
+            for k in range(per_cart):
+                batch.append(CartOp(cid, owner, "add", "tee", 1) if k % 2 == 0
+                             else CartOp(cid, owner, "set", "ln_1", 1 + k % 7))
+        replies = await svc.apply(batch)
+        if any(r[0] != "ok" for r in replies):
+            raise RuntimeError(f"an op failed: {next(r for r in replies if r[0] != 'ok')}")
+        done += len(batch)
+        first += BATCH
+    seconds = time.perf_counter() - started
+    await svc.close()
+    return {"figure": f"embedded ops/s, apply, {per_cart} per cart per batch ({label})",
+            "value": round(done / seconds), "unit": "ops/s", "ops": done,
+            "seconds": round(seconds, 2), "carts": carts, "per_cart": per_cart}
+
+
 async def bench_memory(carts: int) -> dict[str, Any]:
     """Resident bytes per idle active cart (one line) in one host."""
     proc = psutil.Process(os.getpid())
@@ -152,10 +187,16 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if "ops" in args.what:
         rows.append(await bench_ops(args.carts, args.ops, MemoryStore(), "memory store"))
+        for per_cart in args.per_cart:
+            rows.append(await bench_apply(args.carts, args.ops, per_cart, MemoryStore(),
+                                          "memory store"))
         if args.redis_url:
             store = RedisStore(connect(args.redis_url), "bench-ops")
             await store.clear()
             rows.append(await bench_ops(args.carts, args.ops, store, "Redis store"))
+            await store.clear()
+            rows.append(await bench_apply(args.carts, args.ops, max(args.per_cart), store,
+                                          "Redis store"))
             await store.clear()
             await store.close()
     if "memory" in args.what:
@@ -171,10 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", nargs="*", default=["ops", "memory", "persistence"])
     p.add_argument("--carts", type=int, default=100_000)
     p.add_argument("--ops", type=int, default=300_000)
+    p.add_argument("--per-cart", type=lambda v: [int(x) for x in v.split(",")],
+                   default=[1, 10, 50],
+                   help="apply: ops per cart per batch, comma-separated (default 1,10,50)")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    p.add_argument("--default-gc", action="store_true",
+                   help="keep CPython's garbage-collector defaults (no tune_gc)")
     p.add_argument("--out", type=Path, default=Path("bench-results/engine.json"))
     args = p.parse_args(argv)
-    rows = asyncio.run(run(args))
+    if not args.default_gc:
+        tune_gc()
+    rows = run_async(run(args))
     table = Table(title="cart engine, in process")
     for col in ("figure", "value", "unit"):
         table.add_column(col)
@@ -184,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "gc": "default" if args.default_gc else "tune_gc",
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
                     "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
         "rows": rows}, indent=2))

@@ -66,6 +66,8 @@ class Target:
     `setup_s` bounds each setup phase (making carts, admin calls) in seconds: it is longer
     because some systems take seconds per cart (ray-per-cart starts a process per cart).
     `server_cpu` (if set) answers the server's CPU seconds so far, to meter CPU per request.
+    `rate` (if set, requests/s) paces the measured phases of churn and read: latency at an
+    offered load rather than at saturation (flash sales stay a burst).
     """
 
     base_url: str
@@ -77,6 +79,7 @@ class Target:
     max_carts: int | None = None
     setup_s: float = 120.0
     server_cpu: CpuProbe | None = field(default=None, compare=False)
+    rate: float | None = None
 
     def carts(self, wanted: int) -> int:
         """`wanted`, capped by `max_carts`."""
@@ -263,7 +266,8 @@ async def cart_churn(target: Target, items: list[Item]) -> dict[str, Any]:
 
     async with target.session() as session:
         phase = session.phase("churn", max_requests=target.max_requests,
-                              duration_s=target.duration_s, expected=(200, 201, 204))
+                              duration_s=target.duration_s, expected=(200, 201, 204),
+                              rate=target.rate)
         await phase.run_users(users, user)
     return result("churn", target, phase, users=users, iterations=iterations["done"])
 
@@ -409,7 +413,7 @@ async def read_heavy(
         if not prepared:
             raise ScenarioError("no cart could be prepared")
         phase = session.phase("read", max_requests=target.max_requests,
-                              duration_s=target.duration_s, expected=(200,))
+                              duration_s=target.duration_s, expected=(200,), rate=target.rate)
         await phase.run_users(target.connections, reader)
     return result("read", target, phase, carts=len(prepared), lines_per_cart=lines,
                   setup=setup_summary(setup))
