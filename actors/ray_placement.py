@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import secrets
+from typing import Any, Literal
 
+from actors.channel import (
+    TOKEN_BYTES,
+    ChannelClient,
+    ChannelServer,
+    connect_all,
+    node_address,
+)
 from actors.clock import Clock, ManualClock, SystemClock
 from actors.placement import build_host
 from actors.reference import ReferenceData
-from actors.router import BatchingRouter
+from actors.router import BatchCall, BatchingRouter
 from actors.runtime import Message, Reply, tune_gc
 from actors.settings import EngineSettings
 
@@ -40,9 +48,20 @@ class RayHostActor:
         self.max_delay = max_delay
         self.max_batch = max_batch
         self.host: Any = None
+        self.channel: ChannelServer | None = None
 
-    async def start(self, peers: list[Any]) -> int:
-        """Connect to Redis, load reference data, join the peers, start the sweeper."""
+    async def listen(self, token: bytes) -> tuple[str, int]:
+        """Open this host's batch channel (`actors.channel`) on its node; answers its address."""
+        self.channel = ChannelServer(self.handle_batch, token)
+        return await self.channel.start(node_address())
+
+    async def start(self, peers: list[Any], addresses: list[tuple[str, int]] | None = None,
+                    token: bytes = b"") -> int:
+        """Connect to Redis, load reference data, join the peers, start the sweeper.
+
+        ``addresses``: the peers' batch channels (`listen`), in host order; None: reach the
+        peers by Ray calls on their handles.
+        """
         from snapshots.redis_store import RedisStore, connect
 
         logging.basicConfig(level=logging.WARNING)
@@ -54,10 +73,9 @@ class RayHostActor:
         self.host = build_host(self.index, self.n_hosts, store, self.clock, self.settings,
                                reference)
 
-        async def call(i: int, batch: list[Message]) -> list[Reply]:
-            return await peers[i].handle_batch.remote(batch)  # type: ignore[no-any-return]
-
-        router = BatchingRouter(call, self.n_hosts, self.max_delay, self.max_batch)
+        clients = None if addresses is None else connect_all(addresses, token)
+        router = BatchingRouter(batch_call(peers, clients), self.n_hosts, self.max_delay,
+                                self.max_batch)
         self.host.route = router.send
         self.host.start_sweeper()
         tune_gc()
@@ -87,21 +105,40 @@ class RayHostActor:
     async def stop(self) -> None:
         """Stop sweeping and wait for every pending write."""
         self.host.stop_sweeper()
+        if self.channel is not None:
+            await self.channel.close()
         await self.host.drain()
         await self.host.store.close()
+
+
+def batch_call(handles: list[Any], clients: list[ChannelClient] | None) -> BatchCall:
+    """How a router reaches host ``i``: over its batch channel when ``clients`` are given
+    (`actors.channel`), else by a Ray call on its handle."""
+    if clients is None:
+        async def by_ray(i: int, batch: list[Message]) -> list[Reply]:
+            return await handles[i].handle_batch.remote(batch)  # type: ignore[no-any-return]
+        return by_ray
+    channels = clients
+
+    async def by_channel(i: int, batch: list[Message]) -> list[Reply]:
+        return await channels[i].call(batch)
+    return by_channel
 
 
 class RayPlacement:
     """``n_hosts`` Ray host actors; this process routes to them with a batching router.
 
-    Ray must be initialised by the caller (the bootstrap: CLI, app lifespan or test session).
+    ``transport``: how batches travel, to the hosts and between them: ``"tcp"``, a direct
+    channel per host (`actors.channel`, the default), or ``"ray"``, Ray actor calls. Ray must
+    be initialised by the caller (the bootstrap: CLI, app lifespan or test session).
     """
 
     def __init__(self, *, n_hosts: int, redis_url: str, prefix: str, settings: EngineSettings,
                  reference: ReferenceData, manual_clock_start: float | None = None,
                  max_delay: float = 0.001, max_batch: int = 256, max_queue: int = 20_000,
-                 name: str | None = None) -> None:
+                 name: str | None = None, transport: Literal["tcp", "ray"] = "tcp") -> None:
         self.n_hosts = n_hosts
+        self.transport = transport
         self.redis_url = redis_url
         self.prefix = prefix
         self.settings = settings
@@ -112,6 +149,7 @@ class RayPlacement:
         self.max_queue = max_queue
         self.name = name
         self.handles: list[Any] = []
+        self.clients: list[ChannelClient] | None = None
         self.router: BatchingRouter | None = None
 
     async def start(self) -> None:
@@ -126,13 +164,16 @@ class RayPlacement:
                 i, self.n_hosts, self.redis_url, self.prefix, self.settings,
                 self.manual_clock_start, self.max_delay, self.max_batch)
             for i in range(self.n_hosts)]
-        await asyncio.gather(*(h.start.remote(self.handles) for h in self.handles))
-
-        async def call(i: int, batch: list[Message]) -> list[Reply]:
-            return await self.handles[i].handle_batch.remote(batch)  # type: ignore[no-any-return]
-
-        self.router = BatchingRouter(call, self.n_hosts, self.max_delay, self.max_batch,
-                                     self.max_queue)
+        token = secrets.token_bytes(TOKEN_BYTES)
+        addresses: list[tuple[str, int]] | None = None
+        if self.transport == "tcp":
+            addresses = list(await asyncio.gather(*(h.listen.remote(token)
+                                                    for h in self.handles)))
+        await asyncio.gather(*(h.start.remote(self.handles, addresses, token)
+                               for h in self.handles))
+        self.clients = None if addresses is None else connect_all(addresses, token)
+        self.router = BatchingRouter(batch_call(self.handles, self.clients), self.n_hosts,
+                                     self.max_delay, self.max_batch, self.max_queue)
 
     async def send(self, msg: Message) -> Reply:
         assert self.router is not None, "RayPlacement.start() first"
@@ -156,6 +197,8 @@ class RayPlacement:
                                    timeout=10)
         except Exception as e:  # noqa: BLE001 - shutting down anyway
             log.warning("hosts did not stop cleanly: %s", e)
+        for c in self.clients or []:
+            await c.close()
         for h in self.handles:
             ray.kill(h)
-        self.handles = []
+        self.handles, self.clients = [], None

@@ -77,7 +77,7 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
             n_hosts=settings.hosts, redis_url=url, prefix=settings.redis_prefix,
             settings=engine_settings, reference=ReferenceData(),
             max_delay=settings.batch_delay, max_batch=settings.batch_size,
-            max_queue=settings.max_queue)
+            max_queue=settings.max_queue, transport=settings.ray_transport)
         for kind in ("product", "promotion"):
             for value in (await store.load_reference(kind)).values():
                 placement.reference.apply(kind, value)

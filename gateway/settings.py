@@ -27,6 +27,9 @@ class GatewaySettings(BaseSettings):
     hosts: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=1,
                        le=256)
     placement: Literal["ray", "local"] = "ray"
+    #: How message batches reach Ray hosts: ``tcp``, a direct channel per host
+    #: (`actors.channel`), or ``ray``, Ray actor calls.
+    ray_transport: Literal["tcp", "ray"] = "tcp"
     #: Redis to keep snapshots in; unset or unreachable: a bundled Redis in ``data_dir``.
     redis_url: str | None = Field(None, validation_alias=AliasChoices(
         "redis_url", "REDIS_URL", "CART_ENGINE_REDIS_URL"))

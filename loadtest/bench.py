@@ -10,6 +10,8 @@ Systems (each started in turn as a subprocess on a free 127.0.0.1 port, stopped 
 
     engine-ray     cart-engine serve --placement ray   [--hosts N] --redis-url redis://.../DB
     engine-local   cart-engine serve --placement local [--hosts N] --redis-url redis://.../DB
+    engine-ray-calls  (only when named) engine-ray with --ray-transport ray: batches as Ray
+                   actor calls instead of the hosts' direct TCP channels, for comparison
     redis-peer     python -m loadtest.peers.redis_peer   (Redis hashes + Lua stock script)
     memory-peer    python -m loadtest.peers.memory_peer  (a bare dict: the HTTP stack's ceiling)
     ray-per-cart   python -m loadtest.peers.ray_per_cart (one Ray actor per cart; carts capped)
@@ -121,14 +123,14 @@ class SystemSpec:
     caps_carts: bool = False
 
 
-def engine_command(placement: str) -> Callable[[int, RunContext], list[str]]:
+def engine_command(placement: str, *extra: str) -> Callable[[int, RunContext], list[str]]:
     """The `cart-engine serve` command line for a placement (`ray` or `local`)."""
 
     def command(port: int, ctx: RunContext) -> list[str]:
         return [str(BIN_DIR / "cart-engine"), "serve", "--port", str(port),
                 "--redis-url", ctx.redis_url, "--placement", placement,
                 "--catalog", str(ctx.catalog_path), f"--auth-secret={ctx.auth_secret}",
-                *(["--hosts", str(ctx.hosts)] if ctx.hosts is not None else [])]
+                *(["--hosts", str(ctx.hosts)] if ctx.hosts is not None else []), *extra]
 
     return command
 
@@ -150,6 +152,8 @@ SYSTEMS: dict[str, SystemSpec] = {
     spec.name: spec
     for spec in (
         SystemSpec("engine-ray", engine_command("ray"), uses_redis=True),
+        SystemSpec("engine-ray-calls", engine_command("ray", "--ray-transport", "ray"),
+                   uses_redis=True),
         SystemSpec("engine-local", engine_command("local"), uses_redis=True),
         SystemSpec("redis-peer", peer_command("redis_peer", "--redis-url", "{redis_url}",
                                               "--key-prefix", "bench:"), uses_redis=True),
@@ -533,8 +537,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
     parser.add_argument("--rate", type=float, default=None,
                         help="pace churn and read at this many requests/s over all "
                              "connections (latency at an offered load; default: flat out)")
-    parser.add_argument("--buyers", type=int, default=4000, help="flash sale buyers")
-    parser.add_argument("--units", type=int, default=1000, help="flash sale units on sale")
+    parser.add_argument("--buyers", type=int, default=16_000, help="flash sale buyers")
+    parser.add_argument("--units", type=int, default=4000, help="flash sale units on sale")
     parser.add_argument("--read-carts", type=int, default=256, help="carts read-heavy reads")
     parser.add_argument("--ray-carts", type=int, default=16,
                         help="cart cap per scenario for ray-per-cart (a Ray process per cart)")
@@ -553,7 +557,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
     plan = BenchPlan(
-        systems=checked(args.systems, ALL_SYSTEMS, parser),
+        systems=checked(args.systems, tuple(SYSTEMS), parser),
         scenarios=checked(args.scenarios, ALL_SCENARIOS, parser),
         connections=args.connections, duration_s=args.duration, max_requests=args.requests,
         buyers=args.buyers, units=args.units, read_carts=args.read_carts,

@@ -1,0 +1,122 @@
+"""The direct batch channel to a Ray host (`actors.channel`), without Ray: one loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors.channel import HEADER, TOKEN_BYTES, ChannelClient, ChannelServer
+from actors.router import BatchingRouter
+from actors.runtime import Message, Reply, ok
+
+pytestmark = pytest.mark.actors
+
+TOKEN = secrets.token_bytes(TOKEN_BYTES)
+
+
+def msg(i: int, method: str = "view") -> Message:
+    return ("cart", f"c{i}", method, {"i": i}, None, None)
+
+
+class Host:
+    """Answers each message with its ``i``; a batch whose first message is ``hold`` waits for
+    ``release``; ``boom`` fails the whole batch."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+        self.batches: list[int] = []
+
+    async def __call__(self, batch: list[Message]) -> list[Reply]:
+        self.batches.append(len(batch))
+        if batch[0][2] == "hold":
+            self.holding.set()
+            await self.release.wait()
+        if batch[0][2] == "boom":
+            raise KeyError("no such host state")
+        return [ok(m[3]["i"]) for m in batch]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Host, ChannelServer, tuple[str, int]]]:
+    host = Host()
+    server = ChannelServer(host, TOKEN)
+    address = await server.start("127.0.0.1")
+    yield host, server, address
+    await server.close()
+
+
+async def test_batches_in_flight_on_one_connection_find_their_callers(served) -> None:  # type: ignore[no-untyped-def]
+    host, _, address = served
+    client = ChannelClient(address, TOKEN)
+    held = asyncio.ensure_future(client.call([msg(1, "hold"), msg(2)]))
+    await host.holding.wait()
+    # the second batch overtakes the first, which its host is still working on
+    assert await client.call([msg(3), msg(4), msg(5)]) == [ok(3), ok(4), ok(5)]
+    assert not held.done()
+    host.release.set()
+    assert await held == [ok(1), ok(2)]
+    assert host.batches == [2, 3]
+    await client.close()
+
+
+async def test_a_batch_the_host_fails_raises_for_its_caller_and_the_connection_lives_on(
+        served) -> None:  # type: ignore[no-untyped-def]
+    _, _, address = served
+    client = ChannelClient(address, TOKEN)
+    with pytest.raises(RuntimeError, match="KeyError"):
+        await client.call([msg(1, "boom")])
+    assert await client.call([msg(2)]) == [ok(2)]
+    await client.close()
+
+
+async def test_a_caller_without_the_token_is_turned_away(served) -> None:  # type: ignore[no-untyped-def]
+    host, _, address = served
+    client = ChannelClient(address, secrets.token_bytes(TOKEN_BYTES))
+    with pytest.raises(ConnectionError):
+        await client.call([msg(1)])
+    assert host.batches == []
+    await client.close()
+
+
+async def test_a_host_that_dies_mid_call_fails_the_batch_and_the_next_one_reconnects() -> None:
+    """A fake host reads one frame and drops the connection; the router answers that batch's
+    callers host_unavailable, and the next batch reaches a healthy host at the same address
+    over a new connection."""
+    got_frame = asyncio.Event()
+    dying = True
+
+    async def die_or_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(TOKEN_BYTES)
+        size, _ = HEADER.unpack(await reader.readexactly(HEADER.size))
+        await reader.readexactly(size)
+        got_frame.set()
+        writer.close()
+
+    healthy = ChannelServer(Host(), TOKEN)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if dying:
+            await die_or_answer(reader, writer)
+        else:
+            await healthy._serve(reader, writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    address = server.sockets[0].getsockname()[:2]
+    client = ChannelClient(address, TOKEN)
+
+    async def call(i: int, batch: list[Message]) -> list[Reply]:
+        return await client.call(batch)
+
+    router = BatchingRouter(call, n_hosts=1)
+    status, error = await router.send(msg(1))
+    assert got_frame.is_set()
+    assert status == "err" and error["code"] == "host_unavailable"
+    dying = False
+    assert await router.send(msg(2)) == ok(2)
+    await client.close()
+    server.close()
+    await server.wait_closed()
