@@ -1,0 +1,41 @@
+"""``python -m loadtest.engine_bench`` runs each of its figures (at toy sizes) and reports them."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from loadtest.engine_bench import bench_apply, bench_memory, bench_ops, bench_persistence
+from snapshots.memory_store import MemoryStore
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_operation_figures_count_every_operation_they_ran() -> None:
+    row = await bench_ops(carts=50, ops=3000, store=MemoryStore(), label="memory store")
+    assert row["ops"] == 3000 and row["value"] > 0
+    # bench_apply raises if any operation of a batch failed
+    row = await bench_apply(carts=50, ops=2000, per_cart=10, store=MemoryStore(),
+                            label="memory store")
+    assert row["ops"] >= 2000 and row["per_cart"] == 10 and row["value"] > 0
+
+
+async def test_the_memory_figure_extrapolates_to_a_million_carts() -> None:
+    row = await bench_memory(carts=2000)
+    assert row["carts"] == 2000 and row["unit"] == "B"
+    assert row["projected_rss_1m_carts_gb"] > 0
+
+
+async def test_the_persistence_figure_compares_both_ledgers_and_leaves_redis_clean(
+        redis_url: str) -> None:
+    prefix = "t" + uuid.uuid4().hex[:10]
+    rows = await bench_persistence(redis_url, open_reservations=300, rounds=3, samples=10,
+                                   prefix=prefix)
+    empty, full, ratio = rows
+    assert "0 already open" in empty["figure"] and "300 already open" in full["figure"]
+    assert empty["value"] > 0 and full["value"] > 0 and ratio["value"] > 0
+    client = redis.Redis.from_url(redis_url)
+    assert list(client.scan_iter(f"{prefix}*")) == []
+    client.close()
