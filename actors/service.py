@@ -28,7 +28,7 @@ from actors.runtime import Reply, unwrap
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient
 from engine.catalog import product_from_dict, product_to_dict
-from engine.errors import NotFound
+from engine.errors import Conflict, NotFound
 from engine.limits import check_id
 from engine.promotions import promotion_from_dict, promotion_to_dict
 from engine.stock import check_stock
@@ -94,7 +94,10 @@ class CartService:
 
         With ``initial_stock_only`` (catalog files loaded at start-up) stock is set only for
         variants that never had any, so a restart does not undo sales.
-        Raises ValidationFailed (``invalid_product``, ``variant_id_taken``, ``invalid_stock``).
+        Raises ValidationFailed (``invalid_product``, ``variant_id_taken``, ``invalid_stock``);
+        Conflict ``shards_in_use`` when the body changes the ``shards`` of a variant whose
+        inventory ever held stock (its ledger lives in the shards it has: a new count would
+        strand it; sell through a new variant instead).
         """
         product = product_from_dict(product_id, body)
         stocks = {v["variant_id"]: v["stock"] for v in body.get("variants") or []
@@ -104,11 +107,29 @@ class CartService:
         for n in stocks.values():
             check_stock(n)  # every part of the body is valid before anything is written
         self.reference.catalog.check(product)
+        await self._check_reshard(product)
         await self.store.put_reference("product", product_id, product)
         await self.placement.publish("product", product)
         for vid, n in stocks.items():
             await self.stock_client.adjust(vid, set=n, only_if_new=initial_stock_only)
         return product_to_dict(product)
+
+    async def _check_reshard(self, product: Any) -> None:
+        """Refuse a new ``shards`` count for a variant whose ledger ever held stock."""
+        current = self.reference.catalog.find(product.product_id)
+        if current is None:
+            return
+        before = {v.variant_id: v.shards for v in current.variants}
+        for v in product.variants:
+            if before.get(v.variant_id, v.shards) == v.shards:
+                continue
+            stock = await self.stock_client.status(v.variant_id)  # the current layout's
+            if stock["on_hand"] or stock["reserved"] or stock["sold"]:
+                raise Conflict(
+                    "shards_in_use",
+                    f"variant {v.variant_id!r} has stock in {before[v.variant_id]} shard(s); "
+                    "its shard count cannot change (sell through a new variant instead)",
+                    [{"variant_id": v.variant_id, "shards": before[v.variant_id], **stock}])
 
     async def get_product(self, product_id: str) -> dict[str, Any]:
         """Product with each variant's available units. Raises NotFound ``product_not_found``."""

@@ -186,6 +186,29 @@ async def test_a_sharded_variant_sells_every_unit_and_never_oversells(
                                          "reserved": 0, "available": 0, "sold": 10}
 
 
+async def test_the_shard_count_of_a_variant_that_held_stock_cannot_change(
+        harness: Harness, svc: CartService) -> None:
+    body = product("hot", stock=10)
+    body["variants"][0]["shards"] = 4
+    await svc.put_product("hot", body)
+    resharded = product("hot")
+    resharded["variants"][0]["shards"] = 2
+    with pytest.raises(Conflict) as e:
+        await svc.put_product("hot", resharded)
+    assert e.value.code == "shards_in_use"
+    assert e.value.details[0] == {"variant_id": "hot-v0", "shards": 4, "on_hand": 10,
+                                  "reserved": 0, "available": 10, "sold": 0}
+    # nothing changed: the product still has 4 shards and all 10 units
+    assert svc.reference.catalog.get("hot").variants[0].shards == 4
+    assert (await svc.stock("hot-v0"))["available"] == 10
+    # a variant that never held stock may be re-sharded freely
+    await svc.put_product("cold", product("cold"))
+    cold = product("cold", stock=6)
+    cold["variants"][0]["shards"] = 3
+    await svc.put_product("cold", cold)
+    assert (await svc.stock("cold-v0"))["available"] == 6
+
+
 async def test_a_line_larger_than_any_shard_is_spread_over_shards(
         harness: Harness, svc: CartService) -> None:
     body = product("big", stock=8, hold_ttl=300)
