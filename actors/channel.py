@@ -54,6 +54,7 @@ class ChannelServer:
         self.token = token
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str) -> tuple[str, int]:
         """Listen on ``host`` at a free port; answers the ``(host, port)`` to connect to."""
@@ -62,12 +63,17 @@ class ChannelServer:
         return host, port
 
     async def close(self) -> None:
+        """Stop listening and close every connection (batches in flight fail on the caller's
+        side, as if the host had died)."""
         if self._server is not None:
             self._server.close()
+            for writer in list(self._writers):
+                writer.close()
             await self._server.wait_closed()
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             if not hmac.compare_digest(await reader.readexactly(TOKEN_BYTES), self.token):
                 log.warning("channel: a connection without the placement's token, closed")
@@ -84,6 +90,7 @@ class ChannelServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the caller went away; its batches in flight fail on its side
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, batch_id: int, body: bytes) -> None:

@@ -120,3 +120,16 @@ async def test_a_host_that_dies_mid_call_fails_the_batch_and_the_next_one_reconn
     await client.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_closing_the_server_fails_what_is_in_flight_instead_of_hanging() -> None:
+    host = Host()
+    server = ChannelServer(host, TOKEN)
+    client = ChannelClient(await server.start("127.0.0.1"), TOKEN)
+    held = asyncio.ensure_future(client.call([msg(1, "hold")]))
+    await host.holding.wait()
+    await server.close()
+    with pytest.raises(ConnectionError):
+        await held
+    host.release.set()  # the host finishes its turn; its reply has nowhere to go
+    await client.close()
