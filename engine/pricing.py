@@ -20,6 +20,12 @@ Pipeline (the order the promotions issue specifies):
 6. **Tax** on the discounted amount (plus shipping when the policy taxes shipping), by the
    :class:`~engine.policies.TaxCalculator`; rounded half up once per cart.
 
+Caps: a promotion with a ``max_discount`` in the cart's currency takes at most that much off
+(minor units). When the cap bites, the capped amount is spread over the lines in proportion to
+their uncapped shares by largest remainder (so no line gets more than it would have without
+the cap, and the lines sum exactly to the cap), and the discount's ``reason`` says it was
+capped. A cap on a shipping-target promotion caps what it takes off shipping.
+
 Combination: every stackable promotion that is eligible applies; an exclusive promotion
 (``stackable=False``) applies alone. When there are exclusive ones, pricing prices each
 possible deal (all stackable promotions together; each exclusive one alone) and keeps the
@@ -158,9 +164,20 @@ def _pct(bp: int) -> str:
 
 
 def describe_promotion(p: Promotion, currency: str) -> str:
-    """What ``p`` gives, in words: its admin ``description``, else generated from its rules."""
+    """What ``p`` gives, in words: its admin ``description``, else generated from its rules.
+
+    A cap in ``currency`` adds ``", up to 50.00 USD off"``.
+    """
     if p.description:
         return p.description
+    text = _describe_rules(p, currency)
+    cap = p.cap_in(currency)
+    if cap is not None and p.kind != "free_shipping":
+        text += f", up to {format_amount(cap, currency)} off"
+    return text
+
+
+def _describe_rules(p: Promotion, currency: str) -> str:
     target = p.target.describe()
     if p.kind == "free_shipping":
         return "free shipping"
@@ -174,12 +191,16 @@ def describe_promotion(p: Promotion, currency: str) -> str:
                 ("every item" if p.target.type == "cart" else target)
         return f"{money} off {target}"
     got = "free" if p.percent_bp >= 10_000 else f"at {_pct(p.percent_bp)} off"
+    if p.get_target is not None:
+        of = "items" if p.target.type == "cart" else f"of {target}"
+        return f"buy {p.buy_quantity} {of}, get {p.get_quantity} of " \
+            f"{p.get_target.describe()} {got}"
     on = "" if p.target.type == "cart" else f" on {target}"
     return f"buy {p.buy_quantity} get {p.get_quantity} {got}{on}"
 
 
-def _reason(p: Promotion, code: str | None, currency: str) -> str:
-    """Why ``p`` applied, in words: how it was activated and the conditions it met."""
+def _reason(p: Promotion, code: str | None, currency: str, capped: bool = False) -> str:
+    """Why ``p`` applied, in words: how it was activated, the conditions it met, its cap."""
     parts = [f"code {code}" if code else "automatic promotion"]
     minimum = p.minimum_in(currency)
     if minimum:
@@ -190,6 +211,9 @@ def _reason(p: Promotion, code: str | None, currency: str) -> str:
         parts.append(f"for {', '.join(sorted(p.customer_groups))} members")
     if not p.stackable:
         parts.append("exclusive: not combined with other promotions")
+    cap = p.cap_in(currency)
+    if capped and cap is not None:
+        parts.append(f"capped at its maximum discount of {format_amount(cap, currency)}")
     return "; ".join(parts)
 
 
@@ -208,6 +232,112 @@ def _items_word(p: Promotion, matching: Sequence[LineItem]) -> str:
 
 def _get_words(p: Promotion) -> str:
     return "free" if p.percent_bp >= 10_000 else f"at {_pct(p.percent_bp)} off"
+
+
+def _get_items_word(p: Promotion, lines: Sequence[LineItem], n: int) -> str:
+    """``n`` reward units of a ``get_target`` promotion: a line's name, or the target's words."""
+    assert p.get_target is not None
+    names = {ln.name for ln in lines if p.get_target.matches(ln)}
+    if len(names) == 1:
+        return next(iter(names))
+    return f"item{'' if n == 1 else 's'} of {p.get_target.describe()}"
+
+
+# -- buy X get Y with a get target ---------------------------------------------------------
+
+def _bxgy_best(buy_only: int, both: int, gets: int, b: int, g: int) -> tuple[int, int]:
+    """``(groups, units rewarded)`` of the best split of the units, counts only.
+
+    ``buy_only`` units match the target only, ``both`` match both targets, ``gets`` is every
+    unit matching the get target (``both`` included). ``groups`` complete groups count
+    ``groups * b`` units as bought, the target-only ones first, then ``max(0, groups * b -
+    buy_only)`` of the ``both`` ones; the rest of the get units can be rewarded, up to
+    ``groups * g``. Kept: the most units rewarded, then the fewest groups.
+    """
+    def rewarded(groups: int) -> int:
+        return min(groups * g, gets - max(0, groups * b - buy_only))
+    most = (buy_only + both) // b
+    # rewarded() is the minimum of a rising and a falling function of groups: its maximum is
+    # where they cross, at one of these points or the next one.
+    candidates = {0, most} | {min(most, c + d) for c in (buy_only // b, gets // g,
+                                                       (gets + buy_only) // (b + g))
+                              for d in (0, 1)}
+    groups = max(sorted(candidates), key=rewarded)  # the first maximum: the fewest groups
+    return groups, rewarded(groups)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A ``get_target`` promotion's split of a cart's units (counts are units).
+
+    ``rewards``: line index -> units rewarded. ``counts``: ``(buy_only, both, gets)`` as
+    :func:`_bxgy_best` takes them.
+    """
+
+    rewards: dict[int, int]
+    counts: tuple[int, int, int]
+
+
+def _bxgy_plan(p: Promotion, lines: Sequence[LineItem], rem: Sequence[int]) -> _Plan:
+    """Which units a ``buy_x_get_y`` promotion with a ``get_target`` rewards.
+
+    Buy units match ``target``, get units ``get_target``; a unit never counts both as bought
+    and as rewarded. Every complete group of ``buy_quantity`` bought units earns
+    ``get_quantity`` reward units, given to the cheapest get units not counted as bought.
+    Units matching only the target count as bought first; units matching both targets are
+    bought dearest first, so that the cheapest stay to be rewarded. Of all the ways to split
+    the units, the one rewarding the most units is kept, then the one buying the fewest. A
+    unit's price is what is left of its line (``rem``) over its quantity; ties go to the
+    smaller line id.
+    """
+    assert p.get_target is not None
+    buy_idx = [i for i, ln in enumerate(lines) if p.target.matches(ln)]
+    get_idx = [i for i, ln in enumerate(lines) if p.get_target.matches(ln)]
+    get_set = set(get_idx)
+    both_idx = [i for i in buy_idx if i in get_set]
+    buy_only = sum(lines[i].quantity for i in buy_idx if i not in get_set)
+    both = sum(lines[i].quantity for i in both_idx)
+    gets = sum(lines[i].quantity for i in get_idx)
+    groups, rewarded = _bxgy_best(buy_only, both, gets, p.buy_quantity, p.get_quantity)
+
+    def unit_price(i: int) -> Fraction:
+        return Fraction(rem[i], lines[i].quantity)
+
+    left = {i: lines[i].quantity for i in get_idx}
+    to_buy = max(0, groups * p.buy_quantity - buy_only)
+    for i in sorted(both_idx, key=lambda i: (-unit_price(i), lines[i].line_id)):
+        k = min(to_buy, left[i])
+        left[i] -= k
+        to_buy -= k
+    rewards: dict[int, int] = {}
+    for i in sorted(get_idx, key=lambda i: (unit_price(i), lines[i].line_id)):
+        k = min(rewarded, left[i])
+        if k:
+            rewards[i] = k
+            rewarded -= k
+    return _Plan(rewards, (buy_only, both, gets))
+
+
+def _bxgy_shortage(p: Promotion, lines: Sequence[LineItem]) -> tuple[str, int, int, str] | None:
+    """Why a ``get_target`` promotion rewards nothing: ``(side, short, have, words)``, or None.
+
+    ``side`` is ``"buy"`` when adding ``short`` more target units would earn a reward (``have``
+    of them are there), else ``"get"``: ``short`` get units are missing. ``words``: "add 1
+    more Shoe to get 1 Socks free".
+    """
+    plan = _bxgy_plan(p, lines, [ln.unit_price * ln.quantity for ln in lines])
+    if plan.rewards:
+        return None
+    buy_only, both, gets = plan.counts
+    b, g = p.buy_quantity, p.get_quantity
+    get_word = _get_items_word(p, lines, g)
+    for more in range(1, b + 1):
+        if _bxgy_best(buy_only + more, both, gets, b, g)[1]:
+            buy_word = _items_word(p, [ln for ln in lines if p.target.matches(ln)])
+            return ("buy", more, buy_only + both,
+                    f"add {more} more {buy_word} to get {g} {get_word} {_get_words(p)}")
+    return ("get", g, 0, f"add {g} {get_word} to get {'it' if g == 1 else 'them'} "
+                         f"{_get_words(p)}")
 
 
 # -- eligibility ---------------------------------------------------------------------------
@@ -232,7 +362,8 @@ def _ineligible(p: Promotion, code: str | None, subtotal: int, currency: str, no
 
     Order of checks: validity window, global usage, customer (sign-in, groups, own uses),
     currency, minimum subtotal (before discounts), then, with lines, eligible items and
-    minimum quantity (and a full buy-X-get-Y group).
+    minimum quantity (and a full buy-X-get-Y group; with a ``get_target``, at least one unit
+    rewarded: ``details`` then also say ``short_of`` ``"buy"`` or ``"get"`` units).
     """
     label = _label(p, code)
     det: dict[str, Any] = {"code": code, "promotion_id": p.promotion_id}
@@ -283,7 +414,15 @@ def _ineligible(p: Promotion, code: str | None, subtotal: int, currency: str, no
             "minimum_not_met",
             f"add {need} more {_items_word(p, matching)} to use {label}",
             [{**det, "min_quantity": p.min_quantity, "quantity": units, "short_quantity": need}])
-    if p.kind == "buy_x_get_y" and units < p.buy_quantity + p.get_quantity:
+    if p.kind == "buy_x_get_y" and p.get_target is not None:
+        lacking = _bxgy_shortage(p, lines)
+        if lacking is not None:
+            side, need, have, words = lacking
+            return ValidationFailed(
+                "minimum_not_met", f"{words} with {label}",
+                [{**det, "min_quantity": have + need, "quantity": have, "short_quantity": need,
+                  "short_of": side}])
+    elif p.kind == "buy_x_get_y" and units < p.buy_quantity + p.get_quantity:
         need = p.buy_quantity + p.get_quantity - units
         return ValidationFailed(
             "minimum_not_met",
@@ -371,6 +510,7 @@ class _Applied:
     amount: int
     per_line: dict[int, int]
     applies_to: str
+    capped: bool = False
 
 
 @dataclass(slots=True)
@@ -402,6 +542,9 @@ def _line_stage(p: Promotion, lines: Sequence[LineItem], rem: list[int],
         # Largest remainder over what is left of each targeted line: parts never exceed it.
         for i, part in zip(idx, allocate(amount, [rem[i] for i in idx]), strict=True):
             out[i] = part
+    elif p.kind == "buy_x_get_y" and p.get_target is not None:
+        for i, k in _bxgy_plan(p, lines, rem).rewards.items():
+            out[i] = _units_off(p, lines[i], rem[i], k)
     elif p.kind == "buy_x_get_y":
         units = sum(lines[i].quantity for i in idx)
         free = units // (p.buy_quantity + p.get_quantity) * p.get_quantity
@@ -412,10 +555,27 @@ def _line_stage(p: Promotion, lines: Sequence[LineItem], rem: list[int],
                 break
             k = min(free, lines[i].quantity)
             free -= k
-            # Rounding rule: half up, on the k units' share of what is left of the line.
-            out[i] = min(rem[i], round_half_up(rem[i] * k * p.percent_bp,
-                                               lines[i].quantity * 10_000))
+            out[i] = _units_off(p, lines[i], rem[i], k)
     return out
+
+
+def _units_off(p: Promotion, line: LineItem, rem: int, k: int) -> int:
+    """``p.percent_bp`` off ``k`` units of ``line``, of which ``rem`` minor units are left."""
+    # Rounding rule: half up, on the k units' share of what is left of the line.
+    return min(rem, round_half_up(rem * k * p.percent_bp, line.quantity * 10_000))
+
+
+def _capped(p: Promotion, parts: dict[int, int], currency: str) -> tuple[dict[int, int], bool]:
+    """``parts`` (line index -> minor units) within ``p``'s cap in ``currency``; whether it bit.
+
+    A biting cap is spread over the lines by largest remainder, weighted by their uncapped
+    parts: no line gets more than before and the parts sum exactly to the cap.
+    """
+    cap = p.cap_in(currency)
+    if cap is None or sum(parts.values()) <= cap:
+        return parts, False
+    keys = sorted(parts)
+    return dict(zip(keys, allocate(cap, [parts[i] for i in keys]), strict=True)), True
 
 
 def _cart_stage(p: Promotion, lines: Sequence[LineItem], rem: list[int],
@@ -449,11 +609,13 @@ def _run(lines: Sequence[LineItem], subs: Sequence[int], deal: Sequence[tuple[st
         for code, p in ordered:
             if p.stage != stage:
                 continue
-            parts = (_line_stage if stage == "line" else _cart_stage)(p, lines, rem, currency)
+            parts, capped = _capped(
+                p, (_line_stage if stage == "line" else _cart_stage)(p, lines, rem, currency),
+                currency)
             for i, d in parts.items():
                 rem[i] -= d
             applied.append(_Applied(p, code, sum(parts.values()),
-                                    {i: d for i, d in parts.items() if d}, "items"))
+                                    {i: d for i, d in parts.items() if d}, "items", capped))
     discounted = sum(rem)
     shipping_before = ctx.shipping.quote(currency, discounted, bool(lines), ctx.country,
                                          ctx.region)
@@ -461,8 +623,11 @@ def _run(lines: Sequence[LineItem], subs: Sequence[int], deal: Sequence[tuple[st
     for code, p in ordered:
         if p.stage == "shipping":
             saved = _shipping_saved(p, shipping, currency)
+            cap = p.cap_in(currency)
+            capped = cap is not None and saved > cap
+            saved = min(saved, cap) if cap is not None else saved
             shipping -= saved
-            applied.append(_Applied(p, code, saved, {}, "shipping"))
+            applied.append(_Applied(p, code, saved, {}, "shipping", capped))
     taxable = discounted + (shipping if ctx.tax.tax_shipping else 0)
     tax = ctx.tax.tax(taxable, ctx.country, ctx.region)
     total = discounted + shipping + (0 if ctx.tax.prices_include_tax else tax)
@@ -542,7 +707,7 @@ def price_cart(cart: Cart, ctx: PricingContext) -> PricedCart:
     line_discounts: list[list[dict[str, Any]]] = [[] for _ in lines]
     for a in out.applied:
         description = describe_promotion(a.promo, cur)
-        reason = _reason(a.promo, a.code, cur)
+        reason = _reason(a.promo, a.code, cur, a.capped)
         discounts.append({"code": a.code, "promotion_id": a.promo.promotion_id,
                           "amount": {"amount": a.amount, "currency": cur},
                           "description": description, "reason": reason,
@@ -582,6 +747,10 @@ def _automatic_hint(p: Promotion, err: DomainError, lines: Sequence[LineItem], c
     if "short" in d:
         hints.append(f"add {format_amount(d['short'], currency)} more to get "
                      f"{describe_promotion(p, currency)}")
+    elif "short_quantity" in d and p.kind == "buy_x_get_y" and p.get_target is not None:
+        short = _bxgy_shortage(p, lines)
+        if short is not None:
+            hints.append(short[3])
     elif "short_quantity" in d:
         items = _items_word(p, [ln for ln in lines if p.target.matches(ln)])
         what = f"{p.get_quantity} {_get_words(p)}" if p.kind == "buy_x_get_y" \
@@ -591,7 +760,32 @@ def _automatic_hint(p: Promotion, err: DomainError, lines: Sequence[LineItem], c
 
 def _bxgy_hint(p: Promotion, code: str | None, lines: Sequence[LineItem],
                hints: list[str]) -> None:
-    """"add 1 more T-shirt to get 1 free" when the last group of units is incomplete."""
+    """"add 1 more T-shirt to get 1 free" when the last group of units is incomplete.
+
+    With a ``get_target``: "add 1 more Socks to get it free" when more get units would be
+    rewarded (the groups earned more than the get units there), else "add 1 more Shoe to get 1
+    Socks free" when more target units would reward get units already in the cart.
+    """
+    if p.get_target is not None:
+        plan = _bxgy_plan(p, lines, [ln.unit_price * ln.quantity for ln in lines])
+        rewarded = sum(plan.rewards.values())
+        b, g = p.buy_quantity, p.get_quantity
+        buy_only, both, gets = plan.counts
+        # With get units to spare, every earned reward goes to one: what is still missing.
+        spare = (buy_only + both) // b * g
+        n = _bxgy_best(buy_only, both, gets + spare, b, g)[1] - rewarded
+        if n > 0:
+            hints.append(f"add {n} more {_get_items_word(p, lines, n)} to get "
+                         f"{'it' if n == 1 else 'them'} {_get_words(p)}")
+            return
+        for more in range(1, b + 1):
+            extra = _bxgy_best(buy_only + more, both, gets, b, g)[1] - rewarded
+            if extra > 0:
+                buy_word = _items_word(p, [ln for ln in lines if p.target.matches(ln)])
+                hints.append(f"add {more} more {buy_word} to get {extra} "
+                             f"{_get_items_word(p, lines, extra)} {_get_words(p)}")
+                return
+        return
     matching = [ln for ln in lines if p.target.matches(ln)]
     group = p.buy_quantity + p.get_quantity
     left = sum(ln.quantity for ln in matching) % group

@@ -8,7 +8,12 @@ automatically (``code`` None). The math is the ``kind``:
   with no amount is not eligible: ``currency_mismatch``);
 - ``free_shipping``: the shipping charge drops to 0;
 - ``buy_x_get_y``: for every ``buy_quantity + get_quantity`` eligible units, the
-  ``get_quantity`` cheapest get ``value`` basis points off (10000 = free).
+  ``get_quantity`` cheapest get ``value`` basis points off (10000 = free); with a
+  ``get_target``, every ``buy_quantity`` units of the target earn ``get_quantity`` units of the
+  get target ("buy 2 shoes, get a pair of socks free").
+
+``max_discounts`` optionally caps what one promotion takes off a cart, per currency ("20 %
+off, up to 50.00 USD"); a cart in a currency without a cap is uncapped.
 
 The ``target`` says what is discounted: the whole cart, listed products, variants or
 categories (each with exclusions), or shipping. Line targets (and ``buy_x_get_y``, and
@@ -47,7 +52,7 @@ _FIELDS = frozenset({
     "promotion_id", "kind", "value", "currency", "values", "code", "description", "target",
     "allocation", "buy_quantity", "get_quantity", "get_percent", "min_subtotal", "min_quantity",
     "starts_at", "ends_at", "usage_limit", "per_customer_limit", "customer_groups",
-    "stackable", "priority", "membership",
+    "stackable", "priority", "membership", "max_discount", "get_target",
 })
 
 
@@ -112,6 +117,11 @@ class Promotion:
     ``per_customer_limit`` counts a customer's past uses (``PricingContext.customer_uses``).
     ``customer_groups`` empty means everyone. ``stackable=False`` makes the promotion
     exclusive: it applies alone or not at all. Higher ``priority`` applies first and wins ties.
+
+    ``max_discounts``: ``(currency, minor units)`` pairs, each > 0: the most this promotion
+    takes off one cart in that currency (items, or shipping for a shipping target); a currency
+    without a pair is uncapped. ``get_target`` (``buy_x_get_y`` only, a line target): the units
+    rewarded, when they differ from the units bought (``target``); None = the same units.
     """
 
     promotion_id: str
@@ -136,6 +146,8 @@ class Promotion:
     stackable: bool = True
     priority: int = 0
     membership: bool = False
+    max_discounts: tuple[tuple[str, int], ...] = ()
+    get_target: Target | None = None
 
     def amount_in(self, currency: str) -> int | None:
         """Fixed amount in ``currency`` (minor units), or None when it has none there."""
@@ -144,6 +156,13 @@ class Promotion:
                 return amount
         if self.currency == currency:
             return self.value
+        return None
+
+    def cap_in(self, currency: str) -> int | None:
+        """Most this promotion takes off a cart in ``currency`` (minor units); None: no cap."""
+        for cur, amount in self.max_discounts:
+            if cur == currency:
+                return amount
         return None
 
     def minimum_in(self, currency: str) -> int:
@@ -233,8 +252,11 @@ def _time(body: Mapping[str, Any], name: str) -> float | None:
     raise _fail(name, f"{name} is epoch seconds or an RFC 3339 time")
 
 
-def _money_list(raw: object, name: str) -> tuple[tuple[str, int], ...]:
-    """A Money or a list of Money -> sorted ``(currency, amount)`` pairs; one per currency."""
+def _money_list(raw: object, name: str, low: int = 0) -> tuple[tuple[str, int], ...]:
+    """A Money or a list of Money -> sorted ``(currency, amount)`` pairs; one per currency.
+
+    Each amount is minor units in ``low..MAX_AMOUNT``; the currency an ISO 4217 code.
+    """
     entries = [raw] if isinstance(raw, Mapping) else raw
     if not isinstance(entries, list | tuple):
         raise _fail(name, f"{name} is a money object or a list of them")
@@ -243,8 +265,9 @@ def _money_list(raw: object, name: str) -> tuple[tuple[str, int], ...]:
         if not isinstance(m, Mapping):
             raise _fail(name, f"{name}: each amount is {{amount, currency}}")
         amount, currency = m.get("amount"), m.get("currency")
-        if type(amount) is not int or not 0 <= amount <= MAX_AMOUNT:
-            raise _fail(name, f"{name}: amount is an integer of minor units in 0..{MAX_AMOUNT}")
+        if type(amount) is not int or not low <= amount <= MAX_AMOUNT:
+            raise _fail(name, f"{name}: amount is an integer of minor units in "
+                              f"{low}..{MAX_AMOUNT}")
         if not isinstance(currency, str):
             raise _fail(name, f"{name}: currency is required")
         try:
@@ -277,31 +300,32 @@ def _strings(raw: object, name: str, ids: bool, limit: int) -> frozenset[str]:
     return frozenset(out)
 
 
-def _target(raw: object, kind: str) -> Target:
+def _target(raw: object, kind: str, name: str = "target") -> Target:
+    """The ``target`` (or ``get_target``, by ``name``) object; errors name ``name.field``."""
     if raw is None:
         return Target("shipping" if kind == "free_shipping" else "cart")
     if not isinstance(raw, Mapping):
-        raise _fail("target", "target is an object {type, ids?, exclude_ids?, exclude_categories?}")
+        raise _fail(name, f"{name} is an object {{type, ids?, exclude_ids?, exclude_categories?}}")
     unknown = set(raw) - {"type", "ids", "exclude_ids", "exclude_categories"}
     if unknown:
-        raise _fail("target", f"target has unknown fields: {', '.join(sorted(unknown))}")
+        raise _fail(name, f"{name} has unknown fields: {', '.join(sorted(unknown))}")
     ttype = raw.get("type", "cart")
     if ttype not in TARGET_TYPES:
-        raise _fail("target.type", f"target.type must be one of {', '.join(TARGET_TYPES)}")
-    ids = _strings(raw.get("ids"), "target.ids", ttype != "categories", MAX_TARGET_IDS)
+        raise _fail(f"{name}.type", f"{name}.type must be one of {', '.join(TARGET_TYPES)}")
+    ids = _strings(raw.get("ids"), f"{name}.ids", ttype != "categories", MAX_TARGET_IDS)
     if ttype in LINE_TARGET_TYPES and not ids:
-        raise _fail("target.ids", f"a {ttype} target needs at least one id")
+        raise _fail(f"{name}.ids", f"a {ttype} target needs at least one id")
     if ttype in ("cart", "shipping") and ids:
-        raise _fail("target.ids", f"a {ttype} target takes no ids")
-    excl = _strings(raw.get("exclude_ids"), "target.exclude_ids", True, MAX_TARGET_IDS)
-    excl_cat = _strings(raw.get("exclude_categories"), "target.exclude_categories", False,
+        raise _fail(f"{name}.ids", f"a {ttype} target takes no ids")
+    excl = _strings(raw.get("exclude_ids"), f"{name}.exclude_ids", True, MAX_TARGET_IDS)
+    excl_cat = _strings(raw.get("exclude_categories"), f"{name}.exclude_categories", False,
                         MAX_TARGET_IDS)
     if ttype == "shipping" and (excl or excl_cat):
-        raise _fail("target", "a shipping target takes no exclusions")
+        raise _fail(name, "a shipping target takes no exclusions")
     if kind == "free_shipping" and ttype != "shipping":
-        raise _fail("target.type", "free_shipping applies to shipping only")
+        raise _fail(f"{name}.type", "free_shipping applies to shipping only")
     if kind == "buy_x_get_y" and ttype == "shipping":
-        raise _fail("target.type", "buy_x_get_y applies to items, not shipping")
+        raise _fail(f"{name}.type", "buy_x_get_y applies to items, not shipping")
     return Target(ttype, ids, excl, excl_cat)
 
 
@@ -326,6 +350,13 @@ def promotion_from_dict(promotion_id: str, body: Mapping[str, Any]) -> Promotion
                                            # (default), or off each targeted unit
          "buy_quantity": X, "get_quantity": Y,     # buy_x_get_y, 1..999 each
          "get_percent": 1..100,        # buy_x_get_y alias of value in whole percent
+         "get_target": {"type": "products" | "variants" | "categories", "ids": [...],
+                        "exclude_ids": [...], "exclude_categories": [...]},
+                                       # buy_x_get_y: the units rewarded, when not the
+                                       # target's own (buy 2 shoes, get socks); see pricing
+         "max_discount": Money | [Money],  # most taken off one cart, per currency, each
+                                           # 1..MAX_AMOUNT; no amount in the cart's
+                                           # currency = uncapped; not for free_shipping
          "min_subtotal": int | Money | [Money],   # int: any currency; before discounts
          "min_quantity": int,          # eligible units in the cart
          "starts_at": epoch seconds | RFC 3339, "ends_at": same  (valid starts_at <= now < ends_at)
@@ -338,6 +369,9 @@ def promotion_from_dict(promotion_id: str, body: Mapping[str, Any]) -> Promotion
                                                # the other cart promotions
 
     Unknown fields are refused, so that a misspelt condition cannot silently widen a promotion.
+    ``max_discount`` caps ``percentage`` and ``buy_x_get_y`` (the usual "20 % off, up to 50.00
+    USD") and ``fixed`` too (it bites on ``allocation="each"``: "2.00 USD off each, up to
+    20.00 USD"); ``free_shipping`` refuses it (use ``fixed`` on a shipping target instead).
 
     Raises:
         ValidationFailed: ``invalid_promotion`` with ``details[0]["field"]`` naming the field.
@@ -421,6 +455,23 @@ def promotion_from_dict(promotion_id: str, body: Mapping[str, Any]) -> Promotion
         raise _fail("buy_quantity", "buy_x_get_y needs buy_quantity and get_quantity")
     if kind != "buy_x_get_y" and (buy_q or get_q or body.get("get_percent") is not None):
         raise _fail("buy_quantity", "buy_quantity/get_quantity are for buy_x_get_y")
+    get_target: Target | None = None
+    if body.get("get_target") is not None:
+        if kind != "buy_x_get_y":
+            raise _fail("get_target", "get_target is for buy_x_get_y promotions")
+        get_target = _target(body["get_target"], kind, "get_target")
+        if get_target.type not in LINE_TARGET_TYPES:
+            raise _fail("get_target.type",
+                        f"get_target.type must be one of {', '.join(LINE_TARGET_TYPES)}")
+
+    max_discounts: tuple[tuple[str, int], ...] = ()
+    if body.get("max_discount") is not None:
+        if kind == "free_shipping":
+            raise _fail("max_discount", "free_shipping takes no max_discount (use a fixed "
+                                        "amount off a shipping target)")
+        max_discounts = _money_list(body["max_discount"], "max_discount", low=1)
+        if not max_discounts:
+            raise _fail("max_discount", "max_discount needs an amount in at least one currency")
 
     raw_min = body.get("min_subtotal")
     min_subtotal = 0
@@ -464,7 +515,13 @@ def promotion_from_dict(promotion_id: str, body: Mapping[str, Any]) -> Promotion
         per_customer_limit=_opt_int(body, "per_customer_limit", 1, 10**6),
         customer_groups=groups, stackable=_bool(body, "stackable", True),
         priority=_int(body, "priority", -MAX_PRIORITY, MAX_PRIORITY, 0), membership=membership,
+        max_discounts=max_discounts, get_target=get_target,
     )
+
+
+def _target_to_dict(t: Target) -> dict[str, Any]:
+    return {"type": t.type, "ids": sorted(t.ids), "exclude_ids": sorted(t.exclude_ids),
+            "exclude_categories": sorted(t.exclude_categories)}
 
 
 def promotion_to_dict(p: Promotion) -> dict[str, Any]:
@@ -481,12 +538,13 @@ def promotion_to_dict(p: Promotion) -> dict[str, Any]:
         out["value"] = p.percent_bp
     out["code"] = p.code
     out["description"] = p.description
-    t = p.target
-    out["target"] = {"type": t.type, "ids": sorted(t.ids), "exclude_ids": sorted(t.exclude_ids),
-                     "exclude_categories": sorted(t.exclude_categories)}
+    out["target"] = _target_to_dict(p.target)
     out["allocation"] = p.allocation
     if p.kind == "buy_x_get_y":
         out["buy_quantity"], out["get_quantity"] = p.buy_quantity, p.get_quantity
+        out["get_target"] = _target_to_dict(p.get_target) if p.get_target else None
+    out["max_discount"] = [{"amount": a, "currency": c} for c, a in p.max_discounts] \
+        if p.max_discounts else None
     out["min_subtotal"] = [{"amount": a, "currency": c} for c, a in p.min_subtotals] \
         if p.min_subtotals else p.min_subtotal
     out["min_quantity"] = p.min_quantity

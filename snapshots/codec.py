@@ -90,19 +90,38 @@ def _plain(v: Any) -> Any:
     return v
 
 
+#: Promotion fields added after the first records were written: left out while unset, so
+#: that records of promotions not using them stay readable by the build before (rollback).
+_PROMOTION_OPTIONAL = {"max_discounts": (), "get_target": None}
+
+
+def _target_out(t: Target) -> dict[str, Any]:
+    return {f.name: _plain(getattr(t, f.name)) for f in dataclasses.fields(t)}
+
+
+def _target_in(d: dict[str, Any]) -> Target:
+    return Target(**{k: frozenset(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
 def _promotion_out(p: Promotion) -> dict[str, Any]:
     # Field by field, times as epoch floats: lossless (the admin JSON rounds times to ms).
-    out = {f.name: _plain(getattr(p, f.name)) for f in dataclasses.fields(p)
-           if f.name != "target"}
-    out["target"] = {f.name: _plain(getattr(p.target, f.name))
-                     for f in dataclasses.fields(p.target)}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(p):
+        v = getattr(p, f.name)
+        unset = f.name in _PROMOTION_OPTIONAL and v == _PROMOTION_OPTIONAL[f.name]
+        if f.name not in ("target", "get_target") and not unset:
+            out[f.name] = _plain(v)
+    out["target"] = _target_out(p.target)
+    if p.get_target is not None:
+        out["get_target"] = _target_out(p.get_target)
     return out
 
 
 def _promotion_in(d: dict[str, Any]) -> Promotion:
     d = dict(d)
     target = d.pop("target", {})
-    for key in ("amounts", "min_subtotals"):
+    get_target = d.pop("get_target", None)
+    for key in ("amounts", "min_subtotals", "max_discounts"):
         if key in d:
             d[key] = tuple(tuple(pair) for pair in d[key])
     if "customer_groups" in d:
@@ -111,8 +130,8 @@ def _promotion_in(d: dict[str, Any]) -> Promotion:
     unknown = set(d) - known
     if unknown:
         raise SnapshotVersionError(f"promotion record has unknown fields {sorted(unknown)}")
-    return Promotion(**d, target=Target(**{k: frozenset(v) if isinstance(v, list) else v
-                                           for k, v in target.items()}))
+    return Promotion(**d, target=_target_in(target),
+                     get_target=_target_in(get_target) if get_target is not None else None)
 
 
 #: tag -> (class, encode, decode). Plain data (dict/list/str/int) uses tag "raw".

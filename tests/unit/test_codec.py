@@ -192,6 +192,15 @@ PROMOTION_BODIES = {
         "target": {"type": "products", "ids": ["a", "b"]}},
     "membership": {"kind": "percentage", "value": 500, "customer_groups": ["gold"],
                    "membership": True},
+    "capped percentage": {"kind": "percentage", "value": 2000,
+                          "max_discount": [{"amount": 5000, "currency": "USD"},
+                                           {"amount": 4500, "currency": "EUR"}]},
+    "buy shoes get socks": {
+        "kind": "buy_x_get_y", "buy_quantity": 2, "get_quantity": 1,
+        "target": {"type": "categories", "ids": ["shoes"]},
+        "get_target": {"type": "products", "ids": ["sock"], "exclude_ids": ["sock-silk"],
+                       "exclude_categories": ["sale"]},
+        "max_discount": {"amount": 1500, "currency": "USD"}},
 }
 
 
@@ -228,6 +237,25 @@ def test_a_directly_built_promotion_round_trips_with_nested_tuples_and_sets():
     assert back == p
     assert back.amounts == (("EUR", 450), ("USD", 500))
     assert isinstance(back.target.ids, frozenset)
+
+
+def test_a_promotion_record_written_before_caps_and_get_targets_still_loads():
+    payload = msgpack.unpackb(encode(Promotion("p1", "buy_x_get_y", buy_quantity=2,
+                                               get_quantity=1)), raw=False)[2]
+    # Unset, the new fields are not written: records stay as the build before wrote them.
+    assert "max_discounts" not in payload and "get_target" not in payload
+    back = decode(record(SCHEMA_VERSION, "promotion", payload))
+    assert back.max_discounts == () and back.get_target is None
+
+
+def test_a_cap_and_a_get_target_come_back_as_tuples_and_a_target():
+    p = Promotion("p1", "buy_x_get_y", buy_quantity=2, get_quantity=1,
+                  max_discounts=(("EUR", 450), ("USD", 500)),
+                  get_target=Target("categories", frozenset({"socks"}), frozenset({"silk"})))
+    back = round_trip(p)
+    assert back == p
+    assert back.max_discounts == (("EUR", 450), ("USD", 500))
+    assert isinstance(back.get_target, Target) and isinstance(back.get_target.ids, frozenset)
 
 
 def test_a_promotion_record_with_an_unknown_field_is_refused():

@@ -17,7 +17,13 @@ from engine.pricing import (
     TaxPolicy,
     price_cart,
 )
-from engine.promotions import Promotion, Target, codes_index, promotion_from_dict
+from engine.promotions import (
+    Promotion,
+    Target,
+    codes_index,
+    promotion_from_dict,
+    promotion_to_dict,
+)
 from tests.unit.builders import make_cart, make_line
 
 pytestmark = pytest.mark.unit
@@ -275,6 +281,250 @@ def test_buy_2_get_1_hints_add_one_more_to_get_one_free():
     assert "add 1 more T-shirt to get 1 free" in partial.hints
     full = price(make_cart(make_line(quantity=6, name="T-shirt")), b2g1())
     assert not any("T-shirt" in h for h in full.hints)
+
+
+# -- max_discount (caps) -------------------------------------------------------------------
+
+USD_50 = {"amount": 5000, "currency": "USD"}
+
+
+def twenty_off(**extra: Any) -> Promotion:
+    return promo("p20", kind="percentage", value=2000, max_discount=USD_50, **extra)
+
+
+def test_a_cap_that_bites_limits_the_discount_and_says_so():
+    cart = make_cart(make_line("ln_1", quantity=2, unit_price=10_000),
+                     make_line("ln_2", "mug", unit_price=10_000))
+    priced = price(cart, twenty_off())  # 20 % of 300.00 is 60.00: capped at 50.00
+    assert priced.discount == 5000
+    entry = priced.discounts[0]
+    assert entry["amount"] == {"amount": 5000, "currency": "USD"}
+    assert entry["description"] == "20% off the cart, up to 50.00 USD off"
+    assert entry["reason"] == "automatic promotion; capped at its maximum discount of 50.00 USD"
+    assert priced.lines["ln_1"].discounts[0]["reason"] == entry["reason"]
+    assert_consistent(priced)
+
+
+def test_a_cap_that_does_not_bite_changes_nothing_but_the_words():
+    priced = price(make_cart(make_line(unit_price=10_000)), twenty_off())
+    assert priced.discount == 2000
+    assert priced.discounts[0]["reason"] == "automatic promotion"
+    assert priced.discounts[0]["description"] == "20% off the cart, up to 50.00 USD off"
+
+
+def test_a_cap_of_exactly_the_discount_is_not_reported_as_capped():
+    priced = price(make_cart(make_line(unit_price=25_000)), twenty_off())
+    assert priced.discount == 5000
+    assert "capped" not in priced.discounts[0]["reason"]
+
+
+def test_a_cart_in_a_currency_without_a_cap_is_uncapped():
+    cart = make_cart(make_line(quantity=3, unit_price=10_000), currency="EUR")
+    priced = price(cart, twenty_off())
+    assert priced.discount == 6000
+    assert priced.discounts[0]["description"] == "20% off the cart"
+    assert "capped" not in priced.discounts[0]["reason"]
+
+
+def test_each_currency_has_its_own_cap():
+    p = promo("p20", kind="percentage", value=2000,
+              max_discount=[USD_50, {"amount": 3000, "currency": "EUR"}])
+    eur = make_cart(make_line(quantity=3, unit_price=10_000), currency="EUR")
+    assert price(eur, p).discount == 3000
+    usd = make_cart(make_line(quantity=3, unit_price=10_000))
+    assert price(usd, p).discount == 5000
+
+
+def test_a_capped_discount_is_spread_in_proportion_to_the_uncapped_shares_and_sums_exactly():
+    cart = make_cart(make_line("ln_1", "a", unit_price=3333),
+                     make_line("ln_2", "b", unit_price=3333),
+                     make_line("ln_3", "c", unit_price=3334))
+    p = promo("p", kind="percentage", value=5000, max_discount={"amount": 100, "currency": "USD"})
+    priced = price(cart, p)
+    shares = {lid: pl.discount for lid, pl in priced.lines.items()}
+    assert sum(shares.values()) == priced.discount == 100
+    # Uncapped: 50.00 as 16.67 + 16.66 + 16.67; 1.00 over those is 0.3334, 0.3332, 0.3334
+    # each, so 33 cents each and the cent left to the first largest remainder.
+    assert shares == {"ln_1": 34, "ln_2": 33, "ln_3": 33}
+    assert_consistent(priced)
+
+
+def test_a_capped_line_promotion_never_gives_a_line_more_than_uncapped():
+    cart = make_cart(make_line("ln_1", "a", quantity=3, unit_price=999, category="shoes"),
+                     make_line("ln_2", "b", quantity=7, unit_price=1234, category="shoes"),
+                     make_line("ln_3", "c", unit_price=5000, category="tops"))
+    shoes = {"type": "categories", "ids": ["shoes"]}
+    uncapped = price(cart, promo("p", kind="percentage", value=3000, target=shoes))
+    capped = price(cart, promo("p", kind="percentage", value=3000, target=shoes,
+                               max_discount={"amount": 1001, "currency": "USD"}))
+    assert capped.discount == 1001 < uncapped.discount
+    for lid, pl in capped.lines.items():
+        assert pl.discount <= uncapped.lines[lid].discount
+    assert capped.lines["ln_3"].discount == 0
+    assert_consistent(capped)
+
+
+def test_a_cap_limits_buy_x_get_y():
+    cart = make_cart(make_line(quantity=4, unit_price=4000))
+    p = promo("bogo", kind="buy_x_get_y", buy_quantity=1, get_quantity=1, max_discount=USD_50)
+    priced = price(cart, p)  # two free units would be 80.00
+    assert priced.discount == 5000
+    assert "capped" in priced.discounts[0]["reason"]
+    assert priced.discounts[0]["description"] == "buy 1 get 1 free, up to 50.00 USD off"
+    assert_consistent(priced)
+
+
+def test_a_cap_limits_a_fixed_amount_off_each_unit():
+    p = promo("each", kind="fixed", value=200, currency="USD", allocation="each",
+              max_discount={"amount": 1000, "currency": "USD"})
+    priced = price(make_cart(make_line(quantity=8, unit_price=1000)), p)
+    assert priced.discount == 1000  # 8 x 2.00 = 16.00, capped at 10.00
+
+
+def test_a_cap_limits_a_percentage_off_shipping():
+    p = promo("ship", kind="percentage", value=10_000, target={"type": "shipping"},
+              max_discount={"amount": 300, "currency": "USD"})
+    priced = price(make_cart(make_line(unit_price=1000)), p,
+                   shipping=ShippingPolicy(flat={"USD": 999}, free_over={}))
+    assert (priced.shipping, priced.shipping_discount) == (699, 300)
+    assert "capped" in priced.discounts[0]["reason"]
+
+
+def test_a_capped_promotion_still_compounds_with_the_next_one():
+    cart = make_cart(make_line(quantity=10, unit_price=10_000))
+    first = promo("a", kind="percentage", value=5000, max_discount=USD_50, priority=2)
+    then = promo("b", kind="percentage", value=1000, priority=1)
+    priced = price(cart, first, then)
+    assert priced.discount == 5000 + 9500  # 10 % of what the capped one left
+    assert_consistent(priced)
+
+
+# -- buy X get Y with a get target ---------------------------------------------------------
+
+def shoes_get_socks(**extra: Any) -> Promotion:
+    extra.setdefault("get_target", {"type": "categories", "ids": ["socks"]})
+    return promo("socks", kind="buy_x_get_y", buy_quantity=2, get_quantity=1,
+                 target={"type": "categories", "ids": ["shoes"]}, **extra)
+
+
+def shoe(line_id: str, quantity: int = 1, unit_price: int = 8000, pid: str = "boot") -> Any:
+    return make_line(line_id, pid, quantity=quantity, unit_price=unit_price, category="shoes",
+                     name=pid.title())
+
+
+def sock(line_id: str, quantity: int = 1, unit_price: int = 500, pid: str = "sock") -> Any:
+    return make_line(line_id, pid, quantity=quantity, unit_price=unit_price, category="socks",
+                     name=pid.title())
+
+
+def test_buying_two_shoes_rewards_the_cheapest_pair_of_socks():
+    cart = make_cart(shoe("ln_1", 2), sock("ln_2", unit_price=900, pid="wool"),
+                     sock("ln_3", unit_price=400, pid="cotton"))
+    priced = price(cart, shoes_get_socks())
+    assert priced.discount == 400
+    assert line_totals(priced) == {"ln_1": 16_000, "ln_2": 900, "ln_3": 0}
+    assert priced.discounts[0]["description"] == \
+        "buy 2 of category shoes, get 1 of category socks free"
+    assert_consistent(priced)
+
+
+def test_the_shoes_bought_are_never_rewarded_even_when_cheaper_than_the_socks():
+    cart = make_cart(shoe("ln_1", 2, unit_price=300), sock("ln_2", unit_price=900))
+    priced = price(cart, shoes_get_socks())
+    assert line_totals(priced) == {"ln_1": 600, "ln_2": 0}
+
+
+def test_too_few_shoes_reward_nothing_and_say_how_many_to_add():
+    cart = make_cart(shoe("ln_1"), sock("ln_2", 3), codes=("SOCKS",))
+    priced = price(cart, shoes_get_socks(code="socks"))
+    assert priced.discount == 0
+    assert priced.code_errors["SOCKS"].code == "minimum_not_met"
+    assert "add 1 more Boot to get 1 Sock free with code SOCKS" in priced.hints
+    automatic = price(make_cart(shoe("ln_1"), sock("ln_2", 3)), shoes_get_socks())
+    assert automatic.hints == ["add 1 more Boot to get 1 Sock free"]
+
+
+def test_shoes_without_socks_reward_nothing():
+    priced = price(make_cart(shoe("ln_1", 4)), shoes_get_socks())
+    assert priced.discount == 0
+    assert priced.discounts == []
+
+
+def test_every_complete_group_of_shoes_earns_its_socks():
+    cart = make_cart(shoe("ln_1", 5), sock("ln_2", 2, unit_price=700),
+                     sock("ln_3", 2, unit_price=300, pid="cotton"))
+    priced = price(cart, shoes_get_socks())  # 5 shoes: 2 groups, the 2 cheapest socks
+    assert priced.discount == 600
+    assert line_totals(priced) == {"ln_1": 40_000, "ln_2": 1400, "ln_3": 0}
+    assert "add 1 more Boot to get 1 item of category socks free" in priced.hints
+
+
+def test_groups_earn_no_more_than_the_socks_there_and_the_hint_says_to_add_socks():
+    priced = price(make_cart(shoe("ln_1", 4), sock("ln_2")), shoes_get_socks())
+    assert priced.discount == 500
+    assert "add 1 more Sock to get it free" in priced.hints
+
+
+def test_a_reward_at_a_percentage_off():
+    cart = make_cart(shoe("ln_1", 2), sock("ln_2", unit_price=999))
+    assert price(cart, shoes_get_socks(get_percent=50)).discount == 500  # 499.5 half up
+
+
+def test_units_matching_both_targets_are_bought_dearest_first_and_rewarded_cheapest():
+    # Buy 1 shoe, get 1 shoe or sock free: the boot is bought, the sneaker stays and the
+    # sandal, the cheapest unit not bought, is free.
+    p = promo("any", kind="buy_x_get_y", buy_quantity=1, get_quantity=1,
+              target={"type": "products", "ids": ["boot", "sneaker"]},
+              get_target={"type": "categories", "ids": ["shoes"]})
+    cart = make_cart(shoe("ln_1", unit_price=5000, pid="boot"),
+                     shoe("ln_2", unit_price=4000, pid="sneaker"),
+                     shoe("ln_3", unit_price=3000, pid="sandal"))
+    priced = price(cart, p)
+    assert line_totals(priced) == {"ln_1": 5000, "ln_2": 4000, "ln_3": 0}
+
+
+def test_a_unit_matching_both_targets_alone_is_not_both_bought_and_rewarded():
+    p = promo("any", kind="buy_x_get_y", buy_quantity=1, get_quantity=1,
+              target={"type": "products", "ids": ["boot"]},
+              get_target={"type": "categories", "ids": ["shoes"]})
+    assert price(make_cart(shoe("ln_1")), p).discount == 0
+    two = price(make_cart(shoe("ln_1", 2, unit_price=5000)), p)
+    assert two.discount == 5000  # one boot bought, the other free
+    cheaper = price(make_cart(shoe("ln_1", unit_price=5000),
+                              shoe("ln_2", unit_price=1000, pid="sandal")), p)
+    assert line_totals(cheaper) == {"ln_1": 5000, "ln_2": 0}
+
+
+def test_overlapping_units_are_split_to_reward_the_most_units():
+    # Buy 2 boots, get 1 shoe free. 4 boots and a sandal reward one unit however they are
+    # split (1 group: the sandal; 2 groups: the sandal again), so the fewest boots are bought
+    # and the sandal is free. 5 boots: 2 groups bought, the fifth boot and the sandal free.
+    p = promo("any", kind="buy_x_get_y", buy_quantity=2, get_quantity=1,
+              target={"type": "products", "ids": ["boot"]},
+              get_target={"type": "categories", "ids": ["shoes"]})
+    four = price(make_cart(shoe("ln_1", 4, unit_price=5000),
+                           shoe("ln_2", unit_price=1000, pid="sandal")), p)
+    assert four.discount == 1000
+    five = price(make_cart(shoe("ln_1", 5, unit_price=5000),
+                           shoe("ln_2", unit_price=1000, pid="sandal")), p)
+    assert five.discount == 1000 + 5000
+    assert_consistent(five)
+
+
+def test_the_get_target_honours_its_exclusions():
+    p = shoes_get_socks(get_target={"type": "categories", "ids": ["socks"],
+                                    "exclude_ids": ["silk"]})
+    cart = make_cart(shoe("ln_1", 2), sock("ln_2", unit_price=300, pid="silk"),
+                     sock("ln_3", unit_price=600))
+    assert line_totals(price(cart, p)) == {"ln_1": 16_000, "ln_2": 300, "ln_3": 0}
+
+
+def test_a_get_target_promotion_round_trips_through_its_admin_json_and_prices_the_same():
+    p = shoes_get_socks(max_discount=USD_50)
+    again = promotion_from_dict("socks", promotion_to_dict(p))
+    assert again == p
+    cart = make_cart(shoe("ln_1", 2), sock("ln_2"))
+    assert price(cart, again).discounts == price(cart, p).discounts
 
 
 # -- rules ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Properties of pricing over random carts and promotions (hypothesis).
 
 Never negative, no discount larger than what it discounts, allocations that sum exactly, a
-result independent of line and code order, and the best deal among exclusive promotions.
+result independent of line and code order, the best deal among exclusive promotions, and caps
+(``max_discount``) that are never exceeded.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def promotions(draw: st.DrawFn, promotion_id: str) -> Promotion:
         fields["buy_quantity"] = draw(st.integers(1, 4))
         fields["get_quantity"] = draw(st.integers(1, 3))
         fields["value"] = draw(st.sampled_from((10_000, 5_000, 1)))
+        if draw(st.booleans()):
+            fields["get_target"] = draw(targets(kind).filter(lambda t: t.type != "cart"))
+    if kind != "free_shipping" and draw(st.booleans()):
+        # A USD cap (the carts are USD) or one in another currency only: then uncapped.
+        fields["max_discounts"] = ((draw(st.sampled_from(("USD", "USD", "EUR"))),
+                                    draw(st.integers(1, 50_000))),)
     if kind in ("percentage", "fixed") and target.type == "cart" \
             and fields.get("allocation", "across") == "across" and draw(st.booleans()):
         fields["membership"] = True
@@ -234,3 +241,38 @@ def test_a_lone_cart_percentage_is_that_percentage_of_the_subtotal_rounded_half_
     priced = price_cart(make_cart(items, []), ctx)
     subtotal = priced.subtotal
     assert priced.discount == (subtotal * bp * 2 + 10_000) // 20_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_caps_are_never_exceeded_and_each_discount_is_its_lines_exactly(
+        scenario: tuple[list[LineItem], list[Promotion], PricingContext]) -> None:
+    items, promos, ctx = scenario
+    priced = price_cart(make_cart(items, codes_of(promos)), ctx)
+    by_id = {p.promotion_id: p for p in promos}
+    assert priced.total >= 0
+    for d in priced.discounts:
+        amount = d["amount"]["amount"]
+        cap = by_id[d["promotion_id"]].cap_in("USD")
+        assert cap is None or amount <= cap
+        if "capped" in d["reason"]:
+            assert cap is not None and amount == cap
+        if d["applies_to"] == "items":
+            shares = [x["amount"]["amount"] for pl in priced.lines.values()
+                      for x in pl.discounts if x["promotion_id"] == d["promotion_id"]]
+            assert sum(shares) == amount
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines(), st.integers(1, 10_000), st.integers(1, 200_000))
+def test_a_lone_capped_cart_percentage_is_the_smaller_of_the_percentage_and_the_cap(
+        items: list[LineItem], bp: int, cap: int) -> None:
+    promo = Promotion("p", "percentage", bp, max_discounts=(("USD", cap),))
+    ctx = PricingContext(now=NOW, automatic=[promo], shipping=ShippingPolicy(flat={}))
+    priced = price_cart(make_cart(items, []), ctx)
+    uncapped = (priced.subtotal * bp * 2 + 10_000) // 20_000
+    assert priced.discount == min(uncapped, cap)
+    assert sum(pl.discount for pl in priced.lines.values()) == priced.discount
+    assert all(pl.total >= 0 for pl in priced.lines.values())
+    if priced.discounts:
+        assert ("capped" in priced.discounts[0]["reason"]) == (uncapped > cap)

@@ -209,6 +209,105 @@ def test_a_promotion_survives_a_round_trip_through_its_admin_json():
     assert promotion_from_dict("promo-1", promotion_to_dict(f)) == f
 
 
+# -- max_discount (a cap per currency) ------------------------------------------------------
+
+def test_a_max_discount_is_one_money_or_a_list_of_them():
+    p = parse(kind="percentage", value=2000, max_discount={"amount": 5000, "currency": "USD"})
+    assert p.max_discounts == (("USD", 5000),)
+    assert (p.cap_in("USD"), p.cap_in("EUR")) == (5000, None)
+    q = parse(kind="percentage", value=2000, max_discount=[{"amount": 5000, "currency": "USD"},
+                                                           {"amount": 4500, "currency": "EUR"}])
+    assert (q.cap_in("USD"), q.cap_in("EUR"), q.cap_in("JPY")) == (5000, 4500, None)
+
+
+def test_without_a_max_discount_a_promotion_is_uncapped():
+    assert parse(kind="percentage", value=2000).cap_in("USD") is None
+
+
+def test_buy_x_get_y_and_fixed_promotions_take_a_max_discount_but_free_shipping_does_not():
+    cap = {"amount": 2000, "currency": "USD"}
+    assert parse(kind="buy_x_get_y", buy_quantity=1, get_quantity=1,
+                 max_discount=cap).cap_in("USD") == 2000
+    assert parse(kind="fixed", value=200, currency="USD", allocation="each",
+                 max_discount=cap).cap_in("USD") == 2000
+    assert parse_error(kind="free_shipping", max_discount=cap).details[0]["field"] \
+        == "max_discount"
+
+
+@pytest.mark.parametrize("cap", [
+    {"amount": -1, "currency": "USD"},
+    {"amount": 0, "currency": "USD"},
+    {"amount": 10**12 + 1, "currency": "USD"},
+    {"amount": 12.5, "currency": "USD"},
+    {"amount": True, "currency": "USD"},
+    {"amount": 5000, "currency": "XXX"},
+    {"amount": 5000},
+    [{"amount": 5000, "currency": "USD"}, {"amount": 4000, "currency": "USD"}],
+    [],
+    5000,
+    "50.00 USD",
+])
+def test_an_invalid_max_discount_is_an_invalid_promotion(cap: Any):
+    err = parse_error(kind="percentage", value=2000, max_discount=cap)
+    assert err.details[0]["field"] == "max_discount"
+    assert "max_discount" in err.message or "currency" in err.message
+
+
+def test_a_zero_or_negative_max_discount_says_the_allowed_range():
+    err = parse_error(kind="percentage", value=2000, max_discount={"amount": 0, "currency": "USD"})
+    assert "1..1000000000000" in err.message
+
+
+# -- get_target (buy X get Y of something else) --------------------------------------------
+
+def test_buy_x_get_y_takes_a_separate_get_target():
+    p = parse(kind="buy_x_get_y", buy_quantity=2, get_quantity=1,
+              target={"type": "categories", "ids": ["shoes"]},
+              get_target={"type": "products", "ids": ["sock"], "exclude_ids": ["sock-silk"]})
+    assert p.target == Target("categories", frozenset({"shoes"}))
+    assert p.get_target == Target("products", frozenset({"sock"}), frozenset({"sock-silk"}))
+    assert p.stage == "line"
+
+
+def test_without_a_get_target_buy_x_get_y_rewards_its_own_target():
+    assert parse(kind="buy_x_get_y", buy_quantity=2, get_quantity=1).get_target is None
+
+
+def test_a_get_target_is_only_for_buy_x_get_y():
+    err = parse_error(kind="percentage", value=1000, get_target={"type": "products", "ids": ["a"]})
+    assert err.details[0]["field"] == "get_target"
+
+
+@pytest.mark.parametrize("get_target", [
+    {"type": "cart"},
+    {"type": "shipping"},
+    {"type": "products"},
+    {"type": "products", "ids": ["bad id"]},
+    {"type": "aisles", "ids": ["a"]},
+    {"type": "products", "ids": ["a"], "exclude": ["b"]},
+    "sock",
+])
+def test_an_invalid_get_target_is_an_invalid_promotion(get_target: Any):
+    err = parse_error(kind="buy_x_get_y", buy_quantity=1, get_quantity=1, get_target=get_target)
+    assert err.details[0]["field"].startswith("get_target")
+
+
+def test_a_cap_and_a_get_target_survive_a_round_trip_through_the_admin_json():
+    p = parse(kind="buy_x_get_y", buy_quantity=2, get_quantity=1, value=5000,
+              target={"type": "categories", "ids": ["shoes"], "exclude_categories": ["sale"]},
+              get_target={"type": "products", "ids": ["sock"], "exclude_ids": ["sock-silk"]},
+              max_discount=[{"amount": 1500, "currency": "USD"},
+                            {"amount": 200_000, "currency": "JPY"}])
+    body = promotion_to_dict(p)
+    assert body["max_discount"] == [{"amount": 200_000, "currency": "JPY"},
+                                    {"amount": 1500, "currency": "USD"}]
+    assert body["get_target"]["ids"] == ["sock"]
+    assert promotion_from_dict("promo-1", body) == p
+    plain = parse(kind="percentage", value=100)
+    assert promotion_to_dict(plain)["max_discount"] is None
+    assert promotion_from_dict("promo-1", promotion_to_dict(plain)) == plain
+
+
 def test_codes_index_maps_codes_to_promotions_and_skips_automatic_ones():
     a, b = parse(kind="percentage", value=1, code="a"), parse(kind="percentage", value=1)
     assert codes_index([a, b]) == {"A": a}
@@ -329,6 +428,36 @@ def test_a_buy_2_get_1_code_with_two_units_says_add_one_more_to_get_one_free():
     err = code_error(p, cart=make_cart(make_line(quantity=2, name="T-shirt")))
     assert err.code == "minimum_not_met"
     assert err.message.startswith("add 1 more T-shirt to get 1 free")
+
+
+def shoes_get_socks(**extra: Any) -> Promotion:
+    return Promotion("p", "buy_x_get_y", code="SAVE", buy_quantity=2, get_quantity=1,
+                     target=Target("categories", frozenset({"shoes"})),
+                     get_target=Target("categories", frozenset({"socks"})), **extra)
+
+
+def test_a_get_target_code_with_too_few_units_bought_says_how_many_to_add():
+    cart = make_cart(make_line("ln_1", "boot", unit_price=8000, category="shoes", name="Boot"),
+                     make_line("ln_2", "sock", unit_price=500, category="socks", name="Sock"))
+    err = code_error(shoes_get_socks(), cart=cart)
+    assert err.code == "minimum_not_met"
+    assert err.message == "add 1 more Boot to get 1 Sock free with code SAVE"
+    assert err.details[0]["short_of"] == "buy" and err.details[0]["short_quantity"] == 1
+
+
+def test_a_get_target_code_without_a_unit_to_reward_says_to_add_one():
+    cart = make_cart(make_line("ln_1", "boot", quantity=2, unit_price=8000, category="shoes"))
+    err = code_error(shoes_get_socks(), cart=cart)
+    assert err.code == "minimum_not_met"
+    assert err.message == "add 1 item of category socks to get it free with code SAVE"
+    assert err.details[0]["short_of"] == "get"
+
+
+def test_a_get_target_code_with_a_full_group_and_a_unit_to_reward_is_accepted():
+    cart = make_cart(make_line("ln_1", "boot", quantity=2, unit_price=8000, category="shoes"),
+                     make_line("ln_2", "sock", unit_price=500, category="socks"))
+    promo = shoes_get_socks()
+    assert check_code(promo, "SAVE", 16_500, "USD", NOW, cart=cart) is promo
 
 
 def test_an_exclusive_code_cannot_join_a_cart_that_has_a_code():
