@@ -20,7 +20,10 @@ host closes it unread.
 
 Failure is what it is over Ray: if the connection breaks, every batch in flight on it fails
 with ``ConnectionError`` and the router answers its callers ``host_unavailable`` (a 503 they
-may retry: every mutating message carries its request id); the next batch reconnects.
+may retry: every mutating message carries its request id); the next batch reconnects. A
+host process that dies closes its sockets at once; a host whose node vanishes without a word
+is found by TCP keepalive (`KEEPALIVE_IDLE` s of silence, then `KEEPALIVE_PROBES` probes
+`KEEPALIVE_INTERVAL` s apart), so no batch waits on a dead peer forever.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import hmac
 import logging
 import pickle
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,7 +47,23 @@ TOKEN_BYTES = 32
 #: Largest frame body accepted, bytes (a batch of 256 messages is far below it).
 MAX_FRAME = 64 * 2**20
 
+#: TCP keepalive of every channel connection, seconds and probes: a silent peer is given up
+#: after about 10 + 3 x 5 = 25 s.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 10, 5, 3
+
 Handler = Callable[[list[Message]], Awaitable[list[Reply]]]
+
+
+def keep_alive(writer: asyncio.StreamWriter) -> None:
+    """Turn TCP keepalive on for the connection behind ``writer`` (where the OS lets us)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 class ChannelServer:
@@ -74,6 +94,7 @@ class ChannelServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        keep_alive(writer)
         try:
             if not hmac.compare_digest(await reader.readexactly(TOKEN_BYTES), self.token):
                 log.warning("channel: a connection without the placement's token, closed")
@@ -151,6 +172,7 @@ class ChannelClient:
             if self._writer is not None and not self._writer.is_closing():
                 return self._writer
             reader, writer = await asyncio.open_connection(*self.address)
+            keep_alive(writer)
             writer.write(self.token)
             self._writer = writer
             self._reader_task = asyncio.ensure_future(self._read(reader, writer))

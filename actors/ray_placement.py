@@ -99,6 +99,7 @@ class RayHostActor:
         import psutil
 
         s = self.host.stats()
+        s["pid"] = os.getpid()
         s["rss_bytes"] = psutil.Process(os.getpid()).memory_info().rss
         return s  # type: ignore[no-any-return]
 

@@ -133,3 +133,14 @@ async def test_closing_the_server_fails_what_is_in_flight_instead_of_hanging() -
         await held
     host.release.set()  # the host finishes its turn; its reply has nowhere to go
     await client.close()
+
+
+async def test_channel_connections_keep_tcp_keepalive_on(served) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    _, _, address = served
+    client = ChannelClient(address, TOKEN)
+    assert await client.call([msg(1)]) == [ok(1)]
+    sock = client._writer.get_extra_info("socket")  # type: ignore[union-attr]
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    await client.close()
