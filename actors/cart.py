@@ -35,6 +35,7 @@ from engine.errors import Conflict, DomainError, NotFound, ValidationFailed
 from engine.events import CART_CHECKED_OUT, CART_EXPIRED, CART_MERGED, event
 from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
 from engine.money import check_currency
+from engine.policies import check_destination
 from engine.pricing import (
     PricedCart,
     PricingContext,
@@ -152,6 +153,22 @@ class CartActor(Actor):
             customer_uses=customer_uses or {}, usage_exhausted=usage_exhausted,
             country=_str_or_none(dest.get("country")), region=_str_or_none(dest.get("region")))
 
+    @staticmethod
+    def _destination(address: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``address`` with its ``country`` / ``region`` validated and upper-cased
+        (`engine.policies.check_destination`); raises ValidationFailed ``invalid_destination``."""
+        if not address:
+            return None
+        if not isinstance(address, dict):
+            raise ValidationFailed("invalid_destination", "the address is a JSON object",
+                                   [{"field": "shipping_address"}])
+        country, region = check_destination(address.get("country"), address.get("region"))
+        out = dict(address)
+        for key, value in (("country", country), ("region", region)):
+            if value is not None:
+                out[key] = value
+        return out
+
     def _price(self, destination: dict[str, Any] | None = None) -> PricedCart:
         assert self.cart is not None
         return price_cart(self.cart, self._pricing_context(destination))
@@ -235,9 +252,19 @@ class CartActor(Actor):
             self.mark("meta")
         return self._view()
 
-    async def view(self, caller: str, groups: list[str] | None = None) -> dict[str, Any]:
-        self._note_groups(self._own(caller), groups)
-        return self._view()
+    async def view(self, caller: str, groups: list[str] | None = None,
+                   destination: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The cart view; with ``destination`` (``{"country": "US", "region": "CA"}``) its tax
+        and shipping are estimated for that destination instead of the defaults.
+
+        Raises NotFound ``cart_not_found``, ValidationFailed ``invalid_destination``.
+        """
+        dest = self._destination(destination)
+        cart = self._own(caller)
+        self._note_groups(cart, groups)
+        if dest is None:
+            return self._view()
+        return cart_view(cart, self._price(dest), self.now)
 
     async def status(self) -> dict[str, Any]:
         """``{exists, status, owner}``: for the owner's user actor."""
@@ -485,11 +512,14 @@ class CartActor(Actor):
                        if_match: int | None = None) -> dict[str, Any]:
         """The checkout saga (module docstring). Returns the API.md Order.
 
-        Raises Conflict ``cart_empty`` / ``cart_not_active`` / ``version_mismatch`` /
-        ``price_changed`` / ``out_of_stock`` / ``usage_limit_reached``, PaymentDeclined,
+        Raises ValidationFailed ``invalid_destination`` (a ``shipping_address`` whose
+        ``country`` / ``region`` are not ISO 3166 codes), Conflict ``cart_empty`` /
+        ``cart_not_active`` / ``version_mismatch`` / ``price_changed`` / ``out_of_stock`` /
+        ``usage_limit_reached``, PaymentDeclined,
         Unavailable (payment provider down), and a code's own error when a code on the cart
         no longer applies.
         """
+        shipping_address = self._destination(shipping_address)
         cart = self._own(caller)
         cart.ensure_active()
         cart.check_version(if_match)

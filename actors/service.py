@@ -204,9 +204,15 @@ class CartService:
                 out[i] = answer
         return out
 
-    async def get_cart(self, caller: str, cart_id: str,
-                       groups: list[str] | None = None) -> dict[str, Any]:
-        return await self.call("cart", cart_id, "view", {"caller": caller, "groups": groups})
+    async def get_cart(self, caller: str, cart_id: str, groups: list[str] | None = None,
+                       destination: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The cart view; ``destination`` (``{"country": "US", "region": "CA"}``, ISO 3166)
+        estimates its tax and shipping there. Raises NotFound ``cart_not_found``,
+        ValidationFailed ``invalid_destination``."""
+        args: dict[str, Any] = {"caller": caller, "groups": groups}
+        if destination:
+            args["destination"] = destination
+        return await self.call("cart", cart_id, "view", args)
 
     async def _cart(self, method: str, caller: str, cart_id: str, args: dict[str, Any],
                     request_id: str | None, fingerprint: str | None,

@@ -16,10 +16,12 @@ Built in:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from engine.errors import ValidationFailed
 from engine.money import round_half_up
 
 
@@ -95,6 +97,42 @@ class ShippingPolicy:
 
 #: Alias naming what the built-in shipping policy is.
 FlatRateShipping = ShippingPolicy
+
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_REGION = re.compile(r"(?:[A-Z]{2}-)?[A-Z0-9]{1,3}")
+
+
+def check_destination(country: object, region: object) -> tuple[str | None, str | None]:
+    """A destination for shipping and tax, validated and upper-cased: ``(country, region)``.
+
+    ``country``: an ISO 3166-1 alpha-2 code (``"us"`` -> ``"US"``) or None; ``region``: an
+    ISO 3166-2 subdivision, bare (``"CA"``, with a country) or full (``"US-CA"``), or None. A
+    full region must be of the given country.
+
+    Raises ValidationFailed ``invalid_destination`` (details: field, value) otherwise.
+    """
+    def bad(field: str, value: object, why: str) -> ValidationFailed:
+        return ValidationFailed("invalid_destination", f"{field}: {why}",
+                                [{"field": field, "value": value}])
+
+    out: list[str | None] = []
+    for name, value, pattern, what in (
+            ("country", country, _COUNTRY, "an ISO 3166-1 alpha-2 code such as US or DE"),
+            ("region", region, _REGION, "an ISO 3166-2 subdivision such as CA or US-CA")):
+        if value is None:
+            out.append(None)
+            continue
+        if not isinstance(value, str) or not pattern.fullmatch(value.strip().upper()):
+            raise bad(name, value if isinstance(value, str | int | float | bool) else None,
+                      f"is {what}")
+        out.append(value.strip().upper())
+    c, r = out
+    if r is not None and "-" not in r and c is None:
+        raise bad("region", region, "a bare subdivision needs its country (or give US-CA)")
+    if r is not None and "-" in r and c is not None and not r.startswith(c + "-"):
+        raise bad("region", region, f"is not a subdivision of {c}")
+    return c, r
 
 
 def region_key(country: str | None, region: str | None) -> str | None:

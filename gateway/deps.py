@@ -224,15 +224,26 @@ _HEADER_DOCS = {
 BODY_SCHEMAS: dict[str, Any] = {}
 
 
+_QUERY_DOCS = {
+    "country": "destination country for the tax and shipping estimate, ISO 3166-1 alpha-2",
+    "region": "destination subdivision, ISO 3166-2 (CA with a country, or US-CA)",
+}
+
+
 def documented(*, ids: tuple[str, ...] = ("cart_id",), body: type[BaseModel] | None = None,
                body_required: bool = True,
-               headers: tuple[str, ...] = ("auth", "idem", "if_match")) -> dict[str, Any]:
-    """The ``openapi_extra`` of a hot route: its path ids, headers and request body, which a
-    route declaring only ``request`` would otherwise leave out of the OpenAPI document."""
+               headers: tuple[str, ...] = ("auth", "idem", "if_match"),
+               query: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``openapi_extra`` of a hot route: its path ids, headers, query parameters and
+    request body, which a route declaring only ``request`` would otherwise leave out of the
+    OpenAPI document."""
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True,
          "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
                     "pattern": ID_PATTERN}} for name in ids]
+    for key in query:
+        parameters.append({"name": key, "in": "query", "required": False,
+                           "description": _QUERY_DOCS[key], "schema": {"type": "string"}})
     for key in headers:
         name, description = _HEADER_DOCS[key]
         parameters.append({"name": name, "in": "header", "required": False,

@@ -54,13 +54,17 @@ async def open_cart(request: Request) -> JSONResponse:
     return cart_response(view, 201 if out["created"] else 200)
 
 
-@router.get("/{cart_id}", responses=CART, openapi_extra=documented(headers=("auth",)))
+@router.get("/{cart_id}", responses=CART,
+            openapi_extra=documented(headers=("auth",), query=("country", "region")))
 async def get_cart(request: Request) -> JSONResponse:
-    """The cart with its lines, discounts and totals."""
+    """The cart with its lines, discounts and totals; ``?country=US&region=CA`` estimates tax
+    and shipping for that destination (ISO 3166; a bad code is a 422 invalid_destination)."""
     call = await read_call(request, "cart_id")
     caller = call.user
+    query = request.query_params
+    destination = {k: query[k] for k in ("country", "region") if k in query} or None
     return cart_response(await call.service.get_cart(caller.sub, call.ids[0],
-                                                     list(caller.groups)))
+                                                     list(caller.groups), destination))
 
 
 @router.post("/{cart_id}/items", responses=CART, openapi_extra=documented(body=ItemCreate))
