@@ -35,9 +35,11 @@ row. Columns: requests/s; p50/p99/p99.9 latency in ms; errors (unexpected status
 transport errors); oversold units and checkouts/s (flash); requests/s as a ratio to redis-peer
 and to memory-peer on the same scenario; CPU ms per request of the server (its process tree,
 plus the Redis server's own CPU for systems that use Redis) and of the load generator; the
-server's resident memory in MB. On a small machine the generator shares the CPUs with the
-server: when the client's CPU ms/request is near the server's, requests/s is capped by the
-generator, and the server CPU per request is the figure to compare.
+server's resident memory in MB; on the read scenario, memory per active cart (`B/cart`: what
+the server's processes' resident memory plus its Redis data grew by while it made the
+`--read-carts` carts of 3 lines, per cart). On a small machine the generator shares the
+CPUs with the server: when the client's CPU ms/request is near the server's, requests/s is
+capped by the generator, and the server CPU per request is the figure to compare.
 
 Example, a quick check of the peers:
 
@@ -196,6 +198,17 @@ def redis_cpu_seconds(url: str) -> float | None:
         client.close()
 
 
+def redis_used_bytes(url: str) -> int | None:
+    """The Redis server's data memory now (INFO memory: used_memory), None if unreachable."""
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        return int(client.info("memory")["used_memory"])
+    except (redis.RedisError, KeyError):
+        return None
+    finally:
+        client.close()
+
+
 class ServerProcess:
     """A system under test running as a subprocess in its own process group."""
 
@@ -248,6 +261,18 @@ class ServerProcess:
     def rss_mb(self) -> float | None:
         """Resident memory of the process tree, in MB (None if unknown)."""
         return _sum_over(self._tree(), lambda p: p.memory_info().rss / 2**20)
+
+    def memory_bytes(self) -> dict[str, float]:
+        """Bytes held now: ``processes`` (resident memory of the process tree) and, when the
+        system uses Redis, ``redis`` (the server's data memory); what is unknown is left out."""
+        out: dict[str, float] = {}
+        own = _sum_over(self._tree(), lambda p: float(p.memory_info().rss))
+        if own is not None:
+            out["processes"] = own
+        used = None if self.redis_url is None else redis_used_bytes(self.redis_url)
+        if used is not None:
+            out["redis"] = used
+        return out
 
     def cpu_seconds(self) -> float | None:
         """CPU seconds (user + system) used so far by the live process tree, plus the Redis
@@ -368,6 +393,7 @@ async def run_system(
             max_carts=ctx.ray_carts if spec.caps_carts else None,
             setup_s=plan.setup_s,
             server_cpu=server.cpu_seconds,
+            server_memory=server.memory_bytes,
             rate=plan.rate,
         )
         for scenario in plan.scenarios:
@@ -434,11 +460,11 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="cart engine benchmark (requests/s ratios to the baselines)")
     for header in ("system", "scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors",
                    "oversold", "checkouts/s", "x redis-peer", "x memory-peer",
-                   "srv CPU ms/req", "cli CPU ms/req", "RSS MB"):
+                   "srv CPU ms/req", "cli CPU ms/req", "RSS MB", "B/cart"):
         table.add_column(header, justify="left" if header in ("system", "scenario") else "right")
     for row in rows:
         if "failed" in row:
-            table.add_row(row["system"], row["scenario"], "[red]FAILED", *([""] * 11))
+            table.add_row(row["system"], row["scenario"], "[red]FAILED", *([""] * 12))
             continue
         table.add_row(
             row["system"], row["scenario"], fmt(row["requests_per_s"], 0),
@@ -447,6 +473,7 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
             fmt(row.get("checkouts_per_s"), 0), fmt(row.get("vs_redis-peer")),
             fmt(row.get("vs_memory-peer")), fmt(row.get("server_cpu_ms_per_request")),
             fmt(row.get("client_cpu_ms_per_request")), fmt(row.get("server_rss_mb"), 0),
+            fmt(row.get("bytes_per_cart")),
         )
     return table
 
@@ -539,7 +566,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
                              "connections (latency at an offered load; default: flat out)")
     parser.add_argument("--buyers", type=int, default=16_000, help="flash sale buyers")
     parser.add_argument("--units", type=int, default=4000, help="flash sale units on sale")
-    parser.add_argument("--read-carts", type=int, default=256, help="carts read-heavy reads")
+    parser.add_argument("--read-carts", type=int, default=4000,
+                        help="carts read-heavy reads (and memory per active cart is measured on)")
     parser.add_argument("--ray-carts", type=int, default=16,
                         help="cart cap per scenario for ray-per-cart (a Ray process per cart)")
     parser.add_argument("--products", type=int, default=50, help="catalog products")

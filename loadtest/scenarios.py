@@ -19,12 +19,16 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
 from loadtest.client import CpuProbe, HttpSession, Phase, Reply, User
+
+#: Bytes a system holds now, by where: ``{"processes": ..., "redis": ...}`` (what is known).
+MemoryProbe = Callable[[], dict[str, float]]
 
 #: Unit price of generated products, in minor units (USD cents).
 PRICE_MINOR = 2499
@@ -68,6 +72,8 @@ class Target:
     `server_cpu` (if set) answers the server's CPU seconds so far, to meter CPU per request.
     `rate` (if set, requests/s) paces the measured phases of churn and read: latency at an
     offered load rather than at saturation (flash sales stay a burst).
+    `server_memory` (if set) answers the bytes the system holds now by where they are:
+    ``{"processes": resident memory, "redis": Redis data}``, to meter memory per active cart.
     """
 
     base_url: str
@@ -80,6 +86,7 @@ class Target:
     setup_s: float = 120.0
     server_cpu: CpuProbe | None = field(default=None, compare=False)
     rate: float | None = None
+    server_memory: MemoryProbe | None = field(default=None, compare=False)
 
     def carts(self, wanted: int) -> int:
         """`wanted`, capped by `max_carts`."""
@@ -387,7 +394,9 @@ async def read_heavy(
 ) -> dict[str, Any]:
     """`carts` carts of `lines` lines each, then virtual users GET random ones.
 
-    Figures: `carts` (carts prepared), `lines_per_cart`.
+    Figures: `carts` (carts prepared), `lines_per_cart`, and with `Target.server_memory`
+    `bytes_per_cart`: what the system's memory grew by while it made the carts, per cart
+    (`bytes_per_cart_parts`: the same by where: processes, Redis).
     """
     carts = target.carts(carts)
     prepared: list[GuestCart] = []
@@ -406,14 +415,21 @@ async def read_heavy(
             cart = prepared[rng.randrange(len(prepared))]
             await vu.call("GET", f"/v1/carts/{cart.cart_id}", token=cart.token)
 
+    probe = target.server_memory or (lambda: {})
     async with target.session() as session:
         setup = session.phase("read/carts", max_requests=carts * (lines + 1),
                               duration_s=target.setup_s)
+        before = probe()
         await setup.run_pool(range(carts), prepare, workers=target.connections)
+        after = probe()
         if not prepared:
             raise ScenarioError("no cart could be prepared")
+        parts = {where: round((after[where] - before[where]) / len(prepared))
+                 for where in after if where in before}
+        per_cart = sum(parts.values()) if parts else None
         phase = session.phase("read", max_requests=target.max_requests,
                               duration_s=target.duration_s, expected=(200,), rate=target.rate)
         await phase.run_users(target.connections, reader)
     return result("read", target, phase, carts=len(prepared), lines_per_cart=lines,
+                  bytes_per_cart=per_cart, bytes_per_cart_parts=parts,
                   setup=setup_summary(setup))
