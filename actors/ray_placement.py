@@ -49,6 +49,7 @@ class RayHostActor:
         self.max_batch = max_batch
         self.host: Any = None
         self.channel: ChannelServer | None = None
+        self.router: BatchingRouter | None = None
 
     async def listen(self, token: bytes) -> tuple[str, int]:
         """Open this host's batch channel (`actors.channel`) on its node; answers its address."""
@@ -74,8 +75,8 @@ class RayHostActor:
                                reference)
 
         clients = None if addresses is None else connect_all(addresses, token)
-        router = BatchingRouter(batch_call(peers, clients), self.n_hosts, self.max_delay,
-                                self.max_batch)
+        self.router = router = BatchingRouter(batch_call(peers, clients), self.n_hosts,
+                                              self.max_delay, self.max_batch)
         self.host.route = router.send
         self.host.start_sweeper()
         tune_gc()
@@ -98,8 +99,10 @@ class RayHostActor:
 
         import psutil
 
-        s = self.host.stats()
+        s: dict[str, Any] = self.host.stats()
         s["pid"] = os.getpid()
+        if self.router is not None:
+            s["router"] = self.router.stats()  # this host's messages to the others
         s["rss_bytes"] = psutil.Process(os.getpid()).memory_info().rss
         return s  # type: ignore[no-any-return]
 

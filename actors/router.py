@@ -42,14 +42,19 @@ class BatchingRouter:
         self._timers: list[asyncio.Handle | None] = [None] * n_hosts
         self._in_flight = [0] * n_hosts
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Counters since start: batches sent, messages in them, messages refused as
+        #: overloaded, batches that failed (host unreachable).
         self.batches = 0
         self.messages = 0
+        self.overloaded = 0
+        self.failed_batches = 0
 
     async def send(self, msg: Message) -> Reply:
         """Deliver ``msg`` to its actor's host and await the reply."""
         i = host_of(msg[0], msg[1], self.n_hosts)
         q = self._queues[i]
         if len(q) >= self.max_queue:
+            self.overloaded += 1
             return err(Unavailable("overloaded", "the engine is at capacity; retry shortly",
                                    [{"retry_after": 1}]))
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
@@ -59,6 +64,12 @@ class BatchingRouter:
         else:
             self._schedule(i, self.max_delay)
         return await fut
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start and, per host, messages waiting and batches in flight."""
+        return {"batches": self.batches, "messages": self.messages,
+                "overloaded": self.overloaded, "failed_batches": self.failed_batches,
+                "queued": [len(q) for q in self._queues], "in_flight": list(self._in_flight)}
 
     def _schedule(self, i: int, delay: float) -> None:
         t = self._timers[i]
@@ -91,6 +102,7 @@ class BatchingRouter:
             replies: Sequence[Any] = await self.call(i, [m for m, _ in batch])
         except Exception as e:  # noqa: BLE001 - the host died: every caller learns it
             log.warning("batch to host %d failed: %s", i, e)
+            self.failed_batches += 1
             replies = [err(Unavailable("host_unavailable",
                                        "an engine host is restarting; retry shortly",
                                        [{"retry_after": 1}]))] * len(batch)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.metrics import CONTENT_TYPE_LATEST
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
@@ -43,5 +45,13 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format: HTTP requests and latency, and the engine's hosts and routers
+    (`gateway.metrics.EngineCollector`)."""
+    metrics = request.app.state.metrics
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        try:
+            await asyncio.wait_for(metrics.refresh(service.placement), 5)
+        except Exception as e:  # noqa: BLE001 - a scrape shows what it has; /readyz reports
+            log.warning("engine figures unavailable for /metrics: %s", e)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -164,3 +164,27 @@ def test_operations_endpoints_answer(server: Server) -> None:
         assert nxt.json()["items"][0]["product_id"] > products["items"][-1]["product_id"]
         one = c.get(f"/v1/products/{products['items'][0]['product_id']}").json()
         assert "available" in one["variants"][0]
+
+
+def test_metrics_show_the_engines_hosts_and_routers(server: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with server.client() as c:
+        c.post("/v1/carts").raise_for_status()  # at least one message through the router
+        text = c.get("/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    batches = value("cart_engine_router_batches_total", router="gateway")
+    assert batches >= 1
+    assert value("cart_engine_router_messages_total", router="gateway") >= batches
+    assert value("cart_engine_router_overloaded_total", router="gateway") == 0
+    assert value("cart_engine_router_queued", router="gateway", to_host="1") >= 0
+    for host in ("0", "1"):  # the e2e server runs two Ray hosts
+        assert value("cart_engine_host_turns_total", host=host) >= 0
+        assert value("cart_engine_host_actors", host=host) >= 0
+        assert value("cart_engine_router_batches_total", router=f"host-{host}") >= 0
+    assert sum(value("cart_engine_host_turns_total", host=h) for h in ("0", "1")) >= 1
