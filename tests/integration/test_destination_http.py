@@ -3,28 +3,18 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from actors.service import CartService
 from actors.settings import EngineSettings
-from gateway.app import create_app
-from gateway.auth import issue_token
-from gateway.settings import GatewaySettings
+from tests.integration.inprocess import bearer, gateway
 
 pytestmark = pytest.mark.integration
-SECRET = "in-process-test-secret-0123456789abcdef"
 
 
 async def test_the_cart_view_estimates_tax_for_a_destination_and_refuses_bad_codes() -> None:
-    service = await CartService.in_process(settings=EngineSettings(
-        tax_rate_bp=0, tax_rates={"US-CA": 725, "DE": 1900}))
-    app = create_app(GatewaySettings(auth_secret=SECRET), service)
-    app.state.service = service
-    admin = {"Authorization": f"Bearer {issue_token(SECRET, 'ops', 'admin')}"}
-    shopper = {"Authorization": f"Bearer {issue_token(SECRET, 'dana')}"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as c:
+    admin, shopper = bearer("ops", "admin"), bearer("dana")
+    rates = EngineSettings(tax_rate_bp=0, tax_rates={"US-CA": 725, "DE": 1900})
+    async with gateway(rates) as (c, service):
         r = await c.put("/v1/admin/products/lamp", headers=admin, json={
             "name": "Lamp", "category": "home", "stock": 5,
             "price": {"amount": 10_000, "currency": "USD"}})
@@ -68,4 +58,3 @@ async def test_the_cart_view_estimates_tax_for_a_destination_and_refuses_bad_cod
                                                     "region": "ca"}})
         assert r.status_code == 201, r.text
         assert r.json()["totals"]["tax"]["amount"] == ca_tax
-    await service.close()

@@ -12,20 +12,15 @@ from gateway.app import create_app
 from gateway.auth import issue_token
 from gateway.settings import GatewaySettings
 from snapshots.memory_store import MemoryStore
+from tests.integration.inprocess import SECRET, gateway
 
 pytestmark = pytest.mark.integration
-SECRET = "in-process-test-secret-0123456789abcdef"
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    service = await CartService.in_process()
-    app = create_app(GatewaySettings(auth_secret=SECRET, rate_limit="5/minute"), service)
-    app.state.service = service  # the lifespan would do this; ASGITransport does not run it
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as c:
+    async with gateway(rate_limit="5/minute") as (c, _):
         yield c
-    await service.close()
 
 
 async def test_a_client_over_its_rate_gets_429_with_retry_after(

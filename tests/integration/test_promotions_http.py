@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from actors.service import CartService
-from gateway.app import create_app
-from gateway.auth import issue_token
-from gateway.settings import GatewaySettings
+from tests.integration.inprocess import bearer, gateway
 
 pytestmark = pytest.mark.integration
-SECRET = "in-process-test-secret-0123456789abcdef"
 
 
 async def test_buy_two_shoes_get_socks_free_up_to_a_cap_through_the_api() -> None:
-    service = await CartService.in_process()
-    app = create_app(GatewaySettings(auth_secret=SECRET), service)
-    app.state.service = service
-    admin = {"Authorization": f"Bearer {issue_token(SECRET, 'ops', 'admin')}"}
-    shopper = {"Authorization": f"Bearer {issue_token(SECRET, 'sam')}"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as c:
+    admin, shopper = bearer("ops", "admin"), bearer("sam")
+    async with gateway() as (c, _):
         for pid, category, amount in (("boot", "shoes", 12_000), ("sock", "socks", 900),
                                       ("silk", "socks", 7_000)):
             r = await c.put(f"/v1/admin/products/{pid}", headers=admin, json={
@@ -55,4 +45,3 @@ async def test_buy_two_shoes_get_socks_free_up_to_a_cap_through_the_api() -> Non
         body = r.json()
         assert body["totals"]["discount"]["amount"] == 5000
         assert "capped" in body["discounts"][0]["reason"]
-    await service.close()
