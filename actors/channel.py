@@ -121,7 +121,11 @@ class ChannelServer:
         except Exception as e:  # noqa: BLE001 - the caller learns it, the connection lives on
             log.exception("channel: a batch failed on this host")
             answer = (False, f"{type(e).__name__}: {e}")
-        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # noqa: BLE001 - a reply that cannot travel fails its batch
+            log.exception("channel: a reply could not be pickled")
+            data = pickle.dumps((False, f"unpicklable reply: {type(e).__name__}: {e}"))
         if writer.is_closing():
             return
         writer.write(HEADER.pack(len(data), batch_id) + data)
@@ -191,11 +195,11 @@ class ChannelClient:
                         fut.set_result(value)
                     else:
                         fut.set_exception(RuntimeError(f"host {self.address}: {value}"))
-        except (asyncio.IncompleteReadError, ConnectionError) as e:
-            error = ConnectionError(f"channel to {self.address} broke: {e!r}")
         except asyncio.CancelledError:
             error = ConnectionError(f"channel to {self.address} closed")
             raise
+        except Exception as e:  # noqa: BLE001 - a broken stream or frame: the channel is done
+            error = ConnectionError(f"channel to {self.address} broke: {e!r}")
         finally:
             writer.close()
             if self._writer is writer:

@@ -37,6 +37,8 @@ class Host:
             await self.release.wait()
         if batch[0][2] == "boom":
             raise KeyError("no such host state")
+        if batch[0][2] == "lambda":
+            return [ok(lambda: None)]  # a reply pickle cannot carry
         return [ok(m[3]["i"]) for m in batch]
 
 
@@ -69,6 +71,8 @@ async def test_a_batch_the_host_fails_raises_for_its_caller_and_the_connection_l
     client = ChannelClient(address, TOKEN)
     with pytest.raises(RuntimeError, match="KeyError"):
         await client.call([msg(1, "boom")])
+    with pytest.raises(RuntimeError, match="unpicklable reply"):
+        await client.call([msg(1, "lambda")])
     assert await client.call([msg(2)]) == [ok(2)]
     await client.close()
 
