@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from gateway.auth import issue_token
-from gateway.settings import GatewaySettings
+from gateway.settings import DEV_SECRET, GatewaySettings
 
 _SERVE_FLAGS = {
     "--host": ("host", str), "--port": ("port", int), "--hosts": ("hosts", int),
@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.app import create_app
 
     settings = settings_from(args)
+    if settings.auth_secret == DEV_SECRET:
+        print("cart-engine: WARNING: tokens are signed with the public development secret; "
+              "set --auth-secret or CART_ENGINE_AUTH_SECRET (32+ bytes) in production",
+              file=sys.stderr, flush=True)
     print(f"cart-engine: listening on http://{settings.host}:{settings.port} "
           f"(docs at /docs)", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,

@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors.settings import EngineSettings
 
+#: The development secret used when none is set: public, so never for production.
+DEV_SECRET = "dev-secret-change-me-before-production"
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CART_ENGINE_", extra="ignore")
@@ -39,8 +42,9 @@ class GatewaySettings(BaseSettings):
     ray_address: str | None = None
     cart_ttl: float = Field(1800.0, gt=0)
     reservation_ttl: float = Field(600.0, gt=0)
-    #: HS256 secret for JWTs; unset: a development secret (printed as a warning).
-    auth_secret: str = "dev-secret-change-me"
+    #: HS256 secret for JWTs, at least 32 bytes (RFC 7518 section 3.2: an HMAC key as long as
+    #: the hash); unset: `DEV_SECRET`, and ``serve`` prints a warning.
+    auth_secret: str = Field(DEV_SECRET, min_length=32)
     #: JSON catalog to load at start (API.md product bodies; variants may carry ``stock``).
     catalog: Path | None = None
     data_dir: Path = Path(".cart-engine")

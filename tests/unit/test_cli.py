@@ -27,3 +27,18 @@ def test_serve_hands_the_keep_alive_to_uvicorn(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
     assert main(["serve", "--keep-alive", "90", "--port", "0"]) == 0
     assert seen["app"] == "app" and seen["timeout_keep_alive"] == 90.0 and seen["port"] == 0
+
+
+def test_a_secret_shorter_than_the_hash_is_refused_and_the_dev_secret_is_warned_about(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="auth_secret"):
+        settings_from(_parser().parse_args(["serve", "--auth-secret", "short"]))
+    monkeypatch.setattr(gateway.app, "create_app", lambda settings: "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    monkeypatch.delenv("CART_ENGINE_AUTH_SECRET", raising=False)
+    main(["serve", "--port", "0"])
+    assert "development secret" in capsys.readouterr().err
+    main(["serve", "--port", "0", "--auth-secret", "s" * 32])
+    assert "development secret" not in capsys.readouterr().err
