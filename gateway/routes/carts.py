@@ -34,13 +34,14 @@ MAX_CODE_LENGTH = 64
              openapi_extra=documented(ids=(), body=CartCreate, body_required=False,
                                       headers=("auth", "idem")))
 async def open_cart(request: Request) -> JSONResponse:
-    """The caller's active cart (201 new, 200 existing); without a token, a guest cart and token."""
+    """The caller's active cart (201 new, 200 existing); without a token, a guest cart and token
+    (retried with the same Idempotency-Key: the same guest cart, with a fresh token for it)."""
     call = await read_call(request)
     body = call.parse_optional(CartCreate)
     currency = body.currency if body else None
     caller, token = call.caller, None
     if caller is None:
-        sub = new_guest_id()
+        sub = new_guest_id(call.settings.auth_secret, call.idem.key)
         token = issue_token(call.settings.auth_secret, sub, "guest",
                             call.settings.guest_token_ttl)
     else:
