@@ -27,7 +27,7 @@ from actors.placement import LocalPlacement, Placement
 from actors.runtime import Reply, unwrap
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient
-from engine.catalog import product_from_dict, product_to_dict
+from engine.catalog import Product, product_from_dict, product_to_dict
 from engine.errors import Conflict, NotFound
 from engine.limits import check_id
 from engine.promotions import promotion_from_dict, promotion_to_dict
@@ -114,7 +114,7 @@ class CartService:
             await self.stock_client.adjust(vid, set=n, only_if_new=initial_stock_only)
         return product_to_dict(product)
 
-    async def _check_reshard(self, product: Any) -> None:
+    async def _check_reshard(self, product: Product) -> None:
         """Refuse a new ``shards`` count for a variant whose ledger ever held stock."""
         current = self.reference.catalog.find(product.product_id)
         if current is None:

@@ -40,10 +40,6 @@ async def get_service(request: Request) -> CartService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-async def get_settings(request: Request) -> GatewaySettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
 def _bearer(request: Request, authorization: str | None) -> Caller | None:
     if authorization is None:
         return None
@@ -57,17 +53,16 @@ def _bearer(request: Request, authorization: str | None) -> Caller | None:
 # thread pool, a thread hand-off per dependency per request.
 
 
-async def optional_caller(request: Request,
-                    authorization: Annotated[str | None, Header()] = None) -> Caller | None:
-    return _bearer(request, authorization)
-
-
-async def current_caller(request: Request,
-                   authorization: Annotated[str | None, Header()] = None) -> Caller:
-    caller = _bearer(request, authorization)
+def _required(caller: Caller | None) -> Caller:
+    """``caller``; raises AuthError ``missing_token`` (401) when there is none."""
     if caller is None:
         raise AuthError("missing_token", "this route needs 'Authorization: Bearer <token>'")
     return caller
+
+
+async def current_caller(request: Request,
+                         authorization: Annotated[str | None, Header()] = None) -> Caller:
+    return _required(_bearer(request, authorization))
 
 
 async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
@@ -103,12 +98,8 @@ def _idempotency(request: Request, key: str | None, body: bytes) -> Idempotency:
 _ETAG = re.compile(r'^\s*(?:W/)?"?v?(\d+)"?\s*$')
 
 
-async def if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
-    """The cart version an ``If-Match`` header asks for (RFC 7232); None for absent or ``*``."""
-    return _version(if_match)
-
-
 def _version(if_match: str | None) -> int | None:
+    """The cart version an ``If-Match`` header asks for (RFC 7232); None for absent or ``*``."""
     if if_match is None or if_match.strip() == "*":
         return None
     m = _ETAG.match(if_match)
@@ -122,14 +113,9 @@ def etag(version: int) -> str:
 
 
 Service = Annotated[CartService, Depends(get_service)]
-Settings = Annotated[GatewaySettings, Depends(get_settings)]
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
-OptionalCaller = Annotated[Caller | None, Depends(optional_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]
 Idem = Annotated[Idempotency, Depends(idempotency)]
-IfMatch = Annotated[int | None, Depends(if_match)]
-CartId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
-LineId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 ResourceId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 
 
@@ -147,7 +133,6 @@ class LeanRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return self.endpoint  # type: ignore[return-value]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +153,7 @@ class Call:
     @property
     def user(self) -> Caller:
         """The authenticated caller. Raises AuthError ``missing_token`` (401) without one."""
-        if self.caller is None:
-            raise AuthError("missing_token", "this route needs 'Authorization: Bearer <token>'")
-        return self.caller
+        return _required(self.caller)
 
     def parse(self, model: type[M]) -> M:
         """The body as ``model``. Raises RequestValidationError (422; 400 if not JSON)."""
@@ -220,14 +203,12 @@ _HEADER_DOCS = {
                                 "first result"),
     "if_match": ("If-Match", "the cart's ETag (RFC 7232): a stale version is a 409"),
 }
-#: Request-body schemas named by `documented`, merged into the OpenAPI components.
-BODY_SCHEMAS: dict[str, Any] = {}
-
-
 _QUERY_DOCS = {
     "country": "destination country for the tax and shipping estimate, ISO 3166-1 alpha-2",
     "region": "destination subdivision, ISO 3166-2 (CA with a country, or US-CA)",
 }
+#: Request-body schemas named by `documented`, merged into the OpenAPI components.
+BODY_SCHEMAS: dict[str, Any] = {}
 
 
 def documented(*, ids: tuple[str, ...] = ("cart_id",), body: type[BaseModel] | None = None,

@@ -25,7 +25,9 @@ async def test_the_operation_figures_count_every_operation_they_ran() -> None:
 async def test_the_memory_figure_extrapolates_to_a_million_carts() -> None:
     row = await bench_memory(carts=2000)
     assert row["carts"] == 2000 and row["unit"] == "B"
-    assert row["projected_rss_1m_carts_gb"] > 0
+    # the projection is the baseline plus a million times the measured bytes per cart
+    projected = (row["baseline_rss_mb"] * 2**20 + row["value"] * 1_000_000) / 2**30
+    assert abs(row["projected_rss_1m_carts_gb"] - projected) <= 0.01
 
 
 async def test_the_persistence_figure_compares_both_ledgers_and_leaves_redis_clean(
