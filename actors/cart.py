@@ -25,7 +25,7 @@ import hashlib
 from typing import Any
 
 from actors.order import ADMIN
-from actors.runtime import Actor, err, partition_of
+from actors.runtime import Actor, err, key_hash
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient
 from actors.views import cart_view
@@ -51,10 +51,10 @@ def order_id_for(cart_id: str, idempotency_key: str) -> str:
     """Deterministic order id: the same cart and key always name the same order.
 
     ``ord_``, the cart's partition (4 hex digits, so the order is placed on the cart's host:
-    `actors.runtime.partition_of`), then 16 hex digits of a BLAKE2b digest of cart and key.
+    `actors.runtime.key_hash`), then 16 hex digits of a BLAKE2b digest of cart and key.
     """
     digest = hashlib.blake2b(f"{cart_id}\x00{idempotency_key}".encode(), digest_size=8)
-    return f"ord_{partition_of('cart', cart_id):04x}{digest.hexdigest()}"
+    return f"ord_{key_hash('cart', cart_id):04x}{digest.hexdigest()}"
 
 
 def reservation_id_for(cart_id: str, line_id: str) -> str:
@@ -64,6 +64,7 @@ def reservation_id_for(cart_id: str, line_id: str) -> str:
 
 class CartActor(Actor):
     kind = "cart"
+    idempotent = frozenset({"view", "status"})
     passivate_after = None  # an active cart stays until it expires, checks out or merges
     __slots__ = ("cart",)
 

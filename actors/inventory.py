@@ -18,6 +18,7 @@ class InventoryActor(Actor):
     """Stock ledger of one variant. Messages answer ``{on_hand, reserved, available, sold}``."""
 
     kind = "inv"
+    idempotent = frozenset({"reserve", "release", "renew", "commit_part", "status", "initialize"})
     __slots__ = ("ledger",)
 
     def __init__(self, key: str, ctx: Any) -> None:

@@ -23,6 +23,7 @@ ADMIN = "@admin"
 
 class OrderActor(Actor):
     kind = "order"
+    idempotent = frozenset({"get", "create", "mark_paid"})
     __slots__ = ("order",)
 
     def __init__(self, key: str, ctx: Any) -> None:

@@ -16,7 +16,7 @@ from actors.order import OrderActor
 from actors.payments import TestPaymentProvider
 from actors.promotion_usage import PromotionUsageActor
 from actors.reference import ReferenceData
-from actors.runtime import Actor, Host, Message, Reply, host_of
+from actors.runtime import Actor, Host, Message, Ownership, Reply, StaticOwnership, host_of
 from actors.settings import EngineSettings
 from actors.user import UserActor
 from snapshots.store import SnapshotStore
@@ -29,8 +29,6 @@ REGISTRY: dict[str, type[Actor]] = {
 
 
 class Placement(Protocol):
-    n_hosts: int
-
     async def send(self, msg: Message) -> Reply: ...
 
     async def publish(self, kind: str, value: Any) -> None:
@@ -42,13 +40,23 @@ class Placement(Protocol):
     async def close(self) -> None: ...
 
 
-def build_host(index: int, n_hosts: int, store: SnapshotStore, clock: Clock,
+def build_host(host_id: str, ownership: Ownership, store: SnapshotStore, clock: Clock,
                settings: EngineSettings, reference: ReferenceData) -> Host:
     """A host with the engine's actor registry and the built-in test payment provider."""
-    return Host(index=index, n_hosts=n_hosts, store=store, clock=clock, registry=REGISTRY,
-                settings=settings, reference=reference,
+    return Host(host_id=host_id, ownership=ownership, store=store, clock=clock,
+                registry=REGISTRY, settings=settings, reference=reference,
                 payments=TestPaymentProvider(delay=settings.slow_payment_delay),
                 sweep_interval=settings.sweep_interval)
+
+
+def resendable(msg: Message) -> bool:
+    """Whether ``msg`` may be sent again when its reply was lost: it carries a request id
+    (the actor answers a repeat from its record) or its method is idempotent by design
+    (``Actor.idempotent``: reads, and operations keyed by a reservation or order id)."""
+    if msg[4] is not None:
+        return True
+    cls = REGISTRY.get(msg[0])
+    return cls is not None and msg[2] in cls.idempotent
 
 
 class LocalPlacement:
@@ -60,8 +68,8 @@ class LocalPlacement:
         self.clock = clock
         self.n_hosts = n_hosts
         self.reference = ReferenceData()
-        self.hosts = [build_host(i, n_hosts, store, clock, settings, self.reference)
-                      for i in range(n_hosts)]
+        self.hosts = [build_host(f"h{i}", StaticOwnership(i, n_hosts), store, clock, settings,
+                                 self.reference) for i in range(n_hosts)]
         for h in self.hosts:
             h.route = self.send
 

@@ -17,6 +17,7 @@ from engine.errors import Conflict
 
 class PromotionUsageActor(Actor):
     kind = "promo"
+    idempotent = frozenset({"usage", "reserve", "commit", "release"})
     __slots__ = ("used", "holds", "customers")
 
     def __init__(self, key: str, ctx: Any) -> None:

@@ -1,208 +1,413 @@
 """The Ray placement: each host is one Ray actor holding many logical actors.
 
-``RayHostActor`` is a plain class (testable without Ray); :class:`RayPlacement` applies
-``ray.remote`` to it when it wires the cluster up. Each host builds its own Redis client and
-snapshot store when it starts (the bootstrap step of that process), holds a replica of the
-reference data, and reaches the other hosts through a :class:`~actors.router.BatchingRouter`
-over their handles. Hosts ask for no CPU of their own (``num_cpus=0``): they are long-lived
-async servers, and Ray places them across the cluster's nodes.
+Ray places, starts and restarts the hosts; the partition directory in Redis
+(`actors.directory`) says which host owns which partitions; messages travel in batches over
+each host's direct channel (`actors.channel`) to the owner the directory names
+(`actors.directory_router`).
+
+- ``RayHostActor`` is a plain class (testable without Ray); :class:`RayPlacement` applies
+  ``ray.remote`` to it where it wires the cluster up. A host builds its own Redis client,
+  store and directory client when it starts (the bootstrap step of that process), loads the
+  reference data, opens its channel, joins the directory and, with an ``ingress``, serves
+  the HTTP API itself on the shared port (``SO_REUSEPORT``): requests for its own actors run
+  in its process, the others cross to their owners in batches.
+- Hosts ask for no CPU of their own (``num_cpus=0``: long-lived async servers), are spread
+  over the cluster's nodes (``SPREAD``), and restart when they die (``max_restarts=-1``):
+  Ray runs the constructor again, and the placement's supervisor, which calls the idempotent
+  `RayHostActor.ensure_started` every `SUPERVISE_EVERY` seconds, starts the new process, which
+  rejoins the directory under its host id with a new incarnation.
+- Hosts come and go while serving: `RayPlacement.scale` records the host count wanted in the
+  directory (`cart-engine hosts`, the admin route), and the supervisor adds hosts or has the
+  last ones hand their partitions off and leave before it stops them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import secrets
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from actors.channel import (
-    TOKEN_BYTES,
-    ChannelClient,
-    ChannelServer,
-    connect_all,
-    node_address,
-)
+from actors.channel import TOKEN_BYTES, ChannelClient, ChannelServer, node_address
 from actors.clock import Clock, ManualClock, SystemClock
-from actors.placement import build_host
+from actors.directory import LEASE
+from actors.directory_router import DirectoryRouter
+from actors.membership import ClusterView, Membership
+from actors.placement import build_host, resendable
 from actors.reference import ReferenceData
-from actors.router import BatchCall, BatchingRouter
-from actors.runtime import Message, Reply, tune_gc
+from actors.runtime import Host, Message, Reply, tune_gc
 from actors.settings import EngineSettings
 
 log = logging.getLogger(__name__)
+
+#: Seconds between the supervisor's rounds (restarted hosts, the host count wanted).
+SUPERVISE_EVERY = 0.5
+
+#: Serves HTTP for a host: ``ingress(service, host_placement)`` answers an object with an
+#: async ``stop()``. The gateway provides it (`gateway.ingress.serve`): actors never import
+#: the gateway.
+Ingress = Callable[[Any, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What every host of a placement is started with (plain data: Ray pickles it)."""
+
+    redis_url: str
+    prefix: str
+    settings: EngineSettings
+    token: bytes
+    manual_clock_start: float | None = None
+    max_delay: float = 0.001
+    max_batch: int = 256
+    max_queue: int = 20_000
+    lease: float = LEASE
+    ingress: Ingress | None = None
+
+
+class HostPlacement:
+    """The placement seen from inside a host (its ingress's `CartService`): local actors
+    run here, the others are reached through the directory router."""
+
+    def __init__(self, host: Host, router: DirectoryRouter, membership: Membership) -> None:
+        self.host = host
+        self.router = router
+        self.membership = membership
+        self.reference = host.reference
+
+    async def send(self, msg: Message) -> Reply:
+        return await self.router.send(msg)
+
+    async def publish(self, kind: str, value: Any) -> None:
+        self.reference.apply(kind, value)
+        await _broadcast(self.router, "publish", {"kind": kind, "value": value})
+
+    async def stats(self) -> list[dict[str, Any]]:
+        return await _broadcast(self.router, "stats", {})
+
+    def health(self) -> dict[str, Any]:
+        """``serving``: this process can serve (its lease runs); ``unowned``: partitions
+        no live host owns (as this process last read the directory)."""
+        return {"serving": self.membership.stats()["lease_ok"],
+                "unowned": self.membership.map.unowned(), "hosts": self.membership.live()}
+
+    async def close(self) -> None:
+        """Nothing: the host's lifecycle belongs to its Ray actor."""
+
+
+async def _broadcast(router: DirectoryRouter, method: str, args: dict[str, Any]) -> list[Any]:
+    out = []
+    for reply in await router.broadcast(method, args):
+        if reply[0] != "ok":
+            raise RuntimeError(f"host {method} failed: {reply[1].get('message')}")
+        out.append(reply[1])
+    return out
 
 
 class RayHostActor:
     """The body of one Ray host actor."""
 
-    def __init__(self, index: int, n_hosts: int, redis_url: str, prefix: str,
-                 settings: EngineSettings, manual_clock_start: float | None = None,
-                 max_delay: float = 0.001, max_batch: int = 256) -> None:
-        self.index = index
-        self.n_hosts = n_hosts
-        self.redis_url = redis_url
-        self.prefix = prefix
-        self.settings = settings
-        self.clock: Clock = ManualClock(manual_clock_start) if manual_clock_start is not None \
-            else SystemClock()
-        self.max_delay = max_delay
-        self.max_batch = max_batch
-        self.host: Any = None
+    def __init__(self, host_id: str, cfg: HostConfig) -> None:
+        self.host_id = host_id
+        self.cfg = cfg
+        self.clock: Clock = ManualClock(cfg.manual_clock_start) \
+            if cfg.manual_clock_start is not None else SystemClock()
+        self.host: Host | None = None
         self.channel: ChannelServer | None = None
-        self.router: BatchingRouter | None = None
+        self.membership: Membership | None = None
+        self.router: DirectoryRouter | None = None
+        self.ingress: Any = None
+        self._starting: asyncio.Lock | None = None
+        self._info: dict[str, Any] = {}
 
-    async def listen(self, token: bytes) -> tuple[str, int]:
-        """Open this host's batch channel (`actors.channel`) on its node; answers its address."""
-        self.channel = ChannelServer(self.handle_batch, token)
-        return await self.channel.start(node_address())
+    async def ensure_started(self) -> dict[str, Any]:
+        """Start this host if it is not yet (idempotent); ``{host_id, pid, address}``."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if not self._info:
+                await self._start()
+        return self._info
 
-    async def start(self, peers: list[Any], addresses: list[tuple[str, int]] | None = None,
-                    token: bytes = b"") -> int:
-        """Connect to Redis, load reference data, join the peers, start the sweeper.
-
-        ``addresses``: the peers' batch channels (`listen`), in host order; None: reach the
-        peers by Ray calls on their handles.
-        """
+    async def _start(self) -> None:
+        from snapshots.redis_directory import RedisDirectory
         from snapshots.redis_store import RedisStore, connect
 
         logging.basicConfig(level=logging.WARNING)
-        store = RedisStore(connect(self.redis_url), self.prefix)
+        cfg = self.cfg
+        client = connect(cfg.redis_url)
+        store = RedisStore(client, cfg.prefix)
         reference = ReferenceData()
         for kind in ("product", "promotion"):
             for value in (await store.load_reference(kind)).values():
                 reference.apply(kind, value)
-        self.host = build_host(self.index, self.n_hosts, store, self.clock, self.settings,
-                               reference)
-
-        clients = None if addresses is None else connect_all(addresses, token)
-        self.router = router = BatchingRouter(batch_call(peers, clients), self.n_hosts,
-                                              self.max_delay, self.max_batch)
-        self.host.route = router.send
-        self.host.start_sweeper()
+        directory = RedisDirectory(client, cfg.prefix)
+        # The membership is the host's ownership; it needs the host, the host needs it.
+        host = build_host(self.host_id, _Pending(), store, self.clock, cfg.settings, reference)
+        self.channel = ChannelServer(host.handle_batch, cfg.token)
+        address = await self.channel.start(node_address())
+        membership = Membership(directory, host, address, lease=cfg.lease,
+                                on_gained=lambda parts: _sweep_soon(host, parts))
+        host.ownership = membership
+        token = cfg.token
+        router = DirectoryRouter(membership, lambda addr: ChannelClient(addr, token), host,
+                                 resendable, max_delay=cfg.max_delay, max_batch=cfg.max_batch,
+                                 max_queue=cfg.max_queue)
+        host.route = router.send
+        host.system.update(publish=self._publish, advance=self._advance)
+        self.host, self.membership, self.router = host, membership, router
+        await membership.tick()
+        await membership.start()
+        host.start_sweeper()
         tune_gc()
-        return self.index
+        if cfg.ingress is not None:
+            from actors.service import CartService
 
-    async def handle_batch(self, messages: list[Message]) -> list[Reply]:
-        return await self.host.handle_batch(messages)  # type: ignore[no-any-return]
+            placement = HostPlacement(host, router, membership)
+            self.ingress = await cfg.ingress(CartService(placement, store), placement)
+        self._info = {"host_id": self.host_id, "pid": os.getpid(), "address": address,
+                      "incarnation": membership.me.incarnation}
 
-    async def publish(self, kind: str, value: Any) -> None:
+    async def _publish(self, kind: str, value: Any) -> None:
+        assert self.host is not None
         self.host.reference.apply(kind, value)
 
-    async def advance(self, seconds: float) -> int:
+    async def _advance(self, seconds: float) -> int:
         """Move a manual clock (tests, simulations). Raises TypeError on a system clock."""
         if not isinstance(self.clock, ManualClock):
             raise TypeError("this host runs on the system clock")
         return await self.clock.advance(seconds)
 
-    async def stats(self) -> dict[str, Any]:
-        import os
+    async def info(self) -> dict[str, Any]:
+        return self._info
 
-        import psutil
-
-        s: dict[str, Any] = self.host.stats()
-        s["pid"] = os.getpid()
-        if self.router is not None:
-            s["router"] = self.router.stats()  # this host's messages to the others
-        s["rss_bytes"] = psutil.Process(os.getpid()).memory_info().rss
-        return s  # type: ignore[no-any-return]
+    async def leave(self) -> bool:
+        """Hand every partition off, leave the directory and stop (scale-in)."""
+        if self.membership is None:
+            return True
+        if self.ingress is not None:
+            await self.ingress.stop()
+            self.ingress = None
+        done = await self.membership.leave()
+        await self.stop()
+        return done
 
     async def stop(self) -> None:
-        """Stop sweeping and wait for every pending write."""
+        """Stop serving HTTP and sweeping, and wait for every pending write."""
+        if self.host is None:
+            return
+        if self.ingress is not None:
+            await self.ingress.stop()
+            self.ingress = None
+        if self.membership is not None:
+            await self.membership.stop()
         self.host.stop_sweeper()
         if self.channel is not None:
             await self.channel.close()
         await self.host.drain()
+        if self.router is not None:
+            await self.router.close()
         await self.host.store.close()
 
 
-def batch_call(handles: list[Any], clients: list[ChannelClient] | None) -> BatchCall:
-    """How a router reaches host ``i``: over its batch channel when ``clients`` are given
-    (`actors.channel`), else by a Ray call on its handle."""
-    if clients is None:
-        async def by_ray(i: int, batch: list[Message]) -> list[Reply]:
-            return await handles[i].handle_batch.remote(batch)  # type: ignore[no-any-return]
-        return by_ray
-    channels = clients
+class _Pending:
+    """Ownership of a host whose membership is not built yet: serves nothing."""
 
-    async def by_channel(i: int, batch: list[Message]) -> list[Reply]:
-        return await channels[i].call(batch)
-    return by_channel
+    def accepts(self, partition: int, internal: bool) -> bool:
+        return False
+
+    def partitions(self) -> list[int]:
+        return []
+
+
+def _sweep_soon(host: Host, parts: list[int]) -> None:
+    """Deadlines of partitions a host just gained (re-homed, handed over) may be overdue."""
+    async def sweep() -> None:
+        try:
+            await host.sweep_once(parts=parts)
+        except Exception:  # noqa: BLE001 - the periodic sweep tries again
+            log.exception("sweep of gained partitions failed")
+    task = asyncio.ensure_future(sweep())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+_tasks: set[asyncio.Task[None]] = set()
 
 
 class RayPlacement:
-    """``n_hosts`` Ray host actors; this process routes to them with a batching router.
+    """Ray host actors, their supervisor, and a router for this process (which hosts no
+    actors: a test driver, or the gateway when it is the only ingress).
 
-    ``transport``: how batches travel, to the hosts and between them: ``"tcp"``, a direct
-    channel per host (`actors.channel`, the default), or ``"ray"``, Ray actor calls. Ray must
-    be initialised by the caller (the bootstrap: CLI, app lifespan or test session).
+    ``n_hosts`` hosts at start (ids ``h0``, ``h1``, ...); ``ingress``: each host serves HTTP
+    itself (`HostConfig.ingress`). Ray must be initialised by the caller (the bootstrap: CLI,
+    app lifespan or test session).
     """
 
     def __init__(self, *, n_hosts: int, redis_url: str, prefix: str, settings: EngineSettings,
                  reference: ReferenceData, manual_clock_start: float | None = None,
                  max_delay: float = 0.001, max_batch: int = 256, max_queue: int = 20_000,
-                 name: str | None = None, transport: Literal["tcp", "ray"] = "tcp") -> None:
+                 name: str | None = None, ingress: Ingress | None = None,
+                 lease: float = LEASE) -> None:
         self.n_hosts = n_hosts
-        self.transport = transport
         self.redis_url = redis_url
         self.prefix = prefix
-        self.settings = settings
         self.reference = reference
-        self.manual_clock_start = manual_clock_start
-        self.max_delay = max_delay
-        self.max_batch = max_batch
-        self.max_queue = max_queue
         self.name = name
-        self.handles: list[Any] = []
-        self.clients: list[ChannelClient] | None = None
-        self.router: BatchingRouter | None = None
+        self.cfg = HostConfig(redis_url, prefix, settings, secrets.token_bytes(TOKEN_BYTES),
+                              manual_clock_start, max_delay, max_batch, max_queue, lease,
+                              ingress)
+        self.handles: dict[str, Any] = {}
+        self._next = 0
+        self.view: ClusterView | None = None
+        self.router: DirectoryRouter | None = None
+        self.directory: Any = None
+        self._client: Any = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self.restarts = 0
 
     async def start(self) -> None:
+        from snapshots.redis_directory import RedisDirectory
+        from snapshots.redis_store import connect
+
+        self._client = connect(self.redis_url, max_connections=8)
+        self.directory = RedisDirectory(self._client, self.prefix)
+        await self.directory.set_desired_hosts(self.n_hosts)
+        for _ in range(self.n_hosts):
+            self._spawn()
+        await asyncio.gather(*(h.ensure_started.remote() for h in self.handles.values()))
+        self.view = view = ClusterView(self.directory)
+        await view.start()
+        token = self.cfg.token
+        self.router = DirectoryRouter(view, lambda addr: ChannelClient(addr, token), None,
+                                      resendable, max_delay=self.cfg.max_delay,
+                                      max_batch=self.cfg.max_batch,
+                                      max_queue=self.cfg.max_queue)
+        await self.wait_owned()
+        self._supervisor = asyncio.ensure_future(self._supervise())
+
+    def _spawn(self) -> str:
         import ray
 
-        remote_cls = ray.remote(RayHostActor)
+        host_id = f"h{self._next}"
+        self._next += 1
         opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100_000,
-                                "max_restarts": 0}
-        self.handles = [
-            remote_cls.options(**opts, **({"name": f"{self.name}-host-{i}"} if self.name
-                                          else {})).remote(
-                i, self.n_hosts, self.redis_url, self.prefix, self.settings,
-                self.manual_clock_start, self.max_delay, self.max_batch)
-            for i in range(self.n_hosts)]
-        token = secrets.token_bytes(TOKEN_BYTES)
-        addresses: list[tuple[str, int]] | None = None
-        if self.transport == "tcp":
-            addresses = list(await asyncio.gather(*(h.listen.remote(token)
-                                                    for h in self.handles)))
-        await asyncio.gather(*(h.start.remote(self.handles, addresses, token)
-                               for h in self.handles))
-        self.clients = None if addresses is None else connect_all(addresses, token)
-        self.router = BatchingRouter(batch_call(self.handles, self.clients), self.n_hosts,
-                                     self.max_delay, self.max_batch, self.max_queue)
+                                "max_restarts": -1, "max_task_retries": 0,
+                                "scheduling_strategy": "SPREAD"}
+        if self.name:
+            opts["name"] = f"{self.name}-{host_id}"
+        self.handles[host_id] = ray.remote(RayHostActor).options(**opts).remote(
+            host_id, self.cfg)
+        return host_id
+
+    async def wait_owned(self, within: float = 30.0) -> None:
+        """Wait until every partition has a live owner and no hand-off is under way (start,
+        tests). Raises TimeoutError."""
+        assert self.view is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while True:
+            await self.view.refresh(0)
+            if not self.view.map.unowned() and not any(self.view.map.targets):
+                return
+            if loop.time() >= end:
+                raise TimeoutError(f"{len(self.view.map.unowned())} partitions have no owner")
+            await asyncio.sleep(0.05)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(SUPERVISE_EVERY)
+            try:
+                await self._reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("host supervisor round failed")
+
+    async def _reconcile(self) -> None:
+        import ray
+
+        wanted = await self.directory.desired_hosts() or self.n_hosts
+        while len(self.handles) < wanted:
+            self._spawn()
+        if len(self.handles) > wanted:
+            leaving = sorted(self.handles, key=lambda h: int(h[1:]))[wanted:]
+            for host_id in leaving:
+                handle = self.handles[host_id]
+                try:
+                    await handle.leave.remote()
+                finally:
+                    del self.handles[host_id]
+                    ray.kill(handle)
+
+        async def ensure(handle: Any) -> None:
+            with contextlib.suppress(Exception):  # restarting: the next round tries again
+                before = await asyncio.wait_for(handle.ensure_started.remote(), 10)
+                del before
+
+        await asyncio.gather(*(ensure(h) for h in self.handles.values()))
+
+    async def scale(self, n: int) -> None:
+        """Ask for ``n`` hosts (1..256); the supervisor adds or retires hosts to match."""
+        if not 1 <= n <= 256:
+            raise ValueError("a placement runs 1 to 256 hosts")
+        await self.directory.set_desired_hosts(n)
 
     async def send(self, msg: Message) -> Reply:
         assert self.router is not None, "RayPlacement.start() first"
         return await self.router.send(msg)
 
     async def publish(self, kind: str, value: Any) -> None:
+        assert self.router is not None, "RayPlacement.start() first"
         self.reference.apply(kind, value)
-        await asyncio.gather(*(h.publish.remote(kind, value) for h in self.handles))
+        await _broadcast(self.router, "publish", {"kind": kind, "value": value})
 
     async def advance(self, seconds: float) -> None:
-        await asyncio.gather(*(h.advance.remote(seconds) for h in self.handles))
+        assert self.router is not None, "RayPlacement.start() first"
+        await _broadcast(self.router, "advance", {"seconds": seconds})
 
     async def stats(self) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(h.stats.remote() for h in self.handles)))
+        assert self.router is not None, "RayPlacement.start() first"
+        return await _broadcast(self.router, "stats", {})
+
+    async def host_info(self) -> dict[str, dict[str, Any]]:
+        """Host id -> ``{host_id, pid, address, incarnation}`` of the hosts running now."""
+        out = {}
+        for host_id, h in self.handles.items():
+            with contextlib.suppress(Exception):
+                out[host_id] = await asyncio.wait_for(h.info.remote(), 5)
+        return out
+
+    def health(self) -> dict[str, Any]:
+        assert self.view is not None
+        live = self.view.live()
+        return {"serving": bool(live), "unowned": self.view.map.unowned(), "hosts": live}
 
     async def close(self) -> None:
         import ray
 
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._supervisor
         try:
-            await asyncio.wait_for(asyncio.gather(*(h.stop.remote() for h in self.handles)),
-                                   timeout=10)
+            await asyncio.wait_for(asyncio.gather(
+                *(h.stop.remote() for h in self.handles.values())), timeout=15)
         except Exception as e:  # noqa: BLE001 - shutting down anyway
             log.warning("hosts did not stop cleanly: %s", e)
-        for c in self.clients or []:
-            await c.close()
-        for h in self.handles:
+        if self.router is not None:
+            await self.router.close()
+        if self.view is not None:
+            await self.view.stop()
+        for h in self.handles.values():
             ray.kill(h)
-        self.handles, self.clients = [], None
+        self.handles = {}
+        if self.directory is not None:
+            with contextlib.suppress(Exception):
+                await self.directory.clear()
+        if self._client is not None:
+            await self._client.aclose()

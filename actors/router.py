@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
 from actors.runtime import Message, Reply, err, host_of
@@ -21,14 +22,29 @@ from engine.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-#: Sends one batch to host ``i`` and returns its replies in order.
-BatchCall = Callable[[int, list[Message]], Awaitable[list[Reply]]]
+#: Sends one batch to host ``dest`` and returns its replies in order. Raises `NotSent` when
+#: the batch provably never reached the host, any other exception when it may have.
+BatchCall = Callable[[Any, list[Message]], Awaitable[list[Reply]]]
+
+
+class NotSent(ConnectionError):
+    """The batch never left this process (no connection could be made): resending is safe."""
+
+
+def unavailable(sent: bool) -> Reply:
+    """The reply of a message whose host could not be reached; ``sent``: it may have run."""
+    return err(Unavailable("host_unavailable", "an engine host is restarting; retry shortly",
+                           [{"retry_after": 1, "sent": sent}]))
 
 
 class BatchingRouter:
-    """Routes messages to ``n_hosts`` hosts through ``call``, in batches."""
+    """Routes messages to hosts through ``call``, in batches per destination.
 
-    def __init__(self, call: BatchCall, n_hosts: int, max_delay: float = 0.001,
+    ``n_hosts``: destinations are host indexes by the static hash (`actors.runtime.host_of`);
+    otherwise the caller names the destination with `send_to`.
+    """
+
+    def __init__(self, call: BatchCall, n_hosts: int = 1, max_delay: float = 0.001,
                  max_batch: int = 256, max_queue: int = 20_000,
                  max_in_flight: int = 2) -> None:
         self.call = call
@@ -37,10 +53,10 @@ class BatchingRouter:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.max_in_flight = max_in_flight
-        self._queues: list[list[tuple[Message, asyncio.Future[Reply]]]] = \
-            [[] for _ in range(n_hosts)]
-        self._timers: list[asyncio.Handle | None] = [None] * n_hosts
-        self._in_flight = [0] * n_hosts
+        self._queues: defaultdict[Hashable, list[tuple[Message, asyncio.Future[Reply]]]] = \
+            defaultdict(list)
+        self._timers: dict[Hashable, asyncio.Handle | None] = {}
+        self._in_flight: defaultdict[Hashable, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[None]] = set()
         #: Counters since start: batches sent, messages in them, messages refused as
         #: overloaded, batches that failed (host unreachable).
@@ -50,8 +66,11 @@ class BatchingRouter:
         self.failed_batches = 0
 
     async def send(self, msg: Message) -> Reply:
-        """Deliver ``msg`` to its actor's host and await the reply."""
-        i = host_of(msg[0], msg[1], self.n_hosts)
+        """Deliver ``msg`` to its actor's host (static hash) and await the reply."""
+        return await self.send_to(host_of(msg[0], msg[1], self.n_hosts), msg)
+
+    async def send_to(self, i: Hashable, msg: Message) -> Reply:
+        """Deliver ``msg`` to host ``i`` in its next batch and await the reply."""
         q = self._queues[i]
         if len(q) >= self.max_queue:
             self.overloaded += 1
@@ -67,12 +86,14 @@ class BatchingRouter:
 
     def stats(self) -> dict[str, Any]:
         """Counters since start and, per host, messages waiting and batches in flight."""
+        dests = sorted(set(self._queues) | set(self._in_flight), key=str)
         return {"batches": self.batches, "messages": self.messages,
                 "overloaded": self.overloaded, "failed_batches": self.failed_batches,
-                "queued": [len(q) for q in self._queues], "in_flight": list(self._in_flight)}
+                "queued": {str(d): len(self._queues.get(d, ())) for d in dests},
+                "in_flight": {str(d): self._in_flight.get(d, 0) for d in dests}}
 
-    def _schedule(self, i: int, delay: float) -> None:
-        t = self._timers[i]
+    def _schedule(self, i: Hashable, delay: float) -> None:
+        t = self._timers.get(i)
         if t is not None:
             if delay > 0:
                 return
@@ -82,7 +103,7 @@ class BatchingRouter:
         self._timers[i] = loop.call_soon(self._flush, i) if delay == 0 else \
             loop.call_later(delay, self._flush, i)
 
-    def _flush(self, i: int) -> None:
+    def _flush(self, i: Hashable) -> None:
         self._timers[i] = None
         batch = self._queues[i][: self.max_batch]
         if not batch:
@@ -95,17 +116,16 @@ class BatchingRouter:
         if self._queues[i]:
             self._schedule(i, self.max_delay)
 
-    async def _deliver(self, i: int, batch: list[tuple[Message, asyncio.Future[Reply]]]) -> None:
+    async def _deliver(self, i: Hashable,
+                       batch: list[tuple[Message, asyncio.Future[Reply]]]) -> None:
         self.batches += 1
         self.messages += len(batch)
         try:
             replies: Sequence[Any] = await self.call(i, [m for m, _ in batch])
         except Exception as e:  # noqa: BLE001 - the host died: every caller learns it
-            log.warning("batch to host %d failed: %s", i, e)
+            log.warning("batch to host %s failed: %s", i, e)
             self.failed_batches += 1
-            replies = [err(Unavailable("host_unavailable",
-                                       "an engine host is restarting; retry shortly",
-                                       [{"retry_after": 1}]))] * len(batch)
+            replies = [unavailable(not isinstance(e, NotSent))] * len(batch)
         finally:
             self._in_flight[i] -= 1
             if self._queues[i]:

@@ -33,11 +33,11 @@ import re
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from actors.clock import Clock
 from engine.errors import Conflict, DomainError, Unavailable, ValidationFailed
-from snapshots.store import NEW_EPOCH, SnapshotStore, Write
+from snapshots.store import NEW_EPOCH, PARTITIONS, SnapshotStore, Write
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +45,41 @@ Message = tuple[str, str, str, dict[str, Any], str | None, str | None]
 Reply = tuple[str, Any]
 Route = Callable[[Message], Awaitable[Reply]]
 
-#: How many idempotency records an actor keeps (oldest dropped first).
+#: How many idempotency records an actor keeps per caller (that caller's oldest dropped
+#: first), so that no caller can push out another's.
 IDEMPOTENCY_RECORDS = 32
 #: How long an idempotency record is honoured, seconds.
 IDEMPOTENCY_TTL = 24 * 3600.0
+#: Request ids the router gives a message that crosses hosts without one (`AUTO_ID_PREFIX`
+#: then random hex): recorded only as long as a re-send after a lost reply can happen, seconds.
+AUTO_ID_PREFIX = "~"
+AUTO_ID_TTL = 120.0
+#: Separates the caller from the client's key in a request id (`CartService._scoped`).
+CALLER_SEP = "\x1f"
+#: Replies never recorded: a refusal that changed nothing and reveals nothing (another
+#: caller's cart is "not found"), and "retry later" answers.
+_UNRECORDED = frozenset({"not_found", "forbidden", "unavailable"})
 
 
 _HEX4 = re.compile(r"[0-9a-f]{4}")
 
 
-def partition_of(kind: str, key: str) -> int:
-    """The 16-bit partition of actor ``(kind, key)``: a stable hash (CRC-32), not ``hash``.
+def key_hash(kind: str, key: str) -> int:
+    """The 16-bit hash of actor ``(kind, key)``: a stable hash (CRC-32), not ``hash``.
 
     An order lives with the cart it was created from: its id is ``ord_`` then the cart's
-    partition in 4 hex digits (`actors.cart.order_id_for`), so the checkout saga's order turns
-    stay on the cart's host instead of crossing to another (a Ray call each).
+    hash in 4 hex digits (`actors.cart.order_id_for`), so the checkout saga's order turns
+    stay in the cart's partition, on the cart's host, instead of crossing to another.
     """
     if kind == "order" and key.startswith("ord_") and _HEX4.fullmatch(key, 4, 8):
         return int(key[4:8], 16)
     return zlib.crc32(f"{kind}:{key}".encode()) & 0xFFFF
+
+
+def partition_of(kind: str, key: str) -> int:
+    """The partition (0 .. `PARTITIONS` - 1) of actor ``(kind, key)``: the unit the directory
+    assigns to hosts (`actors.directory`) and the store lays out by (one hash tag each)."""
+    return key_hash(kind, key) % PARTITIONS
 
 
 #: Allocations between two young-generation collections of a tuned process (`tune_gc`).
@@ -91,8 +107,14 @@ def tune_gc() -> None:
 
 
 def host_of(kind: str, key: str, n_hosts: int) -> int:
-    """The host index of actor ``(kind, key)``: hosts own partitions modulo their count."""
+    """The host index of actor ``(kind, key)`` in a static placement of ``n_hosts`` hosts
+    (in-process): host ``i`` owns the partitions ``p`` with ``p % n_hosts == i``."""
     return partition_of(kind, key) % n_hosts
+
+
+#: Reply of a host that does not serve the message's partition (now): the router refreshes
+#: its copy of the directory and sends the message again. Nothing ran.
+NOT_OWNER = "not_owner"
 
 
 def ok(value: Any) -> Reply:
@@ -122,6 +144,9 @@ class Actor:
     kind: ClassVar[str] = ""
     #: Seconds of idleness after which the actor leaves memory (None: only when finished).
     passivate_after: ClassVar[float | None] = 600.0
+    #: Messages that may run twice with the effect of once (reads; operations keyed by the
+    #: id of what they change): the router may send them again when a reply was lost.
+    idempotent: ClassVar[frozenset[str]] = frozenset()
 
     __slots__ = ("key", "ctx", "epoch", "_dirty", "_events", "_lock", "_idem", "_last_commit",
                  "_timer_at", "_last_turn", "_gone", "_poisoned", "_stored_deadline",
@@ -192,7 +217,7 @@ class Actor:
     # -- runtime side ----------------------------------------------------------------------
     def _take_write(self, storage_key: str) -> Write | None:
         w = Write(key=storage_key, epoch=self.epoch, events=self._events or [],
-                  expire_after=self._expire_after)
+                  expire_after=self._expire_after, partition=partition_of(self.kind, self.key))
         for name in self._dirty or ():
             value = (self._idem or {}).get(name[2:]) if name.startswith("i:") else \
                 self.field_value(name)
@@ -316,30 +341,75 @@ def _merge(into: Write, w: Write) -> None:
         into.expire_after = w.expire_after
 
 
+def _caller_of(rid: str) -> str:
+    head, sep, _ = rid.partition(CALLER_SEP)
+    return head if sep else ""
+
+
+class Ownership(Protocol):
+    """Which partitions a host serves now (`actors.membership.Membership` on a cluster)."""
+
+    def accepts(self, partition: int, internal: bool) -> bool:
+        """Whether to run a message for ``partition``; ``internal``: sent by a turn of this
+        host (accepted while the partition is being handed off, so the turn can finish)."""
+        ...
+
+    def partitions(self) -> list[int]:
+        """The partitions whose stored deadlines this host sweeps."""
+        ...
+
+
+class StaticOwnership:
+    """Host ``index`` of ``n_hosts`` owns the partitions ``p % n_hosts == index`` (in-process
+    placement: hosts neither come nor go)."""
+
+    def __init__(self, index: int, n_hosts: int) -> None:
+        self.index = index
+        self.n_hosts = n_hosts
+        self._parts = [p for p in range(PARTITIONS) if p % n_hosts == index]
+
+    def accepts(self, partition: int, internal: bool) -> bool:
+        return partition % self.n_hosts == self.index
+
+    def partitions(self) -> list[int]:
+        return self._parts
+
+
+#: Message kind of a host's own services (``(SYSTEM, host_id, method, args, None, None)``):
+#: reference data, statistics, the manual clock. Routed by host id, not by partition.
+SYSTEM = "_host"
+SystemCall = Callable[..., Awaitable[Any]]
+
+
 class Host:
     """Hosts many logical actors; a Ray actor wraps one, the in-process placement several.
 
     ``route`` sends a message to whichever host owns its actor (set by the placement);
-    messages for actors of this host are delivered directly.
+    messages for actors of this host are delivered directly. ``ownership`` says which
+    partitions it serves; ``system`` its own services (`SYSTEM` messages), by method name.
     """
 
-    def __init__(self, *, index: int, n_hosts: int, store: SnapshotStore, clock: Clock,
+    def __init__(self, *, host_id: str, store: SnapshotStore, clock: Clock,
                  registry: dict[str, type[Actor]], settings: Any, reference: Any,
-                 payments: Any, sweep_interval: float = 5.0) -> None:
-        self.index = index
-        self.n_hosts = n_hosts
+                 payments: Any, ownership: Ownership, sweep_interval: float = 5.0) -> None:
+        self.host_id = host_id
         self.store = store
         self.clock = clock
         self.registry = registry
         self.settings = settings
         self.reference = reference
         self.payments = payments
+        self.ownership = ownership
         self.route: Route | None = None
+        self.system: dict[str, SystemCall] = {"stats": self._stats_call}
         # kind -> key -> actor: no per-actor composite key string kept in memory
         self.actors: dict[str, dict[str, Actor]] = {kind: {} for kind in registry}
         self._activating: dict[str, asyncio.Future[Actor]] = {}
         #: (kind, key) -> deliveries under way for that actor (no entry when none)
         self._deliveries: dict[tuple[str, str], int] = {}
+        #: deliveries under way per partition, and who waits for a partition to go quiet
+        self._busy = [0] * PARTITIONS
+        self._quiet: dict[int, asyncio.Event] = {}
         self.committer = _Committer(store)
         self.ctx = ActorContext(self)
         self.sweep_interval = sweep_interval
@@ -347,6 +417,7 @@ class Host:
         self.turns = 0
         self.activations = 0
         self.passivations = 0
+        self.refused = 0
 
     # -- messaging -------------------------------------------------------------------------
     async def handle_batch(self, messages: list[Message]) -> list[Reply]:
@@ -356,60 +427,108 @@ class Host:
         return list(await asyncio.gather(*(self.deliver(m) for m in messages)))
 
     async def send(self, msg: Message) -> Reply:
-        """Deliver ``msg`` here if this host owns its actor, else through the placement's route."""
-        if self.n_hosts == 1 or host_of(msg[0], msg[1], self.n_hosts) == self.index \
-                or self.route is None:
-            return await self.deliver(msg)
+        """Deliver ``msg`` here if this host serves its partition, else through the route."""
+        if self.route is None or (msg[0] != SYSTEM and self.ownership.accepts(
+                partition_of(msg[0], msg[1]), True)):
+            return await self.deliver(msg, internal=True)
         return await self.route(msg)
 
-    async def deliver(self, msg: Message) -> Reply:
-        """Run one turn of actor ``(kind, key)``; its reply, once its state is persisted."""
+    async def deliver(self, msg: Message, internal: bool = False) -> Reply:
+        """Run one turn of actor ``(kind, key)``; its reply, once its state is persisted.
+
+        A message for a partition this host does not serve (now) answers `NOT_OWNER` and runs
+        nothing; ``internal`` (sent by a turn of this host) is accepted during a hand-off.
+        """
         kind, key, method, args, request_id, fingerprint = msg
+        if kind == SYSTEM:
+            call = self.system.get(method)
+            if call is None:
+                return err(ValidationFailed("unknown_message", f"host.{method} is not a message"))
+            return ok(await call(**args))
         cls = self.registry.get(kind)
         if cls is None or (method != "_deadline" and (
                 method.startswith("_") or not callable(getattr(cls, method, None)))):
             return err(ValidationFailed("unknown_message", f"{kind}.{method} is not a message"))
+        part = partition_of(kind, key)
+        if not self.ownership.accepts(part, internal):
+            self.refused += 1
+            return err(Unavailable(NOT_OWNER, "this host does not serve that actor now; retry",
+                                   [{"retry_after": 1, "partition": part}]))
+        self._busy[part] += 1
         busy = self._deliveries
         busy[kind, key] = busy.get((kind, key), 0) + 1
         try:
-            for _ in range(3):
-                try:
-                    actor = await self._get(cls, kind, key)
-                except DomainError as e:
-                    return err(e)
-                if actor._lock is None:
-                    actor._lock = asyncio.Lock()
-                lock = actor._lock
-                async with lock:
-                    if actor._gone:
-                        continue  # passivated or restarted while we waited: re-activate
-                    reply, write = await self._turn(actor, method, args, request_id,
-                                                    fingerprint)
-                    pending = self.committer.submit(actor, write) if write is not None \
-                        else actor._last_commit
-                    if write is not None:
-                        actor._last_commit = pending
-                    if not actor._gone:
-                        self._arm(actor)
-                if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
-                    actor._lock = None  # nobody queued: free the mailbox until the next message
-                if pending is not None:
-                    try:
-                        await asyncio.shield(pending)
-                    except DomainError as e:
-                        return err(e)
-                    finally:
-                        if actor._last_commit is pending and pending.done():
-                            actor._last_commit = None
-                if not actor._gone and not actor.resident():
-                    self._try_passivate(actor, own=1)
-                return reply
-            return err(Unavailable("actor_busy", "the actor kept restarting; retry"))
+            return await self._deliver(cls, kind, key, method, args, request_id, fingerprint)
         finally:
             if busy[kind, key] == 1:
                 del busy[kind, key]
             else:
                 busy[kind, key] -= 1
+            self._busy[part] -= 1
+            if not self._busy[part] and part in self._quiet:
+                self._quiet[part].set()
+
+    async def _deliver(self, cls: type[Actor], kind: str, key: str, method: str,
+                       args: dict[str, Any], request_id: str | None,
+                       fingerprint: str | None) -> Reply:
+        for _ in range(3):
+            try:
+                actor = await self._get(cls, kind, key)
+            except DomainError as e:
+                return err(e)
+            if actor._lock is None:
+                actor._lock = asyncio.Lock()
+            lock = actor._lock
+            async with lock:
+                if actor._gone:
+                    continue  # passivated or restarted while we waited: re-activate
+                reply, write = await self._turn(actor, method, args, request_id, fingerprint)
+                pending = self.committer.submit(actor, write) if write is not None \
+                    else actor._last_commit
+                if write is not None:
+                    actor._last_commit = pending
+                if not actor._gone:
+                    self._arm(actor)
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                actor._lock = None  # nobody queued: free the mailbox until the next message
+            if pending is not None:
+                try:
+                    await asyncio.shield(pending)
+                except DomainError as e:
+                    return err(e)
+                finally:
+                    if actor._last_commit is pending and pending.done():
+                        actor._last_commit = None
+            if not actor._gone and not actor.resident():
+                self._try_passivate(actor, own=1)
+            return reply
+        return err(Unavailable("actor_busy", "the actor kept restarting; retry"))
+
+    # -- partitions coming and going -------------------------------------------------------
+    async def release(self, parts: set[int]) -> int:
+        """Hand-off: once ``parts`` are refused to new messages (the ownership's job), wait
+        for their deliveries under way and every pending write, then passivate their actors.
+        Answers how many actors left memory."""
+        for p in parts:
+            while self._busy[p]:
+                ev = self._quiet.setdefault(p, asyncio.Event())
+                ev.clear()
+                await ev.wait()
+            self._quiet.pop(p, None)
+        await self.drain()
+        return self.drop(parts)
+
+    def drop(self, parts: set[int]) -> int:
+        """Forget the actors of ``parts`` at once (the partition is another host's now: its
+        late writes are fenced by the activation epoch). Answers how many left memory."""
+        gone = [a for of_kind in self.actors.values() for a in of_kind.values()
+                if partition_of(a.kind, a.key) in parts]
+        for a in gone:
+            self._forget(a)
+        return len(gone)
+
+    async def _stats_call(self) -> dict[str, Any]:
+        return self.stats()
 
     async def _turn(self, actor: Actor, method: str, args: dict[str, Any],
                     request_id: str | None, fingerprint: str | None) -> tuple[Reply, Write | None]:
@@ -442,19 +561,31 @@ class Host:
                           actor.key)
             self._poison(actor)
             return err(Unavailable("internal_error", "the request failed; retry")), None
-        if request_id is not None and not (reply[0] == "err" and
-                                           reply[1]["category"] == "unavailable"):
+        if request_id is not None and actor.exists() and not (
+                reply[0] == "err" and reply[1]["category"] in _UNRECORDED):
             self._remember(actor, request_id, fingerprint, reply, now)
         return reply, actor._take_write(storage_key)
 
     def _remember(self, actor: Actor, rid: str, fp: str | None, reply: Reply, now: float) -> None:
+        """Record ``rid``'s reply; drop what expired and the caller's records past
+        `IDEMPOTENCY_RECORDS` (oldest first), marking each for the next write."""
         if actor._idem is None:
             actor._idem = OrderedDict()
-        actor._idem[rid] = [fp, list(reply), now]
+        idem = actor._idem
+        idem[rid] = [fp, list(reply), now]
         actor.mark(f"i:{rid}")
-        while len(actor._idem) > IDEMPOTENCY_RECORDS:
-            old, _ = actor._idem.popitem(last=False)
-            actor.mark(f"i:{old}")
+        caller = _caller_of(rid)
+        mine = 0
+        for old in reversed(list(idem)):
+            ttl = AUTO_ID_TTL if old.startswith(AUTO_ID_PREFIX) else IDEMPOTENCY_TTL
+            if now - idem[old][2] >= ttl:
+                del idem[old]
+                actor.mark(f"i:{old}")
+            elif _caller_of(old) == caller:
+                mine += 1
+                if mine > IDEMPOTENCY_RECORDS:
+                    del idem[old]
+                    actor.mark(f"i:{old}")
 
     # -- activation and passivation --------------------------------------------------------
     async def _get(self, cls: type[Actor], kind: str, key: str) -> Actor:
@@ -468,7 +599,7 @@ class Host:
         fut = asyncio.get_running_loop().create_future()
         self._activating[skey] = fut
         try:
-            epoch, fields = await self.store.activate(skey)
+            epoch, fields = await self.store.activate(skey, partition_of(kind, key))
             actor = cls(key, self.ctx)
             actor.epoch = epoch
             idem = {k[2:]: v for k, v in fields.items() if k.startswith("i:")}
@@ -534,7 +665,7 @@ class Host:
         now = self.clock.now()
         d = actor.deadline()
         if d is not None and d <= now:
-            await self.deliver((actor.kind, actor.key, "_deadline", {}, None, None))
+            await self.deliver((actor.kind, actor.key, "_deadline", {}, None, None), internal=True)
             return
         if actor.passivate_after is not None and \
                 actor._last_turn + actor.passivate_after <= now and self._try_passivate(actor):
@@ -560,16 +691,20 @@ class Host:
             self._sweeper = self.clock.call_at(self.clock.now() + self.sweep_interval,
                                                self._sweep)
 
-    async def sweep_once(self, limit: int = 1000) -> int:
-        """Deliver ``_deadline`` to this host's actors whose stored deadline has passed."""
-        due = await self.store.due(self.clock.now(), limit)
+    async def sweep_once(self, limit: int = 1000, parts: list[int] | None = None) -> int:
+        """Deliver ``_deadline`` to this host's actors whose stored deadline has passed, in
+        ``parts`` (default: every partition it owns)."""
+        owned = self.ownership.partitions() if parts is None else parts
+        if not owned:
+            return 0
+        due = await self.store.due(self.clock.now(), limit, owned)
         mine = []
         for member, _ in due:
             kind, _, key = member.partition(":")
-            if kind in self.registry and host_of(kind, key, self.n_hosts) == self.index:
+            if kind in self.registry and self.ownership.accepts(partition_of(kind, key), True):
                 mine.append((kind, key, "_deadline", {}, None, None))
         if mine:
-            await asyncio.gather(*(self.deliver(m) for m in mine))
+            await asyncio.gather(*(self.deliver(m, internal=True) for m in mine))
         return len(mine)
 
     async def drain(self) -> None:
@@ -577,8 +712,9 @@ class Host:
         while self.committer.task is not None and not self.committer.task.done():
             await asyncio.shield(self.committer.task)
 
-    def stats(self) -> dict[str, int]:
-        return {"host": self.index, "actors": sum(map(len, self.actors.values())),
+    def stats(self) -> dict[str, Any]:
+        return {"host": self.host_id, "actors": sum(map(len, self.actors.values())),
+                "refused": self.refused,
                 "turns": self.turns,
                 "activations": self.activations, "passivations": self.passivations,
                 "flushes": self.committer.flushes, "writes": self.committer.writes}

@@ -26,6 +26,7 @@ def new_cart_id() -> str:
 
 class UserActor(Actor):
     kind = "user"
+    idempotent = frozenset({"active_cart", "current", "saved_items"})
     __slots__ = ("active", "saved", "saved_seq")
 
     def __init__(self, key: str, ctx: Any) -> None:

@@ -8,6 +8,7 @@ what a Redis restart would.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from snapshots.codec import decode, encode
@@ -26,7 +27,7 @@ class MemoryStore:
         self.commits = 0
         self.fail_next: Exception | None = None
 
-    async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
+    async def activate(self, key: str, partition: int = 0) -> tuple[int, dict[str, Any]]:
         if key not in self.hashes:
             return NEW_EPOCH, {}
         self.epochs[key] += 1
@@ -65,7 +66,8 @@ class MemoryStore:
             out.append(cur)
         return out
 
-    async def due(self, now: float, limit: int) -> list[tuple[str, float]]:
+    async def due(self, now: float, limit: int,
+                  partitions: Sequence[int] | None = None) -> list[tuple[str, float]]:
         due = sorted((t, m) for m, t in self.deadlines.items() if t <= now)[:limit]
         return [(m, t) for t, m in due]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -89,7 +90,7 @@ class RedisStore:
     def actor_key(self, key: str) -> str:
         return f"{self.prefix}:a:{key}"
 
-    async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
+    async def activate(self, key: str, partition: int = 0) -> tuple[int, dict[str, Any]]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((key, fut))
         if self._flusher is None or self._flusher.done():
@@ -162,7 +163,8 @@ class RedisStore:
             ([self.actor_key(w.key), *keys_tail], self._args(w)) for w in writes])
         return [None if int(x) < 0 else int(x) for x in results]
 
-    async def due(self, now: float, limit: int) -> list[tuple[str, float]]:
+    async def due(self, now: float, limit: int,
+                  partitions: Sequence[int] | None = None) -> list[tuple[str, float]]:
         rows = await self.r.zrangebyscore(self.deadlines_key, "-inf", now, start=0, num=limit,
                                           withscores=True)
         return [(m.decode(), float(s)) for m, s in rows]

@@ -9,11 +9,15 @@ never overwrite the new owner's state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 #: Epoch of an actor that has no persisted state yet; its first write creates it.
 NEW_EPOCH = 0
+#: Partitions of the actor key space: the unit of ownership (the directory) and of the store's
+#: layout (one hash tag per partition).
+PARTITIONS = 256
 
 
 @dataclass(slots=True)
@@ -35,6 +39,8 @@ class Write:
     deadline: tuple[str, float | None] | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     expire_after: float | None = None
+    #: the actor's partition (`actors.runtime.partition_of`): the store lays keys out by it
+    partition: int = 0
 
     def is_empty(self) -> bool:
         return not (self.hset or self.hdel or self.deadline or self.events)
@@ -43,7 +49,7 @@ class Write:
 class SnapshotStore(Protocol):
     """Persistence of actor state, deadlines, events and reference data (catalog, promotions)."""
 
-    async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
+    async def activate(self, key: str, partition: int = 0) -> tuple[int, dict[str, Any]]:
         """Take ownership of ``key``: ``(epoch, fields)``, or ``(NEW_EPOCH, {})`` if it has
         no state yet."""
         ...
@@ -52,7 +58,8 @@ class SnapshotStore(Protocol):
         """Apply ``writes`` in one round trip; per write the new epoch, or None if fenced out."""
         ...
 
-    async def due(self, now: float, limit: int) -> list[tuple[str, float]]:
+    async def due(self, now: float, limit: int,
+                  partitions: Sequence[int] | None = None) -> list[tuple[str, float]]:
         """Deadline members whose time (epoch seconds) is <= ``now``, earliest first."""
         ...
 

@@ -9,7 +9,7 @@ import pytest
 
 from actors.cart import order_id_for
 from actors.router import BatchingRouter
-from actors.runtime import Message, Reply, host_of, ok, partition_of
+from actors.runtime import Message, Reply, host_of, key_hash, ok, partition_of
 
 pytestmark = pytest.mark.actors
 
@@ -72,10 +72,13 @@ async def test_a_host_that_dies_mid_call_fails_every_message_of_the_batch_cleanl
     assert {r[1]["code"] for r in replies} == {"host_unavailable"}
 
 
-def test_actor_keys_map_to_hosts_by_a_stable_hash() -> None:
-    # Python's hash() is salted per process; the placement must agree across processes, so
-    # it is CRC-32 of "kind:key" to 16 bits: changing it would move every actor between hosts.
-    assert host_of("cart", "c_1", 7) == 4 and host_of("inv", "sku-1", 7) == 3
+def test_actor_keys_map_to_partitions_by_a_stable_hash() -> None:
+    # Python's hash() is salted per process; every process must agree on an actor's
+    # partition, so it is CRC-32 of "kind:key" to 16 bits, modulo the 256 partitions: changing
+    # it would move every actor's stored state to other keys.
+    assert key_hash("cart", "c_1") == zlib.crc32(b"cart:c_1") & 0xFFFF
+    assert partition_of("cart", "c_1") == key_hash("cart", "c_1") % 256
+    assert host_of("inv", "sku-1", 7) == partition_of("inv", "sku-1") % 7
 
 
 @pytest.mark.parametrize("hosts", [1, 2, 3, 5, 8])
@@ -85,4 +88,4 @@ def test_an_order_is_placed_on_the_host_of_the_cart_it_came_from(hosts: int) -> 
         order_id = order_id_for(cart_id, f"key-{i}")
         assert host_of("order", order_id, hosts) == host_of("cart", cart_id, hosts)
     # Ids of another shape (older orders, tests' own) hash like any other key.
-    assert partition_of("order", "ord_1") == zlib.crc32(b"order:ord_1") & 0xFFFF
+    assert key_hash("order", "ord_1") == zlib.crc32(b"order:ord_1") & 0xFFFF
