@@ -253,6 +253,22 @@ class Membership(ClusterView):
                 "lease_ok": asyncio.get_running_loop().time() < self._lease_ok_until}
 
 
+async def cluster_summary(view: ClusterView) -> dict[str, Any]:
+    """What operators see of the cluster (``/v1/admin/cluster``, ``/metrics``): ``version``,
+    ``hosts`` (live host id -> ``{partitions, leaving}``), ``unowned`` partitions, hand-offs
+    under way (``moving``), ``rehomed`` and ``handoffs`` since the directory began, and the
+    host count asked for (``desired``)."""
+    m = view.map
+    counts = m.counts()
+    live = m.live()
+    counters = await view.directory.counters()
+    return {"version": m.version,
+            "hosts": {h: {"partitions": counts[h], "leaving": live[h].leaving}
+                      for h in sorted(live)},
+            "unowned": m.unowned(), "moving": sum(1 for t in m.targets if t),
+            "desired": await view.directory.desired_hosts(), **counters}
+
+
 def _incarnation() -> int:
     """A number that grows with each start of a host id (milliseconds since the epoch, then
     three random digits); below 2**53, so it survives Lua's doubles in the directory."""

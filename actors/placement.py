@@ -19,6 +19,7 @@ from actors.reference import ReferenceData
 from actors.runtime import Actor, Host, Message, Ownership, Reply, StaticOwnership, host_of
 from actors.settings import EngineSettings
 from actors.user import UserActor
+from engine.errors import Conflict
 from snapshots.store import SnapshotStore
 
 #: Every actor kind the engine hosts.
@@ -36,6 +37,19 @@ class Placement(Protocol):
         ...
 
     async def stats(self) -> list[dict[str, Any]]: ...
+
+    def health(self) -> dict[str, Any]:
+        """``{serving, unowned, hosts}``: whether this process can serve, partitions without
+        a live owner, live host ids."""
+        ...
+
+    async def cluster(self) -> dict[str, Any]:
+        """Hosts, partitions per host, hand-offs (`actors.membership.cluster_summary`)."""
+        ...
+
+    async def scale(self, n: int) -> None:
+        """Ask for ``n`` hosts (added or retired while serving)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -89,6 +103,21 @@ class LocalPlacement:
 
     async def stats(self) -> list[dict[str, Any]]:
         return [h.stats() for h in self.hosts]
+
+    def health(self) -> dict[str, Any]:
+        return {"serving": True, "unowned": [], "hosts": [h.host_id for h in self.hosts]}
+
+    async def cluster(self) -> dict[str, Any]:
+        """The static placement in `actors.membership.cluster_summary`'s shape."""
+        per = {h.host_id: len(h.ownership.partitions()) for h in self.hosts}
+        return {"version": 0, "hosts": {h: {"partitions": n, "leaving": False}
+                                        for h, n in per.items()},
+                "unowned": [], "moving": 0, "desired": len(self.hosts), "rehomed": 0,
+                "handoffs": 0}
+
+    async def scale(self, n: int) -> None:
+        """In-process hosts are fixed at start. Raises Conflict ``not_elastic``."""
+        raise Conflict("not_elastic", "the in-process placement runs a fixed number of hosts")
 
     async def close(self) -> None:
         for h in self.hosts:

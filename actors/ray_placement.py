@@ -36,7 +36,7 @@ from actors.channel import TOKEN_BYTES, ChannelClient, ChannelServer, node_addre
 from actors.clock import Clock, ManualClock, SystemClock
 from actors.directory import LEASE
 from actors.directory_router import DirectoryRouter
-from actors.membership import ClusterView, Membership
+from actors.membership import ClusterView, Membership, cluster_summary
 from actors.placement import build_host, resendable
 from actors.reference import ReferenceData
 from actors.runtime import Host, Message, Reply, tune_gc
@@ -95,6 +95,13 @@ class HostPlacement:
         return {"serving": self.membership.stats()["lease_ok"],
                 "unowned": self.membership.map.unowned(), "hosts": self.membership.live()}
 
+    async def cluster(self) -> dict[str, Any]:
+        return await cluster_summary(self.membership)
+
+    async def scale(self, n: int) -> None:
+        """Ask for ``n`` hosts; the placement's supervisor adds or retires hosts."""
+        await self.membership.directory.set_desired_hosts(n)
+
     async def close(self) -> None:
         """Nothing: the host's lifecycle belongs to its Ray actor."""
 
@@ -124,13 +131,22 @@ class RayHostActor:
         self._starting: asyncio.Lock | None = None
         self._info: dict[str, Any] = {}
 
-    async def ensure_started(self) -> dict[str, Any]:
-        """Start this host if it is not yet (idempotent); ``{host_id, pid, address}``."""
+    async def ensure_started(self, ingress: bool = False) -> dict[str, Any]:
+        """Start this host if it is not yet, and its HTTP ingress if ``ingress`` and it has
+        none (idempotent); ``{host_id, pid, address, incarnation}``."""
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
             if not self._info:
                 await self._start()
+            if ingress and self.ingress is None and self.cfg.ingress is not None:
+                from actors.service import CartService
+
+                assert self.host is not None and self.router is not None
+                assert self.membership is not None
+                placement = HostPlacement(self.host, self.router, self.membership)
+                self.ingress = await self.cfg.ingress(CartService(placement, self.host.store),
+                                                      placement)
         return self._info
 
     async def _start(self) -> None:
@@ -158,17 +174,12 @@ class RayHostActor:
                                  resendable, max_delay=cfg.max_delay, max_batch=cfg.max_batch,
                                  max_queue=cfg.max_queue)
         host.route = router.send
-        host.system.update(publish=self._publish, advance=self._advance)
+        host.system.update(publish=self._publish, advance=self._advance, stats=self._stats)
         self.host, self.membership, self.router = host, membership, router
         await membership.tick()
         await membership.start()
         host.start_sweeper()
         tune_gc()
-        if cfg.ingress is not None:
-            from actors.service import CartService
-
-            placement = HostPlacement(host, router, membership)
-            self.ingress = await cfg.ingress(CartService(placement, store), placement)
         self._info = {"host_id": self.host_id, "pid": os.getpid(), "address": address,
                       "incarnation": membership.me.incarnation}
 
@@ -181,6 +192,18 @@ class RayHostActor:
         if not isinstance(self.clock, ManualClock):
             raise TypeError("this host runs on the system clock")
         return await self.clock.advance(seconds)
+
+    async def _stats(self) -> dict[str, Any]:
+        """The host's figures, its router's and its membership's, pid and resident memory."""
+        import psutil
+
+        assert self.host is not None and self.router is not None
+        assert self.membership is not None
+        s: dict[str, Any] = self.host.stats()
+        s.update(pid=os.getpid(), router=self.router.stats(),
+                 membership=self.membership.stats(),
+                 rss_bytes=psutil.Process(os.getpid()).memory_info().rss)
+        return s
 
     async def info(self) -> dict[str, Any]:
         return self._info
@@ -268,7 +291,7 @@ class RayPlacement:
         self.directory: Any = None
         self._client: Any = None
         self._supervisor: asyncio.Task[None] | None = None
-        self.restarts = 0
+        self._http = False
 
     async def start(self) -> None:
         from snapshots.redis_directory import RedisDirectory
@@ -289,6 +312,12 @@ class RayPlacement:
                                       max_queue=self.cfg.max_queue)
         await self.wait_owned()
         self._supervisor = asyncio.ensure_future(self._supervise())
+
+    async def open_ingress(self) -> None:
+        """Have every host serve HTTP (``ingress``), now and after any restart: called once
+        the engine is ready to answer (reference data loaded)."""
+        self._http = True
+        await asyncio.gather(*(h.ensure_started.remote(True) for h in self.handles.values()))
 
     def _spawn(self) -> str:
         import ray
@@ -346,8 +375,7 @@ class RayPlacement:
 
         async def ensure(handle: Any) -> None:
             with contextlib.suppress(Exception):  # restarting: the next round tries again
-                before = await asyncio.wait_for(handle.ensure_started.remote(), 10)
-                del before
+                await asyncio.wait_for(handle.ensure_started.remote(self._http), 10)
 
         await asyncio.gather(*(ensure(h) for h in self.handles.values()))
 
@@ -383,9 +411,15 @@ class RayPlacement:
         return out
 
     def health(self) -> dict[str, Any]:
+        """``serving``: some host is live to send to; ``unowned``: partitions no live host
+        owns (as this process last read the directory)."""
         assert self.view is not None
         live = self.view.live()
         return {"serving": bool(live), "unowned": self.view.map.unowned(), "hosts": live}
+
+    async def cluster(self) -> dict[str, Any]:
+        assert self.view is not None
+        return await cluster_summary(self.view)
 
     async def close(self) -> None:
         import ray

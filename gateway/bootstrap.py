@@ -73,11 +73,15 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
                               object_store_memory=256 * 1024 * 1024)
             await _init_ray_keeping_signal_handlers(ray, kwargs)
             ray_started = True
+        from gateway.ingress import ingress_for
+
+        ingress = ingress_for(settings.model_copy(update={"redis_url": url})) \
+            if settings.ingress == "hosts" else None
         placement: Any = RayPlacement(
             n_hosts=settings.hosts, redis_url=url, prefix=settings.redis_prefix,
             settings=engine_settings, reference=ReferenceData(),
             max_delay=settings.batch_delay, max_batch=settings.batch_size,
-            max_queue=settings.max_queue, transport=settings.ray_transport)
+            max_queue=settings.max_queue, ingress=ingress)
         for kind in ("product", "promotion"):
             for value in (await store.load_reference(kind)).values():
                 placement.reference.apply(kind, value)
@@ -92,7 +96,27 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
     if settings.catalog:
         n = await load_catalog(service, settings.catalog)
         rt.notes.append(f"catalog: {n} products from {settings.catalog}")
+    if settings.placement == "ray" and settings.ingress == "hosts":
+        await placement.open_ingress()
     return rt
+
+
+async def serve_on_hosts(settings: GatewaySettings) -> int:
+    """``cart-engine serve`` with an ingress on every host: boot the engine, let the hosts
+    serve HTTP, supervise them until SIGTERM / SIGINT, then stop cleanly. Exit status."""
+    rt = await start_runtime(settings)
+    where = "bundled Redis" if rt.bundled else "Redis from --redis-url / REDIS_URL"
+    print(f"cart-engine: listening on http://{settings.host}:{settings.port} in every host "
+          f"({settings.hosts} hosts, docs at /docs); {where}; " + "; ".join(rt.notes),
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await stop_runtime(rt)
+    print("cart-engine: stopped cleanly (writes drained, hosts stopped)", flush=True)
+    return 0
 
 
 async def _init_ray_keeping_signal_handlers(ray: Any, kwargs: dict[str, Any]) -> None:

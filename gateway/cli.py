@@ -2,8 +2,9 @@
 
   cart-engine serve [--port 8000] [--hosts N] [--redis-url URL] [--ray-address ADDR]
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
-                    [--catalog FILE] [--placement ray|local] [--ray-transport tcp|ray]
+                    [--catalog FILE] [--placement ray|local] [--ingress hosts|gateway]
                     [--data-dir DIR]
+  cart-engine hosts --url URL [--token T] [N]     show the cluster, or ask for N hosts
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
 
 Every flag also reads from the environment (``CART_ENGINE_PORT``, ``REDIS_URL``, ...).
@@ -27,7 +28,7 @@ _SERVE_FLAGS = {
     "--redis-prefix": ("redis_prefix", str), "--tax-rate-bp": ("tax_rate_bp", int),
     "--batch-delay": ("batch_delay", float), "--batch-size": ("batch_size", int),
     "--log-level": ("log_level", str), "--rate-limit": ("rate_limit", str),
-    "--keep-alive": ("keep_alive", float), "--ray-transport": ("ray_transport", str),
+    "--keep-alive": ("keep_alive", float), "--ingress": ("ingress", str),
 }
 
 
@@ -43,7 +44,29 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--admin", action="store_true")
     tok.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds")
     tok.add_argument("--auth-secret", dest="auth_secret", default=None)
+    hosts = sub.add_parser("hosts", help="show the cluster's hosts and partitions, or ask "
+                                         "for N hosts (added or retired while serving)")
+    hosts.add_argument("count", nargs="?", type=int, default=None)
+    hosts.add_argument("--url", default="http://127.0.0.1:8000")
+    hosts.add_argument("--token", default=None,
+                       help="an admin token (default: CART_ENGINE_ADMIN_TOKEN)")
     return p
+
+
+def hosts_command(args: argparse.Namespace) -> int:
+    """GET (or PUT with a count) ``/v1/admin/cluster``; prints the JSON answer."""
+    import json
+    import os
+
+    import httpx
+
+    token = args.token or os.environ.get("CART_ENGINE_ADMIN_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=args.url, headers=headers, timeout=60) as client:
+        r = client.get("/v1/admin/cluster") if args.count is None else \
+            client.put("/v1/admin/cluster", json={"hosts": args.count})
+    print(json.dumps(r.json(), indent=2))
+    return 0 if r.is_success else 1
 
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
@@ -59,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         secret = args.auth_secret or GatewaySettings().auth_secret
         print(issue_token(secret, args.sub, "admin" if args.admin else "user", args.ttl))
         return 0
+    if args.command == "hosts":
+        return hosts_command(args)
     import uvicorn
 
     from gateway.app import create_app
@@ -68,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         print("cart-engine: WARNING: tokens are signed with the public development secret; "
               "set --auth-secret or CART_ENGINE_AUTH_SECRET (32+ bytes) in production",
               file=sys.stderr, flush=True)
+    if settings.placement == "ray" and settings.ingress == "hosts":
+        import asyncio
+
+        from gateway.bootstrap import serve_on_hosts
+
+        return asyncio.run(serve_on_hosts(settings))
     print(f"cart-engine: listening on http://{settings.host}:{settings.port} "
           f"(docs at /docs)", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,

@@ -43,16 +43,20 @@ class EngineCollector:
     flushes and the writes they carried (writes / flushes = the group-commit batch). Per
     router (label ``router``: ``gateway``, or ``host-N`` for a Ray host's messages to the
     others): batches and messages sent (messages / batches = the micro-batch), messages
-    refused as overloaded (503), failed batches (host unreachable), and per destination host
-    (label ``to_host``) the messages waiting and the batches in flight.
+    refused as overloaded (503), failed batches (host unreachable), messages re-sent after a
+    bounce, and per destination host (label ``to_host``) the messages waiting and the batches
+    in flight. The directory: live hosts, partitions per host, unowned partitions, hand-offs
+    under way, re-homings and hand-offs so far.
     """
 
     def __init__(self) -> None:
         self.hosts: list[dict[str, Any]] = []
         self.routers: dict[str, dict[str, Any]] = {}
+        self.cluster: dict[str, Any] = {}
 
     async def refresh(self, placement: Any) -> None:
         self.hosts = list(await placement.stats())
+        self.cluster = await placement.cluster()
         routers = {f"host-{h['host']}": h["router"] for h in self.hosts if "router" in h}
         router = getattr(placement, "router", None)
         if router is not None:
@@ -91,9 +95,39 @@ class EngineCollector:
                                ("in_flight", "cart_engine_router_in_flight", "batches in flight")):
             gauge = GaugeMetricFamily(name, doc, labels=["router", "to_host"])
             for label, r in self.routers.items():
-                for i, value in enumerate(r[key]):
-                    gauge.add_metric([label, str(i)], value)
+                for dest, value in r[key].items():
+                    gauge.add_metric([label, dest], value)
             yield gauge
+        resent = CounterMetricFamily("cart_engine_router_resent",
+                                     "messages sent again after a bounce (directory moved, "
+                                     "host unreachable)", labels=["router"])
+        for label, r in self.routers.items():
+            resent.add_metric([label], r.get("resent", 0))
+        yield resent
+        yield from self._directory()
+
+    def _directory(self) -> Iterator[Any]:
+        c = self.cluster
+        if not c:
+            return
+        hosts = GaugeMetricFamily("cart_engine_directory_hosts", "live hosts in the directory")
+        hosts.add_metric([], len(c["hosts"]))
+        yield hosts
+        parts = GaugeMetricFamily("cart_engine_directory_partitions",
+                                  "partitions owned per host", labels=["host"])
+        for h, row in c["hosts"].items():
+            parts.add_metric([h], row["partitions"])
+        yield parts
+        for key, doc in (("unowned", "partitions without a live owner"),
+                         ("moving", "hand-offs under way")):
+            g = GaugeMetricFamily(f"cart_engine_directory_{key}", doc)
+            g.add_metric([], len(c[key]) if isinstance(c[key], list) else c[key])
+            yield g
+        for key, doc in (("rehomed", "partitions re-homed after their owner's lease lapsed"),
+                         ("handoffs", "partitions handed off between live hosts")):
+            counter = CounterMetricFamily(f"cart_engine_directory_{key}", doc)
+            counter.add_metric([], c[key])
+            yield counter
 
 
 class MetricsMiddleware:

@@ -135,3 +135,11 @@ class ErrorBody(BaseModel):
 
 class ErrorPublic(BaseModel):
     error: ErrorBody
+
+
+class ClusterScale(BaseModel):
+    """``PUT /v1/admin/cluster``: the number of actor hosts wanted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: int = Field(ge=1, le=256)

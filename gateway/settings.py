@@ -24,15 +24,14 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    #: Actor hosts (Ray actors with the Ray placement, event-loop hosts in-process); by
-    #: default one per CPU left after the gateway's own (on 2 cores: 1, which measured 956
-    #: flash-sale checkouts/s on Ray against 763 with 2 hosts sharing the cores).
-    hosts: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=1,
-                       le=256)
+    #: Actor hosts at start (Ray actors with the Ray placement, event-loop hosts
+    #: in-process); by default one per CPU, since each host also serves HTTP (``ingress``).
+    hosts: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
     placement: Literal["ray", "local"] = "ray"
-    #: How message batches reach Ray hosts: ``tcp``, a direct channel per host
-    #: (`actors.channel`), or ``ray``, Ray actor calls.
-    ray_transport: Literal["tcp", "ray"] = "tcp"
+    #: Where HTTP enters with the Ray placement: ``hosts``, every host serves the API on the
+    #: shared port and runs its own actors' requests in its process (`gateway.ingress`);
+    #: ``gateway``, one gateway process forwards every request to the hosts.
+    ingress: Literal["hosts", "gateway"] = "hosts"
     #: Redis to keep snapshots in; unset or unreachable: a bundled Redis in ``data_dir``.
     redis_url: str | None = Field(None, validation_alias=AliasChoices(
         "redis_url", "REDIS_URL", "CART_ENGINE_REDIS_URL"))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query
 
 from gateway.deps import AdminCaller, ResourceId, Service
 from gateway.routes._respond import ERRORS, JSONResponse
-from gateway.schemas import StockChange
+from gateway.schemas import ClusterScale, StockChange
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]})
 
@@ -38,6 +38,21 @@ async def put_promotion(service: Service, _: AdminCaller, promotion_id: Resource
 async def ship_order(service: Service, _: AdminCaller, order_id: ResourceId) -> JSONResponse:
     """Mark a paid order shipped (emits order.shipped)."""
     return JSONResponse(await service.ship_order(order_id))
+
+
+@router.get("/cluster")
+async def get_cluster(service: Service, _: AdminCaller) -> JSONResponse:
+    """The cluster: live hosts and their partitions, unowned partitions, hand-offs under way,
+    re-homings and hand-offs so far, the host count asked for."""
+    return JSONResponse(await service.placement.cluster())
+
+
+@router.put("/cluster")
+async def scale_cluster(service: Service, _: AdminCaller, body: ClusterScale) -> JSONResponse:
+    """``{hosts: n}``: add or retire hosts while serving (partitions move by hand-off);
+    202 with the cluster as it is now. 409 ``not_elastic`` for the in-process placement."""
+    await service.placement.scale(body.hosts)
+    return JSONResponse(await service.placement.cluster(), status_code=202)
 
 
 @router.get("/events")

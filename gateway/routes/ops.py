@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -14,17 +15,31 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
+def _unavailable(code: str, message: str, details: list[Any]) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "details": details}},
+                        status_code=503, headers={"Retry-After": "1"})
+
+
 @router.get("/healthz")
-async def healthz() -> JSONResponse:
-    """The process is alive."""
-    return JSONResponse({"status": "ok"})
+async def healthz(request: Request) -> JSONResponse:
+    """This process can serve: an ingress host holds its directory lease, a gateway sees a
+    live host. 503 ``not_serving`` otherwise (a supervisor should restart it)."""
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        return _unavailable("not_serving", "the engine is starting", [])
+    health = service.placement.health()
+    if not health["serving"]:
+        return _unavailable("not_serving", "this process cannot reach any engine host",
+                            [{"hosts": health["hosts"]}])
+    return JSONResponse({"status": "ok", "hosts": len(health["hosts"])})
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Redis and the actor hosts (Ray) answer."""
+    """Redis and the actor hosts answer, and every partition has a live owner; else 503
+    ``not_ready`` with the failing checks and the ``unowned`` partitions."""
     service = request.app.state.service
-    checks: dict[str, str] = {}
+    checks: dict[str, Any] = {}
     try:
         await asyncio.wait_for(service.store.ping(), 2)
         checks["redis"] = "ok"
@@ -35,12 +50,13 @@ async def readyz(request: Request) -> JSONResponse:
         checks["hosts"] = "ok"
     except Exception as e:  # noqa: BLE001
         checks["hosts"] = f"down: {e}"
+    unowned = service.placement.health()["unowned"]
+    checks["partitions"] = "ok" if not unowned else f"{len(unowned)} without a live owner"
     ready = all(v == "ok" for v in checks.values())
     if ready:
         return JSONResponse({"status": "ready", "checks": checks})
-    return JSONResponse({"error": {"code": "not_ready", "message": "a dependency is down",
-                                   "details": [checks]}}, status_code=503,
-                        headers={"Retry-After": "1"})
+    return _unavailable("not_ready", "a dependency is down or partitions have no owner",
+                        [{**checks, "unowned": unowned}])
 
 
 @router.get("/metrics")

@@ -1,0 +1,73 @@
+"""An HTTP ingress inside each actor host: the API served where the actors live.
+
+Every host process (a Ray actor) serves the whole API on the shared port: the kernel spreads
+connections over every process listening on it (``SO_REUSEPORT``), so one machine still
+answers on one port while each host runs the requests for its own actors in its own process
+and sends only the others' messages over the batched channel, as Orleans' co-hosted clients
+and Akka's nodes do. On a cluster, each node's hosts listen on that node's address, behind
+the operator's load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from functools import partial
+from typing import Any
+
+from gateway.settings import GatewaySettings
+
+#: Connections the kernel queues per listening process before accept.
+BACKLOG = 2048
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that other processes can bind as well
+    (``SO_REUSEPORT``, Linux 3.9+): the kernel spreads new connections among them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class HttpIngress:
+    """A running uvicorn server in this event loop; `stop` ends it gracefully."""
+
+    def __init__(self, server: Any, task: asyncio.Task[None]) -> None:
+        self.server = server
+        self.task = task
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def serve(settings: GatewaySettings, service: Any, placement: Any) -> HttpIngress:
+    """Serve the API for ``service`` on ``settings.host:port`` from this process; answers
+    once it listens. Raises OSError if the port cannot be shared."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    app = create_app(settings, service=service)
+    config = uvicorn.Config(app, lifespan="on", log_level=settings.log_level,
+                            access_log=False, timeout_keep_alive=int(settings.keep_alive),
+                            timeout_graceful_shutdown=10, http="httptools", ws="none")
+    server = uvicorn.Server(config)
+    sock = shared_socket(settings.host, settings.port)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise OSError("the HTTP ingress stopped before it started")
+        await asyncio.sleep(0.01)
+    return HttpIngress(server, task)
+
+
+def ingress_for(settings: GatewaySettings) -> Any:
+    """The ingress factory hosts are started with (`actors.ray_placement.HostConfig`)."""
+    return partial(serve, settings)
