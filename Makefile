@@ -19,9 +19,12 @@ install: $(STAMP)
 run: install
 	$(BIN)/cart-engine serve --catalog examples/catalog.json
 
-## Every test: unit, actor contract (both placements), integration, end to end.
+## Every test: unit, actor contract (both placements), integration, end to end; then the
+## failure tests on a multi-node Ray cluster, in a process of their own (a process joins one
+## Ray cluster only).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not reliability"
+	$(BIN)/python -m pytest -m reliability tests/reliability
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

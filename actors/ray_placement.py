@@ -87,7 +87,7 @@ class HostPlacement:
         await _broadcast(self.router, "publish", {"kind": kind, "value": value})
 
     async def stats(self) -> list[dict[str, Any]]:
-        return await _broadcast(self.router, "stats", {})
+        return await _broadcast(self.router, "stats", {}, every=False)
 
     def health(self) -> dict[str, Any]:
         """``serving``: this process can serve (its lease runs); ``unowned``: partitions
@@ -106,12 +106,16 @@ class HostPlacement:
         """Nothing: the host's lifecycle belongs to its Ray actor."""
 
 
-async def _broadcast(router: DirectoryRouter, method: str, args: dict[str, Any]) -> list[Any]:
+async def _broadcast(router: DirectoryRouter, method: str, args: dict[str, Any],
+                     every: bool = True) -> list[Any]:
+    """Send a `SYSTEM` message to every live host; their answers. ``every``: raise
+    RuntimeError if one failed, else leave its answer out (figures of a dying host)."""
     out = []
     for reply in await router.broadcast(method, args):
-        if reply[0] != "ok":
+        if reply[0] == "ok":
+            out.append(reply[1])
+        elif every:
             raise RuntimeError(f"host {method} failed: {reply[1].get('message')}")
-        out.append(reply[1])
     return out
 
 
@@ -200,7 +204,7 @@ class RayHostActor:
         assert self.host is not None and self.router is not None
         assert self.membership is not None
         s: dict[str, Any] = self.host.stats()
-        s.update(pid=os.getpid(), router=self.router.stats(),
+        s.update(pid=os.getpid(), node=_node_id(), router=self.router.stats(),
                  membership=self.membership.stats(),
                  rss_bytes=psutil.Process(os.getpid()).memory_info().rss)
         return s
@@ -235,6 +239,16 @@ class RayHostActor:
         if self.router is not None:
             await self.router.close()
         await self.host.store.close()
+
+
+def _node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - not in a Ray worker
+        return None
 
 
 class _Pending:
@@ -400,7 +414,7 @@ class RayPlacement:
 
     async def stats(self) -> list[dict[str, Any]]:
         assert self.router is not None, "RayPlacement.start() first"
-        return await _broadcast(self.router, "stats", {})
+        return await _broadcast(self.router, "stats", {}, every=False)
 
     async def host_info(self) -> dict[str, dict[str, Any]]:
         """Host id -> ``{host_id, pid, address, incarnation}`` of the hosts running now."""

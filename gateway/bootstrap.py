@@ -68,6 +68,7 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
                                       "configure_logging": False, "log_to_driver": True}
             if settings.ray_address:
                 kwargs["address"] = settings.ray_address
+                use_ray_token_if_present()
             else:
                 kwargs.update(num_cpus=os.cpu_count() or 2,
                               object_store_memory=256 * 1024 * 1024)
@@ -117,6 +118,28 @@ async def serve_on_hosts(settings: GatewaySettings) -> int:
     await stop_runtime(rt)
     print("cart-engine: stopped cleanly (writes drained, hosts stopped)", flush=True)
     return 0
+
+
+def use_ray_token_if_present() -> bool:
+    """Joining a cluster: present Ray's authentication token when one is at hand.
+
+    Ray 2.5x+ clusters started with ``ray start`` authenticate callers by token by default
+    (``RAY_AUTH_MODE=token``, the token in ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``
+    or ``~/.ray/auth_token``), but a process that joins with ``ray.init(address=...)`` only
+    sends it when ``RAY_AUTH_MODE=token`` is set, and is refused with ``InvalidAuthToken``
+    otherwise. So when ``RAY_AUTH_MODE`` is unset and a token exists, set it (for this process
+    and its children); an explicit ``RAY_AUTH_MODE`` is left as the operator chose. Answers
+    whether token mode is on.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    token_file = Path(path) if path else Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return True
+    return False
 
 
 async def _init_ray_keeping_signal_handlers(ray: Any, kwargs: dict[str, Any]) -> None:

@@ -42,9 +42,15 @@ async def ship_order(service: Service, _: AdminCaller, order_id: ResourceId) -> 
 
 @router.get("/cluster")
 async def get_cluster(service: Service, _: AdminCaller) -> JSONResponse:
-    """The cluster: live hosts and their partitions, unowned partitions, hand-offs under way,
-    re-homings and hand-offs so far, the host count asked for."""
-    return JSONResponse(await service.placement.cluster())
+    """The cluster: live hosts (partitions, process id, resident actors), unowned
+    partitions, hand-offs under way, re-homings and hand-offs so far, the host count asked
+    for."""
+    cluster = await service.placement.cluster()
+    for s in await service.placement.stats():
+        row = cluster["hosts"].get(s["host"])
+        if row is not None:
+            row.update(pid=s.get("pid"), node=s.get("node"), actors=s.get("actors"))
+    return JSONResponse(cluster)
 
 
 @router.put("/cluster")
