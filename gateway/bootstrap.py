@@ -68,7 +68,6 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
                                       "configure_logging": False, "log_to_driver": True}
             if settings.ray_address:
                 kwargs["address"] = settings.ray_address
-                use_ray_token_if_present()
             else:
                 kwargs.update(num_cpus=os.cpu_count() or 2,
                               object_store_memory=256 * 1024 * 1024)
@@ -120,25 +119,50 @@ async def serve_on_hosts(settings: GatewaySettings) -> int:
     return 0
 
 
-def use_ray_token_if_present() -> bool:
-    """Joining a cluster: present Ray's authentication token when one is at hand.
-
-    Ray 2.5x+ clusters started with ``ray start`` authenticate callers by token by default
-    (``RAY_AUTH_MODE=token``, the token in ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``
-    or ``~/.ray/auth_token``), but a process that joins with ``ray.init(address=...)`` only
-    sends it when ``RAY_AUTH_MODE=token`` is set, and is refused with ``InvalidAuthToken``
-    otherwise. So when ``RAY_AUTH_MODE`` is unset and a token exists, set it (for this process
-    and its children); an explicit ``RAY_AUTH_MODE`` is left as the operator chose. Answers
-    whether token mode is on.
-    """
-    mode = os.environ.get("RAY_AUTH_MODE")
-    if mode is not None:
-        return mode.lower() == "token"
+def _ray_token_at_hand() -> bool:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     token_file = Path(path) if path else Path.home() / ".ray" / "auth_token"
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or token_file.is_file()
+
+
+def _join_ray(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init``; joining a cluster that authenticates callers by token, present it.
+
+    Ray 2.5x+ clusters started with ``ray start`` authenticate by token when one exists on
+    the head (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``), but a
+    process that joins with an explicit address sends it only when ``RAY_AUTH_MODE=token`` is
+    set, and is refused otherwise (``InvalidAuthToken``); and a process in token mode cannot
+    join a cluster without it. So with ``RAY_AUTH_MODE`` unset, join without a token first
+    and, if the cluster refuses for want of one and a token is at hand, again in token mode
+    (for this process and the hosts it starts). An explicit ``RAY_AUTH_MODE`` is obeyed.
+    """
+    probe = "address" in kwargs and "RAY_AUTH_MODE" not in os.environ and _ray_token_at_hand()
+    quick = probe and "RAY_gcs_rpc_server_connect_timeout_s" not in os.environ
+    if quick:  # a refusal should come back in seconds, not after Ray's minute of retries
+        os.environ["RAY_gcs_rpc_server_connect_timeout_s"] = "10"
+    try:
+        ray.init(**kwargs)
+    except Exception as e:
+        if not (probe and _asks_for_token(e)):
+            raise
+        log.warning("the Ray cluster asks for its token; joining in token mode")
+        ray.shutdown()
         os.environ["RAY_AUTH_MODE"] = "token"
-        return True
+        from ray._raylet import Config  # Ray reads RAY_AUTH_MODE into its config here
+
+        Config.initialize("")
+        ray.init(**kwargs)
+    finally:
+        if quick:
+            os.environ.pop("RAY_gcs_rpc_server_connect_timeout_s", None)
+
+
+def _asks_for_token(e: BaseException | None) -> bool:
+    """Whether ``e`` (or what caused it) is Ray's refusal for want of a token."""
+    while e is not None:
+        if "InvalidAuthToken" in str(e) or type(e).__name__ == "AuthenticationError":
+            return True
+        e = e.__cause__ or e.__context__
     return False
 
 
@@ -149,7 +173,7 @@ async def _init_ray_keeping_signal_handlers(ray: Any, kwargs: dict[str, Any]) ->
     must instead drain its writes and stop its hosts and the bundled Redis first.
     """
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    await asyncio.to_thread(ray.init, **kwargs)
+    await asyncio.to_thread(_join_ray, ray, kwargs)
     if threading.current_thread() is threading.main_thread():
         for sig, handler in saved.items():
             if handler is not None:

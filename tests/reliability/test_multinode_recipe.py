@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,23 +30,23 @@ def _shell_env() -> dict[str, str]:
 
 @pytest.fixture
 def ray_started(tmp_path: Path) -> Iterator[str]:
-    """``ray start --head`` and ``ray start --address`` (``--block``: they stop with us)."""
+    """``ray start --head`` and ``ray start --address`` (``--block``: they stop with us).
+
+    The worker node is given ``RAY_AUTH_MODE=token``, as Ray's token authentication asks of
+    nodes that join; the engine is not (the README's point)."""
     port = free_port()
-    common = ["--num-cpus", "1", "--disable-usage-stats", "--block",
-              "--min-worker-port", "0", "--max-worker-port", "0"]
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false",
-         "--ray-client-server-port", str(free_port()), "--node-ip-address", "127.0.0.1",
-         *common], env=_shell_env(), stdout=open(tmp_path / "head.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT)
-    procs = [head]
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--block"]
+    procs = []
     try:
-        address = f"127.0.0.1:{port}"
-        _wait_for_gcs(address, head)
-        procs.append(subprocess.Popen(
-            [RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
-            env=_shell_env(), stdout=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT))
+        procs.append(_start([RAY, "start", "--head", "--port", str(port),
+                             "--include-dashboard", "false", *common],
+                            _shell_env(), tmp_path / "head.log"))
+        from ray._private.services import get_node_ip_address
+
+        address = f"{get_node_ip_address()}:{port}"  # where Ray binds on this machine
+        procs.append(_start([RAY, "start", "--address", address, *common],
+                            {**_shell_env(), "RAY_AUTH_MODE": "token"},
+                            tmp_path / "worker.log"))
         yield address
     finally:
         for p in reversed(procs):
@@ -57,15 +58,16 @@ def ray_started(tmp_path: Path) -> Iterator[str]:
                 p.kill()
 
 
-def _wait_for_gcs(address: str, head: subprocess.Popen[bytes]) -> None:
-    """Until the head answers ``ray status`` (or has died)."""
-    for _ in range(120):
-        assert head.poll() is None, "ray start --head exited"
-        ok = subprocess.run([RAY, "status", "--address", address], env=_shell_env(),
-                            capture_output=True, timeout=30).returncode == 0
-        if ok:
-            return
-    raise AssertionError("the Ray head did not come up")
+def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Run ``ray start ... --block`` and wait until it says the node runs (its log)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT)
+    end = time.monotonic() + 120
+    while b"Ray runtime started" not in log.read_bytes():
+        assert proc.poll() is None, f"{' '.join(cmd[:3])} exited: {log.read_text()[-2000:]}"
+        assert time.monotonic() < end, f"{' '.join(cmd[:3])} did not start"
+        time.sleep(0.2)  # polling the node's log for its start line
+    return proc
 
 
 def test_serve_joins_a_ray_start_cluster_and_spreads_its_hosts(
