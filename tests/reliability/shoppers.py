@@ -48,7 +48,7 @@ async def buyer(client: httpx.AsyncClient, product_id: str, variant_id: str) -> 
     if r.status_code not in (200, 201):
         return {"outcome": "failed", "status": r.status_code, "step": "cart"}
     cart = r.json()
-    token, cid = cart["token"], cart["cart"]["cart_id"]
+    token, cid = cart["token"], cart["cart_id"]
     r = await call(client, "POST", f"/v1/carts/{cid}/items",
                    headers={**bearer(token), "Idempotency-Key": f"{key}-a"},
                    json={"product_id": product_id, "variant_id": variant_id, "quantity": 1})
