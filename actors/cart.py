@@ -537,8 +537,16 @@ class CartActor(Actor):
         if priced is not None and priced.code_errors:
             code, e = sorted(priced.code_errors.items())[0]
             raise type(e)(e.code, f"code {code}: {e.message}", e.details)
-        await self._reserve_all(cart, lines)
         order_id = order_id_for(cart.cart_id, idempotency_key)
+        try:
+            await self._reserve_all(cart, lines)
+        except Conflict:
+            # This key's checkout may have paid already, its reply lost with a dead host
+            # before this cart's own write: its stock is sold, so reserving fails. Finish it.
+            settled = await self.ctx.ask("order", order_id, "settled", {})
+            if settled is None:
+                raise
+            return self._checked_out(cart, lines, order_id, settled)
         try:
             priced = priced or self._price(shipping_address)
             limited = [p for pid in priced.promotion_ids
@@ -559,6 +567,12 @@ class CartActor(Actor):
             "shipping_address": shipping_address}})
         if order["status"] != "paid":
             order = await self._pay(cart, lines, limited, order_id, priced, payment_token)
+        else:  # paid before (a reply lost with a dead host): what this try took goes back
+            await self._release_lines(lines)
+        return self._checked_out(cart, lines, order_id, order)
+
+    def _checked_out(self, cart: Cart, lines: list[LineItem], order_id: str,
+                     order: Any) -> dict[str, Any]:
         cart.check_out(order_id, self.now)
         self.mark("meta", *(f"l:{ln.line_id}" for ln in lines))
         self.emit(event(CART_CHECKED_OUT, self.now, cart_id=cart.cart_id, owner=cart.owner,

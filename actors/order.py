@@ -23,7 +23,7 @@ ADMIN = "@admin"
 
 class OrderActor(Actor):
     kind = "order"
-    idempotent = frozenset({"get", "create", "mark_paid"})
+    idempotent = frozenset({"get", "settled", "create", "mark_paid"})
     __slots__ = ("order",)
 
     def __init__(self, key: str, ctx: Any) -> None:
@@ -96,6 +96,14 @@ class OrderActor(Actor):
         o.failure_reason = reason
         o.payment = {"status": "failed", "error": code}
         self._move(OrderStatus.PAYMENT_FAILED, ORDER_PAYMENT_FAILED, reason=reason, error=code)
+        return order_view(o)
+
+    async def settled(self) -> dict[str, Any] | None:
+        """The order if its payment went through (paid or later), else None: a checkout
+        retried after its reply was lost finishes with it instead of buying again."""
+        o = self.order
+        if o is None or o.status in (OrderStatus.PENDING, OrderStatus.PAYMENT_FAILED):
+            return None
         return order_view(o)
 
     async def get(self, caller: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pytest
 
 from actors.service import CartService
 from engine.errors import Conflict, NotFound, ValidationFailed
+from snapshots.memory_store import MemoryStore
 from tests.actors.harness import Harness, product
 
 pytestmark = pytest.mark.actors
@@ -164,3 +165,27 @@ async def test_a_hold_becomes_the_checkout_reservation(harness: Harness, svc: Ca
     assert order["status"] == "paid"
     assert (await svc.stock("hot-v0")) | {} == {"variant_id": "hot-v0", "on_hand": 0,
                                                 "reserved": 0, "available": 0, "sold": 1}
+
+
+async def test_a_checkout_retried_after_its_reply_was_lost_answers_the_paid_order_once(
+        ) -> None:
+    # A host that dies after the payment but before the cart's own write: the order is paid
+    # and the stock sold, yet the cart still looks active. The buyer retries with its key.
+    # (Staged through the in-memory store, so this one runs in-process only.)
+    harness = Harness("local", MemoryStore())
+    svc = await harness.start()
+    await svc.put_product("p", product("p", stock=1))
+    cid = await _cart(harness, "u")
+    await svc.add_item("u", cid, product_id="p", quantity=1)
+    store = harness.store
+    before = dict(store.hashes[f"cart:{cid}"])
+    order = await svc.checkout("u", cid, payment_token="tok_ok", idempotency_key="k")
+    store.hashes[f"cart:{cid}"] = before  # the cart's write never landed
+    svc = await harness.restart()  # the host's memory is gone too
+    again = await svc.checkout("u", cid, payment_token="tok_ok", idempotency_key="k")
+    assert again["order_id"] == order["order_id"] and again["status"] == "paid"
+    assert (await svc.stock("p-v0"))["sold"] == 1  # sold once, nothing held or sold again
+    assert (await svc.get_cart("u", cid))["status"] == "checked_out"
+    paid = [e for e in await svc.events() if e["type"] == "order.paid"]
+    assert len(paid) == 1
+    await harness.close()

@@ -121,9 +121,8 @@ async def test_a_node_lost_mid_sale_loses_nothing_and_its_carts_answer_again(
 
     try:
         _assert_the_sale_held(await _sale_with_a_failure(engine, redis_url, on_worker, kill))
-    finally:
-        await asyncio.to_thread(cluster.add_node, num_cpus=1,
-                                object_store_memory=100 * 2**20)
+    finally:  # the next test's cluster has its two nodes again (add_node needs this thread)
+        cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
 
 
 async def _wait_for_hosts(engine: Cluster, n: int, within: float = 60.0) -> None:
