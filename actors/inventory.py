@@ -18,7 +18,8 @@ class InventoryActor(Actor):
     """Stock ledger of one variant. Messages answer ``{on_hand, reserved, available, sold}``."""
 
     kind = "inv"
-    idempotent = frozenset({"reserve", "release", "renew", "commit_part", "status", "initialize"})
+    idempotent = frozenset({"reserve", "release", "renew", "commit", "commit_part", "status",
+                            "initialize"})
     __slots__ = ("ledger",)
 
     def __init__(self, key: str, ctx: Any) -> None:
@@ -28,12 +29,18 @@ class InventoryActor(Actor):
     def load(self, fields: dict[str, Any]) -> None:
         meta = fields.get("meta")
         reservations = {f[2:]: r for f, r in fields.items() if f.startswith("r:")}
+        committed = sorted(((f[2:], (int(v[0]), float(v[1]))) for f, v in fields.items()
+                            if f.startswith("k:")), key=lambda kv: kv[1][1])
         self.ledger = StockLedger(self.key, on_hand=meta.on_hand if meta else 0,
-                                  sold=meta.sold if meta else 0, reservations=reservations)
+                                  sold=meta.sold if meta else 0, reservations=reservations,
+                                  committed=dict(committed))
 
     def field_value(self, name: str) -> Any:
         if name == "meta":
             return self.ledger
+        if name.startswith("k:"):  # a committed id remembered: [units, forget at]
+            done = self.ledger.committed.get(name[2:])
+            return None if done is None else list(done)
         return self.ledger.reservations.get(name[2:])
 
     def exists(self) -> bool:
@@ -60,6 +67,9 @@ class InventoryActor(Actor):
         """
         before = self.ledger.available
         r = self.ledger.reserve(reservation_id, quantity, self.now + ttl, owner)
+        if r.committed:  # sold to this id already: a retried checkout
+            return {"reservation_id": reservation_id, "quantity": r.quantity,
+                    "expires_at": r.expires_at, "committed": True, **self.ledger.snapshot()}
         self.mark(f"r:{reservation_id}")
         self._after_take(before)
         return {"reservation_id": reservation_id, "quantity": r.quantity,
@@ -73,9 +83,11 @@ class InventoryActor(Actor):
         return {"released": r is not None, **self.ledger.snapshot()}
 
     async def commit(self, reservation_id: str) -> dict[str, Any]:
-        """The reservation's units are sold. Raises NotFound ``reservation_not_found``."""
-        self.ledger.commit(reservation_id)
-        self.mark(f"r:{reservation_id}", "meta")
+        """The reservation's units are sold (idempotent for `COMMITTED_MEMORY` seconds).
+        Raises NotFound ``reservation_not_found``."""
+        if not self.ledger.commit(reservation_id, self.now).committed:
+            self.mark(f"r:{reservation_id}", "meta", f"k:{reservation_id}")
+            self.mark(*(f"k:{rid}" for rid in self.ledger.forget_committed(self.now)))
         return self.ledger.snapshot()
 
     async def renew(self, reservation_id: str, ttl: float,
@@ -94,8 +106,9 @@ class InventoryActor(Actor):
     async def commit_part(self, reservation_id: str) -> int:
         """Commit the reservation if it is open; the units sold (0 if there was none)."""
         r = self.ledger.reservations.get(reservation_id)
+        done = self.ledger.committed.get(reservation_id)
         if r is None:
-            return 0
+            return 0 if done is None else done[0]
         await self.commit(reservation_id)
         return r.quantity
 

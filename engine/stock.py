@@ -15,6 +15,10 @@ from engine.errors import Conflict, NotFound, ValidationFailed
 
 #: Largest on-hand count one ledger accepts.
 MAX_ON_HAND = 10**9
+#: Seconds a committed reservation's id is remembered: a checkout retried within that time
+#: (its reply was lost with a host that died after the commit) finds its units sold to it
+#: instead of reserving again. Longer than any retry, and than the reservation TTL.
+COMMITTED_MEMORY = 3600.0
 
 
 def check_stock(on_hand: object) -> int:
@@ -36,6 +40,8 @@ class Reservation:
     quantity: int
     expires_at: float
     owner: str
+    #: A reservation already committed (sold) under this id, answered to a repeat.
+    committed: bool = False
 
 
 @dataclass(slots=True)
@@ -50,6 +56,8 @@ class StockLedger:
     reserved: int = 0
     #: (expires_at, reservation_id) min-heap with lazy deletion: the next deadline in O(log n).
     _expiries: list[tuple[float, str]] = field(default_factory=list, repr=False)
+    #: Recently committed reservation id -> (units, forget at, epoch seconds), oldest first.
+    committed: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.reservations:
@@ -75,6 +83,9 @@ class StockLedger:
         """
         if type(quantity) is not int or quantity < 1:
             raise ValidationFailed("invalid_quantity", "reserve at least one unit")
+        done = self.committed.get(reservation_id)
+        if done is not None:  # sold already under this id: a retried checkout takes nothing
+            return Reservation(reservation_id, done[0], expires_at, owner, committed=True)
         existing = self.reservations.get(reservation_id)
         have = existing.quantity if existing else 0
         if quantity - have > self.available:
@@ -104,12 +115,18 @@ class StockLedger:
             self.reserved -= r.quantity
         return r
 
-    def commit(self, reservation_id: str) -> Reservation:
+    def commit(self, reservation_id: str, now: float | None = None) -> Reservation:
         """The reserved units are sold: they leave ``on_hand`` and the reservation closes.
+
+        With ``now`` the id is remembered for `COMMITTED_MEMORY` seconds: committing it again
+        answers the same units (``committed=True``) and changes nothing (idempotent).
 
         Raises:
             NotFound: ``reservation_not_found`` (expired, released or never made).
         """
+        done = self.committed.get(reservation_id)
+        if done is not None:
+            return Reservation(reservation_id, done[0], done[1], "", committed=True)
         r = self.reservations.pop(reservation_id, None)
         if r is None:
             raise NotFound("reservation_not_found",
@@ -117,7 +134,20 @@ class StockLedger:
         self.reserved -= r.quantity
         self.on_hand -= r.quantity
         self.sold += r.quantity
+        if now is not None:
+            self.committed[reservation_id] = (r.quantity, now + COMMITTED_MEMORY)
         return r
+
+    def forget_committed(self, now: float) -> list[str]:
+        """Forget committed ids whose memory ran out by ``now``; the ids forgotten."""
+        gone = []
+        for rid, (_, until) in self.committed.items():
+            if until > now:
+                break
+            gone.append(rid)
+        for rid in gone:
+            del self.committed[rid]
+        return gone
 
     def expire(self, now: float) -> list[Reservation]:
         """Release every reservation whose ``expires_at`` <= ``now``; return them."""

@@ -53,11 +53,7 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
 
     from gateway.app import create_app
 
-    app = create_app(settings, service=service)
-    config = uvicorn.Config(app, lifespan="on", log_level=settings.log_level,
-                            access_log=False, timeout_keep_alive=int(settings.keep_alive),
-                            timeout_graceful_shutdown=10, http="httptools", ws="none")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, service=service)))
     sock = shared_socket(settings.host, settings.port)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started:
@@ -66,6 +62,16 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
             raise OSError("the HTTP ingress stopped before it started")
         await asyncio.sleep(0.01)
     return HttpIngress(server, task)
+
+
+def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:
+    """uvicorn's configuration for an ingress: the keep-alive outlasts clients' idle expiry
+    (`GatewaySettings.keep_alive`), no access log, a graceful shutdown of 10 s."""
+    import uvicorn
+
+    return uvicorn.Config(app, lifespan="on", log_level=settings.log_level, access_log=False,
+                          timeout_keep_alive=int(settings.keep_alive),
+                          timeout_graceful_shutdown=10, http="httptools", ws="none")
 
 
 def ingress_for(settings: GatewaySettings) -> Any:

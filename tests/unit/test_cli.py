@@ -25,8 +25,26 @@ def test_serve_hands_the_keep_alive_to_uvicorn(monkeypatch: pytest.MonkeyPatch) 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(gateway.app, "create_app", lambda settings: "app")
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    assert main(["serve", "--keep-alive", "90", "--port", "0"]) == 0
+    assert main(["serve", "--keep-alive", "90", "--port", "0", "--ingress", "gateway"]) == 0
     assert seen["app"] == "app" and seen["timeout_keep_alive"] == 90.0 and seen["port"] == 0
+
+
+def test_serve_runs_an_ingress_on_every_host_by_default_with_the_same_keep_alive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.bootstrap
+    from gateway.ingress import uvicorn_config
+
+    seen: dict[str, Any] = {}
+
+    async def on_hosts(settings: Any) -> int:
+        seen["settings"] = settings
+        return 0
+
+    monkeypatch.setattr(gateway.bootstrap, "serve_on_hosts", on_hosts)
+    assert main(["serve", "--keep-alive", "90", "--port", "0"]) == 0
+    settings = seen["settings"]
+    assert settings.placement == "ray" and settings.ingress == "hosts"
+    assert uvicorn_config(settings, "app").timeout_keep_alive == 90
 
 
 def test_a_secret_shorter_than_the_hash_is_refused_and_the_dev_secret_is_warned_about(
@@ -38,7 +56,7 @@ def test_a_secret_shorter_than_the_hash_is_refused_and_the_dev_secret_is_warned_
     monkeypatch.setattr(gateway.app, "create_app", lambda settings: "app")
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
     monkeypatch.delenv("CART_ENGINE_AUTH_SECRET", raising=False)
-    main(["serve", "--port", "0"])
+    main(["serve", "--port", "0", "--ingress", "gateway"])
     assert "development secret" in capsys.readouterr().err
-    main(["serve", "--port", "0", "--auth-secret", "s" * 32])
+    main(["serve", "--port", "0", "--ingress", "gateway", "--auth-secret", "s" * 32])
     assert "development secret" not in capsys.readouterr().err

@@ -364,3 +364,28 @@ def test_any_sequence_of_operations_keeps_the_ledger_consistent(initial, ops):
         assert s.on_hand + s.sold == initial + adjustments
         expected_next = min((r.expires_at for r in s.reservations.values()), default=None)
         assert copy.deepcopy(s).next_expiry() == expected_next
+
+
+def test_a_committed_reservation_is_sold_once_however_often_it_is_reserved_or_committed_again(
+        ) -> None:
+    ledger = StockLedger("v", on_hand=5)
+    ledger.reserve("r1", 2, expires_at=100.0, owner="c1")
+    ledger.commit("r1", now=50.0)
+    again = ledger.reserve("r1", 2, expires_at=700.0, owner="c1")  # a retried checkout
+    assert again.committed and again.quantity == 2
+    assert ledger.commit("r1", now=60.0).committed
+    assert ledger.snapshot() == {"on_hand": 3, "reserved": 0, "available": 3, "sold": 2}
+    assert ledger.release("r1") is None  # a compensation cannot give sold units back
+
+
+def test_committed_ids_are_forgotten_after_their_memory_runs_out() -> None:
+    from engine.stock import COMMITTED_MEMORY
+
+    ledger = StockLedger("v", on_hand=5)
+    for i, at in enumerate((10.0, 20.0)):
+        ledger.reserve(f"r{i}", 1, expires_at=at + 600, owner="c")
+        ledger.commit(f"r{i}", now=at)
+    assert ledger.forget_committed(10.0 + COMMITTED_MEMORY) == ["r0"]
+    assert list(ledger.committed) == ["r1"]
+    with pytest.raises(NotFound):
+        ledger.commit("r0")
