@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from actors.clock import Clock
 from engine.errors import Conflict, DomainError, Unavailable, ValidationFailed
-from snapshots.store import NEW_EPOCH, SnapshotStore, Write
+from snapshots.store import NEW_EPOCH, PARTITIONS, SnapshotStore, Write
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,21 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
 
 
+def store_partition(kind: str, key: str) -> int:
+    """The virtual partition of actor ``(kind, key)``, ``0 <= p < PARTITIONS``: where the store
+    keeps its state, deadline and events together (one Redis Cluster hash slot)."""
+    return partition_of(kind, key) % PARTITIONS
+
+
 def host_of(kind: str, key: str, n_hosts: int) -> int:
-    """The host index of actor ``(kind, key)``: hosts own partitions modulo their count."""
-    return partition_of(kind, key) % n_hosts
+    """The host index of actor ``(kind, key)``: hosts own virtual partitions modulo their
+    count (`owned_partitions`), so routing and the deadline sweep agree."""
+    return store_partition(kind, key) % n_hosts
+
+
+def owned_partitions(index: int, n_hosts: int) -> list[int]:
+    """The virtual partitions host ``index`` of ``n_hosts`` owns (``p % n_hosts == index``)."""
+    return [p for p in range(PARTITIONS) if p % n_hosts == index]
 
 
 def ok(value: Any) -> Reply:
@@ -191,7 +203,8 @@ class Actor:
 
     # -- runtime side ----------------------------------------------------------------------
     def _take_write(self, storage_key: str) -> Write | None:
-        w = Write(key=storage_key, epoch=self.epoch, events=self._events or [],
+        w = Write(key=storage_key, epoch=self.epoch,
+                  partition=store_partition(self.kind, self.key), events=self._events or [],
                   expire_after=self._expire_after)
         for name in self._dirty or ():
             value = (self._idem or {}).get(name[2:]) if name.startswith("i:") else \
@@ -468,7 +481,7 @@ class Host:
         fut = asyncio.get_running_loop().create_future()
         self._activating[skey] = fut
         try:
-            epoch, fields = await self.store.activate(skey)
+            epoch, fields = await self.store.activate(skey, store_partition(kind, key))
             actor = cls(key, self.ctx)
             actor.epoch = epoch
             idem = {k[2:]: v for k, v in fields.items() if k.startswith("i:")}
@@ -562,11 +575,12 @@ class Host:
 
     async def sweep_once(self, limit: int = 1000) -> int:
         """Deliver ``_deadline`` to this host's actors whose stored deadline has passed."""
-        due = await self.store.due(self.clock.now(), limit)
+        due = await self.store.due(self.clock.now(), limit,
+                                   owned_partitions(self.index, self.n_hosts))
         mine = []
         for member, _ in due:
             kind, _, key = member.partition(":")
-            if kind in self.registry and host_of(kind, key, self.n_hosts) == self.index:
+            if kind in self.registry:
                 mine.append((kind, key, "_deadline", {}, None, None))
         if mine:
             await asyncio.gather(*(self.deliver(m) for m in mine))

@@ -15,9 +15,9 @@ from snapshots.store import Write
 class _YieldingStore(MemoryStore):
     """A memory store whose calls give the loop a turn, as a network store's do."""
 
-    async def activate(self, key: str):  # type: ignore[no-untyped-def]
+    async def activate(self, key: str, partition: int):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0)
-        return await super().activate(key)
+        return await super().activate(key, partition)
 
     async def commit(self, writes: list[Write]) -> list[int | None]:
         await asyncio.sleep(0)
