@@ -62,7 +62,7 @@ class _DiscardStore(MemoryStore):
     async def commit(self, writes: list[Write]) -> list[int | None]:
         return [max(w.epoch, 1) for w in writes]
 
-    async def activate(self, key: str) -> tuple[int, dict[str, Any]]:
+    async def activate(self, key: str, partition: int) -> tuple[int, dict[str, Any]]:
         return NEW_EPOCH, {}
 
 
