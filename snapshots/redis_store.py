@@ -7,14 +7,13 @@ computed by the runtime: the store never hashes keys):
   ``<prefix>:{pN}:events``          stream: fields ``type`` and ``data`` (JSON), approx.
                                     `EVENTS_PER_PARTITION` entries (about 1M in all)
   ``<prefix>:ref:<kind>``           hash: catalog products / promotions by id
-  ``<prefix>:layout``               string: the layout `migrate_layout` brought the data to
 For example ``ce:{p17}:a:cart:c_1``, ``ce:{p17}:deadlines``, ``ce:{p17}:events``. Redis Cluster
 hashes only the first ``{...}`` of a key (its hash tag), so every key of a partition lives in
 one hash slot, whatever the actor's key holds. One turn's write is one Lua script call over
 its partition's three keys (fence check, HSET/HDEL, deadline, XADD: atomic), so the same store
 runs on one Redis or on a Redis Cluster (`connect`); the writes of a batch travel in one
 pipeline (group commit), which on a cluster redis-py splits into one pipeline per node.
-Reference data and the layout marker are single keys in any slot.
+Reference data are single keys in any slot.
 
 Event consumers read the ``PARTITIONS`` streams (`RedisStore.event_streams`): the README shows
 how. Durability is Redis's own: run AOF with ``appendfsync always`` to lose no acknowledged
@@ -43,9 +42,6 @@ from snapshots.store import PARTITIONS, Write
 #: Approximate length each partition's event stream is trimmed to (XADD MAXLEN ~): about a
 #: million events kept in all, as the single stream kept before partitions.
 EVENTS_PER_PARTITION = 4096
-
-#: What ``<prefix>:layout`` holds once `RedisStore.migrate_layout` has run.
-LAYOUT = f"partitions={PARTITIONS}"
 
 #: URL schemes that ask `connect` for a Redis Cluster client.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -79,13 +75,14 @@ if op == 'set' then redis.call('ZADD', KEYS[2], score, member)
 elseif op == 'del' then redis.call('ZREM', KEYS[2], member) end
 local nev = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nev do
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', MAXLEN, '*', 'type', ARGV[i], 'data', ARGV[i + 1])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+             'type', ARGV[i], 'data', ARGV[i + 1])
   i = i + 2
 end
 local ttl = ARGV[i]
 if ttl ~= '' then redis.call('EXPIRE', KEYS[1], tonumber(ttl)) end
 return epoch
-""".replace("MAXLEN", str(EVENTS_PER_PARTITION))
+""".replace("EVENTS_MAXLEN", str(EVENTS_PER_PARTITION))
 
 #: Errors after which a cluster client must re-read the topology (a node failed or moved).
 _TOPOLOGY_ERRORS = tuple(RedisCluster.ERRORS_ALLOW_RETRY)
@@ -286,31 +283,33 @@ class RedisStore:
             return []
         streams = self.event_streams()
         page = max(8, -(-2 * count // len(streams)))
-        newest: list[tuple[tuple[int, int], bytes]] = []  # a min-heap of the newest `count`
-        upper = dict.fromkeys(streams, "+")
-        active = streams
+        # A min-heap of the newest `count` so far: (stream id, partition, data); equal ids of
+        # two streams are ordered by partition.
+        newest: list[tuple[tuple[int, int], int, bytes]] = []
+        upper = ["+"] * len(streams)
+        active = list(range(len(streams)))
         while active:
             pipe = self.r.pipeline(transaction=False)
-            for s in active:
-                pipe.xrevrange(s, max=upper[s], min="-", count=page)
+            for p in active:
+                pipe.xrevrange(streams[p], max=upper[p], min="-", count=page)
             pages = await pipe.execute()
             more = []
-            for s, rows in zip(active, pages, strict=True):
+            for p, rows in zip(active, pages, strict=True):
                 for entry_id, fields in rows:
-                    item = (_stream_id(entry_id), fields[b"data"])
+                    item = (_stream_id(entry_id), p, fields[b"data"])
                     if len(newest) < count:
                         heapq.heappush(newest, item)
-                    elif item[0] > newest[0][0]:
+                    elif item[:2] > newest[0][:2]:
                         heapq.heapreplace(newest, item)
                 if len(rows) == page:
-                    oldest = _stream_id(rows[-1][0])
+                    oldest = (_stream_id(rows[-1][0]), p)
                     # Older entries of this stream count only if the newest `count` are
                     # not all newer than its oldest entry read so far.
-                    if len(newest) < count or oldest > newest[0][0]:
-                        upper[s] = f"({oldest[0]}-{oldest[1]}"
-                        more.append(s)
+                    if len(newest) < count or oldest > newest[0][:2]:
+                        upper[p] = f"({oldest[0][0]}-{oldest[0][1]}"
+                        more.append(p)
             active = more
-        return [json.loads(data) for _, data in sorted(newest)]
+        return [json.loads(data) for _, _, data in sorted(newest)]
 
     # -- operations ------------------------------------------------------------------------
     async def ping(self) -> bool:
@@ -338,8 +337,8 @@ class RedisStore:
         await pipe.execute()
 
     # -- the layout before partitions ------------------------------------------------------
-    async def migrate_layout(self, partition_of: Callable[[str], int], batch: int = 500,
-                             force: bool = False) -> dict[str, int]:
+    async def migrate_layout(self, partition_of: Callable[[str], int],
+                             batch: int = 500) -> dict[str, int]:
         """Move the single-Redis layout before partitions to the partitioned keys, once.
 
         ``partition_of`` maps a storage key ``"<kind>:<key>"`` to its partition (the runtime's
@@ -350,29 +349,27 @@ class RedisStore:
         - each ``<prefix>:events`` entry, with its id (so its time and order), to partition
           0's stream (the old entries name no actor). A consumer group that had read the old
           stream is not carried over: create it on partition 0's stream at the last id it
-          processed (``XGROUP CREATE ... <id>``) to skip what it already saw.
+          processed (``XGROUP CREATE ... <id>``) to skip what it already saw. An old entry
+          whose id is not above that stream's last (events written there first) is appended
+          with a new id; should a run stop between that and deleting the old entry, the next
+          run appends it again.
         Where a partitioned key or member already exists, it is newer and is kept; the old one
-        is dropped. Safe to call at every start and after an interrupted run (each step is
-        idempotent); stop every process of the old version first. Once done it writes
-        ``<prefix>:layout``; later calls then skip the keyspace scan for old hashes (``force``
-        scans anyway) and cost three reads. Answers how many actors, deadlines and events
-        were moved: ``{"actors": n, "deadlines": n, "events": n}``.
+        is dropped. Safe to call at every start, after an interrupted run (each step is
+        idempotent) and after a roll-back to the old version and forward again; stop every
+        process of the old version first. With nothing old it changes nothing and costs one
+        SCAN of the keyspace (``MATCH <prefix>:a:*``, on every primary of a cluster: about a
+        second per few million keys) and two reads. Answers how many actors, deadlines and
+        events were moved: ``{"actors": n, "deadlines": n, "events": n}``.
         """
-        moved = {"actors": 0, "deadlines": 0, "events": 0}
-        layout_key = f"{self.prefix}:layout"
-        marker = await self.r.get(layout_key)
-        if force or marker is None or marker.decode() != LAYOUT:
-            moved["actors"] = await self._migrate_actors(partition_of, batch)
-        moved["deadlines"] = await self._migrate_deadlines(partition_of, batch)
-        moved["events"] = await self._migrate_events(batch)
-        await self.r.set(layout_key, LAYOUT)
-        return moved
+        return {"actors": await self._migrate_actors(partition_of, batch),
+                "deadlines": await self._migrate_deadlines(partition_of, batch),
+                "events": await self._migrate_events(batch)}
 
     async def _migrate_actors(self, partition_of: Callable[[str], int], batch: int) -> int:
         old_prefix = f"{self.prefix}:a:"
         moved = 0
         keys: list[bytes] = []
-        async for k in self.r.scan_iter(match=f"{old_prefix}*", count=1000):
+        async for k in self.r.scan_iter(match=f"{old_prefix}*", count=5000):
             keys.append(k)
             if len(keys) >= batch:
                 moved += await self._move_hashes(keys, old_prefix, partition_of)
@@ -431,8 +428,10 @@ class RedisStore:
                 if not isinstance(res, ResponseError):
                     raise res
                 # Its id is not above the stream's last: either copied by an interrupted run
-                # (then it is there) or newer events came first (then append it with a new id).
-                if not await self.r.xrange(new, min=entry_id, max=entry_id):
+                # (then it is there) or newer events came first (then append it with a new id;
+                # one of them may even hold its id, streams number their entries apart).
+                there = await self.r.xrange(new, min=entry_id, max=entry_id)
+                if not there or there[0][1] != fields:
                     await self.r.xadd(new, fields)
                     moved += 1
             await self.r.xdel(old, *(i for i, _ in rows))
