@@ -14,8 +14,8 @@ a turn's commit touches one partition only and the store can be a Redis Cluster.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 #: Virtual partitions of the actor space: an actor's is ``partition_of(kind, key) % PARTITIONS``

@@ -14,8 +14,8 @@ import pytest
 from actors.clock import ManualClock
 from actors.service import CartService
 from actors.settings import EngineSettings
-from snapshots.codec import encode
 from engine.errors import Unavailable
+from snapshots.codec import encode
 from snapshots.memory_store import MemoryStore
 from snapshots.store import SnapshotStore, Write
 from tests.actors.harness import product

@@ -215,3 +215,10 @@ async def test_a_node_that_lost_its_scripts_runs_the_calls_once_after_a_reload(
     again = [_write(w.key, epoch=1, events=[{"type": "t", "n": i}]) for i, w in enumerate(writes)]
     assert await s.commit(again) == [1] * 300
     assert sorted(e["n"] for e in await s.events(1000)) == list(range(300))
+
+
+async def test_the_readme_event_consumers_get_every_event_once_on_the_cluster(
+        cluster_store: RedisStore) -> None:
+    from tests.integration.test_redis_partitions import readme_consumers_get_every_event_once
+
+    await readme_consumers_get_every_event_once(cluster_store)

@@ -4,6 +4,7 @@ partitions, NOSCRIPT recovery, and the one-shot migration from the layout before
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from actors.runtime import store_partition
 from snapshots.codec import encode
 from snapshots.redis_store import RedisStore, connect
 from snapshots.store import NEW_EPOCH, PARTITIONS, Write
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +224,39 @@ async def test_clear_deletes_every_key_of_the_prefix(redis_store: RedisStore) ->
     assert len(await _keys(s)) > 700
     await s.clear()
     assert await _keys(s) == set()
+
+
+def readme_consumer() -> dict[str, Any]:
+    """The README's event consumer (``join``, ``read``), as written there."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    [code] = [b for b in blocks if "async def join(" in b]
+    namespace: dict[str, Any] = {"__name__": "readme_events"}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+async def readme_consumers_get_every_event_once(s: RedisStore) -> None:
+    """Two workers, each on every other partition, read and acknowledge all 200 events."""
+    ns = readme_consumer()
+    shares = [s.event_streams(range(w, PARTITIONS, 2)) for w in (0, 1)]
+    for streams in shares:
+        await ns["join"](s, "shipping", streams)
+    await s.commit([_write(f"cart:c_{i}", events=[{"type": "cart.touched", "n": i}])
+                    for i in range(200)])
+    seen = []
+    for w, streams in enumerate(shares):
+        got = await ns["read"](s, "shipping", f"worker-{w}", streams)
+        for key, entry_id, event in got:
+            assert key.decode() in streams
+            await s.r.xack(key, "shipping", entry_id)
+            seen.append(event["n"])
+    assert sorted(seen) == list(range(200))
+    await s.commit([_write("cart:c_0", epoch=1, events=[{"type": "cart.touched", "n": 200}])])
+    w = 0 if s.events_key(_partition("cart:c_0")) in shares[0] else 1
+    assert [e["n"] for _, _, e in await ns["read"](s, "shipping", f"worker-{w}",
+                                                   shares[w])] == [200]
+
+
+async def test_the_readme_event_consumers_get_every_event_once(
+        redis_store: RedisStore) -> None:
+    await readme_consumers_get_every_event_once(redis_store)
