@@ -69,10 +69,10 @@ class MemoryStore:
         return out
 
     async def due(self, now: float, limit: int,
-                  partitions: Sequence[int]) -> list[tuple[str, float]]:
-        wanted = set(partitions)
+                  partitions: Sequence[int] | None = None) -> list[tuple[str, float]]:
+        wanted = None if partitions is None else set(partitions)
         due = sorted((t, m) for m, (t, p) in self.deadlines.items()
-                     if t <= now and p in wanted)[:limit]
+                     if t <= now and (wanted is None or p in wanted))[:limit]
         return [(m, t) for t, m in due]
 
     async def put_reference(self, kind: str, ref_id: str, value: Any) -> None:

@@ -267,11 +267,13 @@ class RedisStore:
         return [None if int(x) < 0 else int(x) for x in results]
 
     async def due(self, now: float, limit: int,
-                  partitions: Sequence[int]) -> list[tuple[str, float]]:
+                  partitions: Sequence[int] | None = None) -> list[tuple[str, float]]:
         """Each partition's due members, merged earliest first: on one Redis in one script
         call (a host sweeps its 128 or 256 partitions every few seconds: 1.3 ms against 5 ms
         for a pipeline of ZRANGEBYSCOREs, measured on the 2-core reference machine), on a
         cluster in a pipeline of one ZRANGEBYSCORE per partition (one per node)."""
+        if partitions is None:
+            partitions = range(PARTITIONS)
         if not partitions or limit <= 0:
             return []
         keys = [self.deadlines_key(p) for p in partitions]
@@ -364,8 +366,9 @@ class RedisStore:
                              batch: int = 500) -> dict[str, int]:
         """Move the single-Redis layout before partitions to the partitioned keys, once.
 
-        ``partition_of`` maps a storage key ``"<kind>:<key>"`` to its partition (the runtime's
-        rule: ``lambda k: actors.runtime.store_partition(*k.split(":", 1))``). Moves
+        ``partition_of`` maps a storage key ``"<kind>:<key>"`` to its partition by the
+        runtime's rule (``lambda k: store_partition(*k.split(":", 1))`` with
+        `actors.runtime.store_partition`). Moves
         - each ``<prefix>:a:<kind>:<key>`` hash, with its TTL, to its partition's key
           (DUMP, RESTORE, DEL: also between nodes of a cluster);
         - each ``<prefix>:deadlines`` member to its partition's deadline set;

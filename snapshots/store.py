@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-#: Virtual partitions of the actor space: an actor's is ``partition_of(kind, key) % PARTITIONS``
-#: (`actors.runtime.store_partition`). Hosts own partitions, the store keeps each one together.
+#: Virtual partitions of the actor space (the runtime computes an actor's from its 16-bit key
+#: hash, modulo this). Hosts own partitions; the store keeps each one together.
 PARTITIONS = 256
 
 #: Epoch of an actor that has no persisted state yet; its first write creates it.
@@ -65,9 +65,9 @@ class SnapshotStore(Protocol):
         ...
 
     async def due(self, now: float, limit: int,
-                  partitions: Sequence[int]) -> list[tuple[str, float]]:
-        """Deadline members of ``partitions`` whose time (epoch seconds) is <= ``now``:
-        ``[(storage key, epoch seconds)]``, earliest first, at most ``limit``."""
+                  partitions: Sequence[int] | None = None) -> list[tuple[str, float]]:
+        """Deadline members of ``partitions`` (None: all) whose time (epoch seconds) is
+        <= ``now``: ``[(storage key, epoch seconds)]``, earliest first, at most ``limit``."""
         ...
 
     async def put_reference(self, kind: str, ref_id: str, value: Any) -> None:
