@@ -1,9 +1,12 @@
 """The engine on a Redis Cluster: three ``redis-server --cluster-enabled yes`` processes started
 here, joined into one cluster from Python (CLUSTER ADDSLOTS / MEET, no redis-cli), and the actor
-suite's persistence cases run against a `RedisStore` on it (in-process placement).
+suite's persistence cases run against a `RedisStore` on it (in-process placement), with the
+store's own cases (layout, sweeps, events, NOSCRIPT, migration, the README's consumer).
 
-The cases are the same functions as for the memory store (imported below); this module's
-``store``, ``harness`` and ``svc`` fixtures put them on the cluster.
+The cases are the same functions as for the memory store or one Redis (imported below); this
+module's ``store``, ``redis_store``, ``harness`` and ``svc`` fixtures put them on the cluster.
+The old layout's keys of the migration cases lie in any slots: DUMP / RESTORE moves them
+between nodes.
 """
 
 from __future__ import annotations
@@ -39,6 +42,20 @@ from tests.actors.test_persistence import (  # noqa: F401 - collected here, on t
     test_a_host_that_lost_an_actor_cannot_overwrite_its_new_owner,
     test_a_new_reservation_writes_as_much_with_10000_open_as_with_none,
     test_concurrent_turns_share_one_commit,
+)
+from tests.integration.test_redis_partitions import (  # noqa: F401 - collected here too
+    _write,
+    test_a_commit_touches_only_keys_of_its_partition_in_one_hash_slot,
+    test_a_fenced_write_is_refused_in_its_partition,
+    test_a_script_cache_flushed_under_the_store_is_reloaded_and_nothing_runs_twice,
+    test_an_interrupted_migration_finishes_without_duplicates_and_newer_state_wins,
+    test_clear_deletes_every_key_of_the_prefix,
+    test_due_answers_only_the_partitions_asked_for_earliest_first,
+    test_events_are_the_newest_of_every_partition_oldest_first,
+    test_migration_again_is_a_no_op_and_a_fresh_store_has_nothing_to_move,
+    test_migration_moves_hashes_deadlines_and_events_to_their_partitions,
+    test_old_events_that_arrive_after_newer_ones_are_still_moved,
+    test_the_readme_event_consumers_get_every_event_once,
 )
 
 pytestmark = pytest.mark.integration
@@ -164,6 +181,12 @@ async def cluster_store(cluster_url: str) -> AsyncIterator[RedisStore]:
 
 
 @pytest.fixture
+def redis_store(cluster_store: RedisStore) -> RedisStore:
+    """test_redis_partitions's cases over the cluster."""
+    return cluster_store
+
+
+@pytest.fixture
 def store(cluster_store: RedisStore) -> RecordingStore:
     """test_persistence's cases over the cluster."""
     return RecordingStore(cluster_store)
@@ -190,8 +213,6 @@ async def test_the_partitions_spread_over_every_node_and_each_commit_stays_on_on
     nodes = {s.r.get_node_from_key(k).name for k in s.event_streams()}
     assert len(nodes) == 3
     # Every partition's three keys go to one node (one slot): a commit per partition works.
-    from tests.integration.test_redis_partitions import _write
-
     writes = [_write(f"cart:c_{i}", hset={"meta": i}, deadline=(f"cart:c_{i}", float(i)),
                      events=[{"type": "t", "n": i}]) for i in range(2000)]
     assert len({w.partition for w in writes}) == PARTITIONS
@@ -204,8 +225,6 @@ async def test_the_partitions_spread_over_every_node_and_each_commit_stays_on_on
 async def test_a_node_that_lost_its_scripts_runs_the_calls_once_after_a_reload(
         cluster_store: RedisStore, cluster_url: str) -> None:
     s = cluster_store
-    from tests.integration.test_redis_partitions import _write
-
     writes = [_write(f"cart:n{i}") for i in range(300)]
     await s.commit(writes)
     # One node forgets the scripts (as a promoted replica would): its calls answer NOSCRIPT,
@@ -215,10 +234,3 @@ async def test_a_node_that_lost_its_scripts_runs_the_calls_once_after_a_reload(
     again = [_write(w.key, epoch=1, events=[{"type": "t", "n": i}]) for i, w in enumerate(writes)]
     assert await s.commit(again) == [1] * 300
     assert sorted(e["n"] for e in await s.events(1000)) == list(range(300))
-
-
-async def test_the_readme_event_consumers_get_every_event_once_on_the_cluster(
-        cluster_store: RedisStore) -> None:
-    from tests.integration.test_redis_partitions import readme_consumers_get_every_event_once
-
-    await readme_consumers_get_every_event_once(cluster_store)
