@@ -52,6 +52,7 @@ from tests.integration.test_redis_partitions import (  # noqa: F401 - collected 
     test_clear_deletes_every_key_of_the_prefix,
     test_due_answers_only_the_partitions_asked_for_earliest_first,
     test_events_are_the_newest_of_every_partition_oldest_first,
+    test_events_of_one_busy_partition_are_read_as_far_back_as_needed,
     test_migration_again_is_a_no_op_and_a_fresh_store_has_nothing_to_move,
     test_migration_moves_hashes_deadlines_and_events_to_their_partitions,
     test_old_events_that_arrive_after_newer_ones_are_still_moved,

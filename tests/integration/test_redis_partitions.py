@@ -94,6 +94,17 @@ async def test_events_are_the_newest_of_every_partition_oldest_first(
     assert s.event_streams([3, 17]) == [f"{s.prefix}:{{p3}}:events", f"{s.prefix}:{{p17}}:events"]
 
 
+async def test_events_of_one_busy_partition_are_read_as_far_back_as_needed(
+        redis_store: RedisStore) -> None:
+    s = redis_store
+    await s.commit([_write("cart:quiet", events=[{"type": "t", "n": -1}])])
+    await s.commit([_write("cart:busy", events=[{"type": "t", "n": i} for i in range(40)])])
+    for i in range(40, 90):
+        await s.commit([_write("cart:busy", epoch=1, events=[{"type": "t", "n": i}])])
+    assert [e["n"] for e in await s.events(60)] == list(range(30, 90))
+    assert [e["n"] for e in await s.events(1000)] == list(range(-1, 90))
+
+
 async def test_a_script_cache_flushed_under_the_store_is_reloaded_and_nothing_runs_twice(
         redis_store: RedisStore) -> None:
     s = redis_store
