@@ -18,6 +18,7 @@ from typing import Any
 
 from actors.placement import LocalPlacement
 from actors.reference import ReferenceData
+from actors.runtime import partition_of
 from actors.service import CartService
 from gateway.settings import GatewaySettings
 from snapshots.bundled import BundledRedis
@@ -56,6 +57,9 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
         bundled = BundledRedis(settings.data_dir / "redis")
         url = await asyncio.to_thread(bundled.start)
     store = RedisStore(connect(url), settings.redis_prefix)
+    moved = await store.migrate_layout(lambda k: partition_of(*k.split(":", 1)))
+    if any(moved.values()):
+        log.warning("moved the single-Redis layout to partitioned keys: %s", moved)
     engine_settings = settings.engine()
     ray_started = False
     if settings.placement == "ray":

@@ -2,7 +2,8 @@
 
 Same semantics as the Redis store (fencing, deadlines, outbox), and records go through the
 same codec, so a test that restarts the runtime over one ``MemoryStore`` reads back exactly
-what a Redis restart would.
+what a Redis restart would. Partitions matter only to ``due`` (a host sweeps its own); the
+outbox keeps one global order.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ class MemoryStore:
     def __init__(self) -> None:
         self.hashes: dict[str, dict[str, bytes]] = {}
         self.epochs: dict[str, int] = {}
-        self.deadlines: dict[str, float] = {}
+        #: deadline member -> (epoch seconds, partition)
+        self.deadlines: dict[str, tuple[float, int]] = {}
         self.outbox: list[dict[str, Any]] = []
         self.reference: dict[str, dict[str, bytes]] = {}
         self.commits = 0
         self.fail_next: Exception | None = None
 
-    async def activate(self, key: str, partition: int = 0) -> tuple[int, dict[str, Any]]:
+    async def activate(self, key: str, partition: int) -> tuple[int, dict[str, Any]]:
         if key not in self.hashes:
             return NEW_EPOCH, {}
         self.epochs[key] += 1
@@ -60,7 +62,7 @@ class MemoryStore:
                 if when is None:
                     self.deadlines.pop(member, None)
                 else:
-                    self.deadlines[member] = when
+                    self.deadlines[member] = (when, w.partition)
             for e in w.events:
                 self.outbox.append(json.loads(json.dumps(e)))
             out.append(cur)
@@ -68,7 +70,9 @@ class MemoryStore:
 
     async def due(self, now: float, limit: int,
                   partitions: Sequence[int] | None = None) -> list[tuple[str, float]]:
-        due = sorted((t, m) for m, t in self.deadlines.items() if t <= now)[:limit]
+        wanted = None if partitions is None else set(partitions)
+        due = sorted((t, m) for m, (t, p) in self.deadlines.items()
+                     if t <= now and (wanted is None or p in wanted))[:limit]
         return [(m, t) for t, m in due]
 
     async def put_reference(self, kind: str, ref_id: str, value: Any) -> None:

@@ -41,7 +41,8 @@ def ray_address() -> Iterator[str]:
     """Start one local Ray cluster for the whole session; its GCS address."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="cart-engine-tests",
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             namespace="cart-engine-tests",
              object_store_memory=200 * 1024 * 1024, configure_logging=False,
              log_to_driver=False)
     yield ray.get_runtime_context().gcs_address

@@ -1,4 +1,8 @@
-"""Persistence costs: O(change) writes and group commit (in-process placement, memory store)."""
+"""Persistence: O(change) writes, group commit, failed and fenced writes (in-process placement).
+
+The tests take the ``store`` fixture: a memory store here; tests/integration/test_redis_cluster.py
+runs them again over a Redis Cluster.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +14,38 @@ import pytest
 from actors.clock import ManualClock
 from actors.service import CartService
 from actors.settings import EngineSettings
+from engine.errors import Unavailable
 from snapshots.codec import encode
 from snapshots.memory_store import MemoryStore
-from snapshots.store import Write
+from snapshots.store import SnapshotStore, Write
 from tests.actors.harness import product
 
 pytestmark = pytest.mark.actors
 
 
-class RecordingStore(MemoryStore):
-    """A memory store that keeps every batch it was asked to commit."""
+class RecordingStore:
+    """Any store, keeping every batch it was asked to commit; ``fail_next`` makes the next
+    commit raise that exception instead (a store outage)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, inner: SnapshotStore) -> None:
+        self.inner = inner
         self.batches: list[list[Write]] = []
+        self.fail_next: Exception | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     async def commit(self, writes: list[Write]) -> list[int | None]:
+        if self.fail_next is not None:
+            err, self.fail_next = self.fail_next, None
+            raise err
         self.batches.append(writes)
-        return await super().commit(writes)
+        return await self.inner.commit(writes)
+
+
+@pytest.fixture
+def store() -> RecordingStore:
+    return RecordingStore(MemoryStore())
 
 
 def _bytes(w: Write) -> int:
@@ -39,8 +57,8 @@ async def _service(store: Any) -> CartService:
                                         settings=EngineSettings(), hosts=2)
 
 
-async def test_a_new_reservation_writes_as_much_with_10000_open_as_with_none() -> None:
-    store = RecordingStore()
+async def test_a_new_reservation_writes_as_much_with_10000_open_as_with_none(
+        store: RecordingStore) -> None:
     svc = await _service(store)
     await svc.put_product("hot", product("hot", stock=100_000))
 
@@ -60,8 +78,7 @@ async def test_a_new_reservation_writes_as_much_with_10000_open_as_with_none() -
     await svc.close()
 
 
-async def test_concurrent_turns_share_one_commit() -> None:
-    store = RecordingStore()
+async def test_concurrent_turns_share_one_commit(store: RecordingStore) -> None:
     svc = await _service(store)
     await svc.put_product("p", product("p", stock=1000))
     carts = [(await svc.active_cart(f"u{i}"))["cart"]["cart_id"] for i in range(100)]
@@ -74,8 +91,8 @@ async def test_concurrent_turns_share_one_commit() -> None:
     await svc.close()
 
 
-async def test_a_failed_write_is_never_acknowledged_and_the_actor_reloads() -> None:
-    store = MemoryStore()
+async def test_a_failed_write_is_never_acknowledged_and_the_actor_reloads(
+        store: RecordingStore) -> None:
     svc = await _service(store)
     await svc.put_product("p", product("p", stock=10))
     cid = (await svc.active_cart("zed"))["cart"]["cart_id"]
@@ -87,3 +104,28 @@ async def test_a_failed_write_is_never_acknowledged_and_the_actor_reloads() -> N
     # The change that could not be persisted is not visible: the actor reloaded its snapshot.
     assert (await svc.get_cart("zed", cid))["lines"][0]["quantity"] == 1
     await svc.close()
+
+
+async def test_a_host_that_lost_an_actor_cannot_overwrite_its_new_owner(
+        store: RecordingStore) -> None:
+    old = await _service(store)
+    new = None
+    try:
+        await old.put_product("p", product("p", stock=10))
+        cid = (await old.active_cart("ann"))["cart"]["cart_id"]
+        await old.add_item("ann", cid, product_id="p", quantity=1)
+        # Another engine over the same store takes the cart over (activation: a new epoch)...
+        new = await _service(store)
+        await new.put_product("p", product("p"))  # its catalog; the stock stays as it is
+        assert (await new.get_cart("ann", cid))["lines"][0]["quantity"] == 1
+        # ...so the old owner's next write is refused, and nothing of it is visible.
+        with pytest.raises(Unavailable) as e:
+            await old.add_item("ann", cid, product_id="p", quantity=4)
+        assert e.value.code == "actor_moved"
+        assert (await new.get_cart("ann", cid))["lines"][0]["quantity"] == 1
+        view = await new.add_item("ann", cid, product_id="p", quantity=2)
+        assert view["lines"][0]["quantity"] == 3
+    finally:
+        await old.close()
+        if new is not None:
+            await new.close()
