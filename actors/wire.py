@@ -16,11 +16,12 @@ code  payload
 2     a set: its items, as a msgpack array
 3     a frozenset: its items, as a msgpack array
 4     an int outside msgpack's 64-bit range: two's complement, big-endian bytes
-5     an engine object the snapshot codec knows (cart, line item, stock ledger,
-      reservation, order, product, promotion): its `snapshots.codec` record
+5     an engine object whose `snapshots.codec` record is a whole copy (line item,
+      reservation, order, product, promotion): that record
 ====  ==========================================================================
 
-Anything else (an arbitrary object, an enum, a datetime) cannot be encoded: :func:`pack`
+Anything else (an arbitrary object, an enum, a datetime; a cart or a stock ledger, whose
+records leave their lines and reservations to records of their own) cannot be encoded: :func:`pack`
 raises :class:`WireError` and the channel fails that batch alone. An unknown extension code
 or a malformed record fails :func:`unpack` with :class:`WireError`.
 """
@@ -31,19 +32,18 @@ from typing import Any
 
 import msgpack
 
-from engine.cart import Cart, LineItem
+from engine.cart import LineItem
 from engine.catalog import Product
 from engine.checkout import Order
 from engine.promotions import Promotion
-from engine.stock import Reservation, StockLedger
+from engine.stock import Reservation
 from snapshots import codec
 
 EXT_TUPLE, EXT_SET, EXT_FROZENSET, EXT_BIGINT, EXT_ENGINE = 1, 2, 3, 4, 5
 
-#: The engine classes that travel as their snapshot record (`snapshots.codec` has a record
-#: type for each).
-ENGINE_TYPES: frozenset[type] = frozenset(
-    {Cart, LineItem, StockLedger, Reservation, Order, Product, Promotion})
+#: The engine classes that travel as their snapshot record: those whose record holds the whole
+#: object (`snapshots.codec`; a cart's or a ledger's leaves out its lines or reservations).
+ENGINE_TYPES: frozenset[type] = frozenset({LineItem, Reservation, Order, Product, Promotion})
 
 
 class WireError(ValueError):
