@@ -242,6 +242,9 @@ class ChannelServer:
             except ChannelAuthError as e:
                 self._refuse(str(e))
                 return
+            except ssl.SSLError:
+                self._refuse("TLS handshake failed")
+                return
             authenticated = True
             self._unauthenticated -= 1
             await self._read_batches(reader, writer)

@@ -13,8 +13,10 @@ import pickle
 import secrets
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import trustme
 
 from actors.channel import (
     HEADER,
@@ -263,3 +265,50 @@ async def test_a_reply_the_codec_cannot_carry_fails_only_its_batch(served) -> No
     assert await held == [ok(1), ok(2)]
     assert await client.call([msg(4)]) == [ok(4)]
     await client.close()
+
+
+def write_tls_files(ca: trustme.CA, directory: Path, name: str) -> dict[str, str]:
+    """A node certificate signed by ``ca`` and Ray's three TLS variables naming its files."""
+    cert = ca.issue_cert("ray-node.internal")  # not the address dialed: names are not checked
+    paths = {"RAY_TLS_SERVER_CERT": directory / f"{name}.crt",
+             "RAY_TLS_SERVER_KEY": directory / f"{name}.key",
+             "RAY_TLS_CA_CERT": directory / f"{name}-ca.crt"}
+    cert.cert_chain_pems[0].write_to_path(str(paths["RAY_TLS_SERVER_CERT"]))
+    cert.private_key_pem.write_to_path(str(paths["RAY_TLS_SERVER_KEY"]))
+    ca.cert_pem.write_to_path(str(paths["RAY_TLS_CA_CERT"]))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def use_tls(monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> None:
+    monkeypatch.setenv("RAY_USE_TLS", "1")
+    for k, v in files.items():
+        monkeypatch.setenv(k, v)
+
+
+async def test_with_ray_tls_on_the_channel_is_tls_both_ways_on_rays_certificates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_tls(monkeypatch, write_tls_files(trustme.CA(), tmp_path, "node"))
+    host = Host()
+    server = ChannelServer(host, TOKEN)
+    address = await server.start("127.0.0.1")
+    client = ChannelClient(address, TOKEN)
+    assert await client.call([msg(1)]) == [ok(1)]
+    assert client._writer is not None
+    assert client._writer.get_extra_info("ssl_object") is not None
+    (host_side,) = server._writers
+    peer = host_side.get_extra_info("peercert")  # the host required the caller's certificate
+    assert peer is not None and "ray-node.internal" in str(peer)
+    await client.close()
+
+    # a caller without TLS, or with a certificate from another CA, gets nowhere
+    monkeypatch.setenv("RAY_USE_TLS", "0")
+    plain = ChannelClient(address, TOKEN)
+    with pytest.raises(OSError):
+        await asyncio.wait_for(plain.call([msg(2)]), BOUND)
+    assert server.refused["TLS handshake failed"] == 1
+    use_tls(monkeypatch, write_tls_files(trustme.CA(), tmp_path, "stranger"))
+    stranger = ChannelClient(address, TOKEN)
+    with pytest.raises(OSError):
+        await asyncio.wait_for(stranger.call([msg(3)]), BOUND)
+    assert host.batches == 1
+    await server.close()
