@@ -34,10 +34,12 @@ between two nodes could read or alter them (as Ray's own traffic without TLS).
 
     frame = header (body length: u32, batch id: u64, network order) + body (msgpack)
 
-A request's body is the list of messages; the reply, under the same batch id, is
-``(True, replies)``, or ``(False, description)`` when the host failed the whole batch (the
-caller raises RuntimeError). Bodies are plain data (`actors.wire`): decoding one builds
-values, never runs code, whoever sent it. A reply that cannot be encoded fails its batch
+A request's body is the list of messages, each a 6-item array; the reply, under the same
+batch id, is ``[true, replies]`` (each a 2-item array), or ``[false, description]`` when the
+host failed the whole batch (the caller raises RuntimeError). The two ends turn those arrays
+back into the runtime's tuples; inside a message or a reply every value keeps its type.
+Bodies are plain data (`actors.wire`): decoding one builds values, never runs code, whoever
+sent it. A reply that cannot be encoded fails its batch
 alone; a body that cannot be decoded, or an oversized frame, closes the connection. Replies
 may come back in any order.
 
@@ -159,12 +161,26 @@ def tls_context(server_side: bool) -> ssl.SSLContext | None:
     return ctx
 
 
-def _is_batch(value: Any) -> bool:
-    """A request body's shape: a list of ``(kind, key, method, args, request_id,
-    fingerprint)`` tuples (`actors.runtime.Message`)."""
-    return isinstance(value, list) and all(
-        type(m) is tuple and len(m) == 6 and isinstance(m[0], str) and isinstance(m[1], str)
-        and isinstance(m[2], str) and isinstance(m[3], dict) for m in value)
+def _batch_from_wire(body: Any) -> list[Message] | None:
+    """A request body's messages as the runtime's tuples ``(kind, key, method, args,
+    request_id, fingerprint)`` (`actors.runtime.Message`); None when it is not that shape."""
+    if type(body) is not list:
+        return None
+    messages = []
+    for m in body:
+        if type(m) is not list or len(m) != 6 or type(m[0]) is not str \
+                or type(m[1]) is not str or type(m[2]) is not str or type(m[3]) is not dict:
+            return None
+        messages.append(tuple(m))
+    return messages  # type: ignore[return-value]
+
+
+def _replies_from_wire(value: Any) -> list[Reply]:
+    """A reply body's replies as the runtime's ``(status, value)`` tuples. Raises ValueError
+    when they are not that shape."""
+    if type(value) is not list or not all(type(r) is list and len(r) == 2 for r in value):
+        raise ValueError("a frame that is not a batch's replies")
+    return [tuple(r) for r in value]  # type: ignore[misc]
 
 
 class ChannelServer:
@@ -281,11 +297,11 @@ class ChannelServer:
                 return
             body = await reader.readexactly(size)
             try:
-                messages = wire.unpack(body)
+                messages = _batch_from_wire(wire.unpack(body))
             except wire.WireError as e:
                 self._refuse(f"an undecodable frame: {e}")
                 return
-            if not _is_batch(messages):
+            if messages is None:
                 self._refuse("a frame that is not a batch of messages")
                 return
             task = asyncio.ensure_future(self._answer(writer, batch_id, messages))
@@ -295,15 +311,17 @@ class ChannelServer:
     async def _answer(self, writer: asyncio.StreamWriter, batch_id: int,
                       messages: list[Message]) -> None:
         try:
-            answer: tuple[bool, Any] = (True, await self.handler(messages))
+            replies = await self.handler(messages)
         except Exception as e:  # noqa: BLE001 - the caller learns it, the connection lives on
             log.exception("channel: a batch failed on this host")
-            answer = (False, f"{type(e).__name__}: {e}")
-        try:
-            data = wire.pack(answer)
-        except wire.WireError as e:  # a reply that cannot travel fails its batch alone
-            log.error("channel: a reply could not be encoded: %s", e)
-            data = wire.pack((False, f"unencodable reply: {e}"))
+            data = wire.pack([False, f"{type(e).__name__}: {e}"])
+        else:
+            try:
+                data = wire.pack([True, [[status, value] for status, value in replies]])
+            except (wire.WireError, TypeError, ValueError) as e:
+                # a reply that cannot travel fails its batch alone
+                log.error("channel: a reply could not be encoded: %s", e)
+                data = wire.pack([False, f"unencodable reply: {e}"])
         if writer.is_closing():
             return
         writer.write(HEADER.pack(len(data), batch_id) + data)
@@ -342,7 +360,7 @@ class ChannelClient:
         be encoded; `actors.wire.WireError` (a ValueError) when ``messages`` hold a value
         that cannot travel (nothing is sent).
         """
-        data = wire.pack(messages)
+        data = wire.pack([list(m) for m in messages])
         writer = self._writer
         if writer is None or writer.is_closing():
             writer = await self._connect()
@@ -404,9 +422,11 @@ class ChannelClient:
                 if size > MAX_FRAME:
                     raise ValueError(f"a {size}-byte frame, over the limit")
                 answer = wire.unpack(await reader.readexactly(size))
-                if type(answer) is not tuple or len(answer) != 2 or type(answer[0]) is not bool:
+                if type(answer) is not list or len(answer) != 2 or type(answer[0]) is not bool:
                     raise ValueError("a frame that is not a reply")
                 answered, value = answer
+                if answered:
+                    value = _replies_from_wire(value)
                 fut = self._pending.get(batch_id)
                 if fut is not None and not fut.done():
                     if answered:
