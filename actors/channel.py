@@ -172,7 +172,7 @@ def _batch_from_wire(body: Any) -> list[Message] | None:
                 or type(m[1]) is not str or type(m[2]) is not str or type(m[3]) is not dict:
             return None
         messages.append(tuple(m))
-    return messages  # type: ignore[return-value]
+    return messages
 
 
 def _replies_from_wire(value: Any) -> list[Reply]:
@@ -180,7 +180,7 @@ def _replies_from_wire(value: Any) -> list[Reply]:
     when they are not that shape."""
     if type(value) is not list or not all(type(r) is list and len(r) == 2 for r in value):
         raise ValueError("a frame that is not a batch's replies")
-    return [tuple(r) for r in value]  # type: ignore[misc]
+    return [tuple(r) for r in value]
 
 
 class ChannelServer:
@@ -189,7 +189,10 @@ class ChannelServer:
 
     ``preauth_timeout`` (seconds), ``max_connections`` and ``max_unauthenticated``: see
     `PREAUTH_TIMEOUT`, `MAX_CONNECTIONS` and `MAX_UNAUTHENTICATED` (tests use smaller ones).
-    ``refused`` counts the connections closed, by reason.
+    ``refused`` counts the connections it closed, by reason: ``over the connection cap``,
+    ``over the cap of unauthenticated connections``, ``not authenticated in time``, ``not
+    authenticated``, ``TLS handshake failed``, ``a frame over the size limit``, ``an
+    undecodable frame``, ``a frame that is not a batch of messages``.
     """
 
     def __init__(self, handler: Handler, token: bytes, *,
@@ -227,11 +230,13 @@ class ChannelServer:
             await self._server.wait_closed()
             self._server = None
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, reason: str, detail: str = "") -> None:
+        """Count a closed connection under ``reason`` (one of a few fixed strings)."""
         self.refused[reason] += 1
         n = self.refused[reason]
         if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood does not flood the log
-            log.warning("channel: closed a connection (%s; %d so far)", reason, n)
+            log.warning("channel: closed a connection: %s%s (%d so far)", reason,
+                        f" ({detail})" if detail else "", n)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._writers) >= self.max_connections:
@@ -256,7 +261,7 @@ class ChannelServer:
                 self._refuse("not authenticated in time")
                 return
             except ChannelAuthError as e:
-                self._refuse(str(e))
+                self._refuse("not authenticated", str(e))
                 return
             except ssl.SSLError:
                 self._refuse("TLS handshake failed")
@@ -293,13 +298,13 @@ class ChannelServer:
         while True:
             size, batch_id = HEADER.unpack(await reader.readexactly(HEADER.size))
             if size > MAX_FRAME:
-                self._refuse(f"a {size}-byte frame, over the limit")
+                self._refuse("a frame over the size limit", f"{size} bytes")
                 return
             body = await reader.readexactly(size)
             try:
                 messages = _batch_from_wire(wire.unpack(body))
             except wire.WireError as e:
-                self._refuse(f"an undecodable frame: {e}")
+                self._refuse("an undecodable frame", str(e))
                 return
             if messages is None:
                 self._refuse("a frame that is not a batch of messages")

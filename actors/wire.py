@@ -69,7 +69,8 @@ def _default(obj: Any) -> msgpack.ExtType:
 def _packb(obj: Any) -> bytes:
     # strict_types: a tuple (or a subclass of a plain type) goes through _default instead of
     # silently becoming a list
-    return msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=True)
+    data: bytes = msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=True)
+    return data
 
 
 def _ext_hook(code: int, data: bytes) -> Any:

@@ -110,7 +110,7 @@ async def test_a_pickle_sent_after_a_valid_handshake_runs_nothing_and_closes_onl
     done, _ = await asyncio.wait({attacker_reader}, timeout=BOUND)
     assert RAN == []
     assert attacker_reader in done
-    assert sum(n for reason, n in server.refused.items() if "frame" in reason) == 1
+    assert server.refused["an undecodable frame"] == 1
     # the other connection never noticed, and the attacker's next batch reconnects
     bystander_writer = bystander._writer
     assert await bystander.call([msg(3)]) == [ok(3)]
