@@ -39,9 +39,8 @@ batch id, is ``[true, replies]`` (each a 2-item array), or ``[false, description
 host failed the whole batch (the caller raises RuntimeError). The two ends turn those arrays
 back into the runtime's tuples; inside a message or a reply every value keeps its type.
 Bodies are plain data (`actors.wire`): decoding one builds values, never runs code, whoever
-sent it. A reply that cannot be encoded fails its batch
-alone; a body that cannot be decoded, or an oversized frame, closes the connection. Replies
-may come back in any order.
+sent it. A reply that cannot be encoded fails its batch alone; a body that cannot be decoded,
+or an oversized frame, closes the connection. Replies may come back in any order.
 
 Failure is what it is over Ray: if the connection breaks, every batch in flight on it fails
 with ``ConnectionError`` and the router answers its callers ``host_unavailable`` (a 503 they
