@@ -1,4 +1,4 @@
-"""A direct batch channel to a Ray host: length-prefixed frames over one TCP stream.
+"""A direct batch channel to a Ray host: an authenticated TCP stream of msgpack frames.
 
 Ray places, starts and stops the hosts; the router's batches need not ride Ray's task calls
 too. A Ray call costs about 0.5 ms of CPU on each side whatever it carries, which at a
@@ -7,16 +7,40 @@ paced at 1,000 requests/s measured p99 23 ms and 1.54 ms of server CPU per reque
 calls, against 3 ms and 0.53 ms for the same hosts in-process (``python -m loadtest.bench
 --systems engine-ray,engine-local --scenarios churn --rate 1000``, 2026-11-28). So each Ray
 host also listens on a TCP port of its node, and each caller (the gateway, every other host)
-keeps one connection to it, over which batches go as frames::
+keeps one connection to it.
 
-    frame = header (body length: u32, batch id: u64, network order) + body (pickle)
+**Opening: mutual authentication.** Both ends hold the placement's random secret (the
+``token``, `TOKEN_BYTES` bytes, handed to the hosts in their Ray start-up calls), and neither
+ever sends it. Each proves it knows it with an HMAC-SHA256 (RFC 2104) over both ends' fresh
+nonces, a role label and the host's address::
 
-A request's body is the pickled list of messages; the reply, under the same batch id, is the
-pickled ``(True, replies)``, or ``(False, description)`` when the host failed the whole batch
-(the caller raises RuntimeError). Replies may come back in any order. Pickle is what Ray
-itself sends between its workers, so this trusts the peers exactly as Ray does; on top of
-that a caller must open each connection with the placement's random token (32 bytes), or the
-host closes it unread.
+    client -> host    MAGIC, client nonce (32 bytes)
+    host -> client    MAGIC, host nonce (32 bytes), HMAC(secret, "host" | nonces | address)
+    client -> host    HMAC(secret, "client" | nonces | address)
+
+Each side checks the other's proof with ``hmac.compare_digest`` and closes the connection on
+a mismatch. So a process that takes a dead host's port learns nothing of the secret and is
+refused by the client before a single batch is sent; it cannot relay the proof of a live host
+elsewhere either, since that proof names the other host's address. The host closes a
+connection that has not authenticated within `PREAUTH_TIMEOUT` seconds, and holds at most
+`MAX_CONNECTIONS` connections, `MAX_UNAUTHENTICATED` of them not yet authenticated: past
+either, a new connection is closed at once. Where Ray's own TLS is on (``RAY_USE_TLS`` with
+``RAY_TLS_SERVER_CERT``, ``RAY_TLS_SERVER_KEY``, ``RAY_TLS_CA_CERT``, the files Ray's own
+connections use), the stream is TLS with certificates checked on both sides against that CA,
+before the HMAC exchange; without it, frames travel in clear and an attacker on the path
+between two nodes could read or alter them (as Ray's own traffic without TLS).
+
+**Frames.** Then batches go as::
+
+    frame = header (body length: u32, batch id: u64, network order) + body (msgpack)
+
+A request's body is the list of messages, each a 6-item array; the reply, under the same
+batch id, is ``[true, replies]`` (each a 2-item array), or ``[false, description]`` when the
+host failed the whole batch (the caller raises RuntimeError). The two ends turn those arrays
+back into the runtime's tuples; inside a message or a reply every value keeps its type.
+Bodies are plain data (`actors.wire`): decoding one builds values, never runs code, whoever
+sent it. A reply that cannot be encoded fails its batch alone; a body that cannot be decoded,
+or an oversized frame, closes the connection. Replies may come back in any order.
 
 Failure is what it is over Ray: if the connection breaks, every batch in flight on it fails
 with ``ConnectionError`` and the router answers its callers ``host_unavailable`` (a 503 they
@@ -29,29 +53,63 @@ is found by TCP keepalive (`KEEPALIVE_IDLE` s of silence, then `KEEPALIVE_PROBES
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
-import pickle
+import os
+import secrets
 import socket
+import ssl
 import struct
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from actors import wire
+from actors.router import NotSent
 from actors.runtime import Message, Reply
 
 log = logging.getLogger(__name__)
 
 #: body length (bytes), batch id
 HEADER = struct.Struct("!IQ")
+#: Length of the placement's shared secret, bytes (256 bits, the HMAC-SHA256 key size).
 TOKEN_BYTES = 32
 #: Largest frame body accepted, bytes (a batch of 256 messages is far below it).
 MAX_FRAME = 64 * 2**20
+
+#: Protocol name and version, first on the wire from each side: a peer speaking anything
+#: else (an older build, another service) is closed before any proof is computed.
+MAGIC = b"cechan/2"
+NONCE_BYTES = 32
+PROOF_BYTES = hashlib.sha256().digest_size
+HOST_LABEL, CLIENT_LABEL = b"cart-engine channel host", b"cart-engine channel client"
+
+#: Seconds a new connection has to authenticate (TLS included where on) before the host
+#: closes it. A real peer needs one round trip on the cluster's network, well under a
+#: millisecond; 5 s still covers a peer stalled by a long GC pause or a loaded node, while an
+#: idle connection cannot hold a slot for longer than that.
+PREAUTH_TIMEOUT = 5.0
+#: Connections a host keeps open at once. Real callers hold one each (every gateway process,
+#: every other host): a few dozen; 512 leaves room for reconnects and bounds the sockets well
+#: below a process's usual soft limit of 1,024 open files (Redis and the host's own outgoing
+#: connections need some too).
+MAX_CONNECTIONS = 512
+#: Of those, connections not yet authenticated. A real caller is unauthenticated for one
+#: round trip, so even every caller reconnecting at once after a restart stays far below 64;
+#: someone holding them all delays new connections by at most `PREAUTH_TIMEOUT` at a time and
+#: never touches the authenticated ones.
+MAX_UNAUTHENTICATED = 64
 
 #: TCP keepalive of every channel connection, seconds and probes: a silent peer is given up
 #: after about 10 + 3 x 5 = 25 s.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 10, 5, 3
 
 Handler = Callable[[list[Message]], Awaitable[list[Reply]]]
+
+
+class ChannelAuthError(NotSent):
+    """The peer did not speak the channel's protocol or did not prove the shared secret."""
 
 
 def keep_alive(writer: asyncio.StreamWriter) -> None:
@@ -66,20 +124,100 @@ def keep_alive(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
-class ChannelServer:
-    """Answers batches sent over TCP with ``handler`` (a host's ``handle_batch``)."""
+def proof(token: bytes, label: bytes, client_nonce: bytes, host_nonce: bytes,
+          address: tuple[str, int]) -> bytes:
+    """HMAC-SHA256 (RFC 2104) keyed by the shared secret over a role label, both nonces and
+    the host's ``(host, port)`` as the client dials it: `PROOF_BYTES` bytes."""
+    host, port = address
+    msg = b"\0".join((label, client_nonce, host_nonce, f"{host}:{int(port)}".encode()))
+    return hmac.new(token, msg, hashlib.sha256).digest()
 
-    def __init__(self, handler: Handler, token: bytes) -> None:
+
+def tls_enabled() -> bool:
+    """Whether Ray's TLS is on for this process (``RAY_USE_TLS`` is ``1`` or ``true``)."""
+    return os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true")
+
+
+def tls_context(server_side: bool) -> ssl.SSLContext | None:
+    """A TLS context from Ray's own certificate files when ``RAY_USE_TLS`` is on, else None.
+
+    Both sides present ``RAY_TLS_SERVER_CERT`` / ``RAY_TLS_SERVER_KEY`` and require the
+    other's certificate to chain to ``RAY_TLS_CA_CERT``, as Ray's own connections do. The
+    host name is not checked (Ray's node certificates need not name the address a host
+    listens on); which host answered is proven by the HMAC exchange, bound to its address.
+    Raises KeyError when TLS is on and one of the three variables is missing, and OSError /
+    ssl.SSLError when a file cannot be read.
+    """
+    if not tls_enabled():
+        return None
+    cert, key, ca = (os.environ[name] for name in
+                     ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT"))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(cafile=ca)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _batch_from_wire(body: Any) -> list[Message] | None:
+    """A request body's messages as the runtime's tuples ``(kind, key, method, args,
+    request_id, fingerprint)`` (`actors.runtime.Message`); None when it is not that shape."""
+    if type(body) is not list:
+        return None
+    messages = []
+    for m in body:
+        if type(m) is not list or len(m) != 6 or type(m[0]) is not str \
+                or type(m[1]) is not str or type(m[2]) is not str or type(m[3]) is not dict:
+            return None
+        messages.append(tuple(m))
+    return messages
+
+
+def _replies_from_wire(value: Any) -> list[Reply]:
+    """A reply body's replies as the runtime's ``(status, value)`` tuples. Raises ValueError
+    when they are not that shape."""
+    if type(value) is not list or not all(type(r) is list and len(r) == 2 for r in value):
+        raise ValueError("a frame that is not a batch's replies")
+    return [tuple(r) for r in value]
+
+
+class ChannelServer:
+    """Answers batches sent over TCP with ``handler`` (a host's ``handle_batch``) to callers
+    that prove they hold ``token``.
+
+    ``preauth_timeout`` (seconds), ``max_connections`` and ``max_unauthenticated``: see
+    `PREAUTH_TIMEOUT`, `MAX_CONNECTIONS` and `MAX_UNAUTHENTICATED` (tests use smaller ones).
+    ``refused`` counts the connections it closed, by reason: ``over the connection cap``,
+    ``over the cap of unauthenticated connections``, ``not authenticated in time``, ``not
+    authenticated``, ``TLS handshake failed``, ``a frame over the size limit``, ``an
+    undecodable frame``, ``a frame that is not a batch of messages``.
+    """
+
+    def __init__(self, handler: Handler, token: bytes, *,
+                 preauth_timeout: float = PREAUTH_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_unauthenticated: int = MAX_UNAUTHENTICATED) -> None:
         self.handler = handler
         self.token = token
+        self.preauth_timeout = preauth_timeout
+        self.max_connections = max_connections
+        self.max_unauthenticated = max_unauthenticated
+        self.refused: Counter[str] = Counter()
+        self._tls = tls_context(server_side=True)
+        self._address: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._unauthenticated = 0
 
-    async def start(self, host: str) -> tuple[str, int]:
-        """Listen on ``host`` at a free port; answers the ``(host, port)`` to connect to."""
-        self._server = await asyncio.start_server(self._serve, host, 0)
-        port: int = self._server.sockets[0].getsockname()[1]
+    async def start(self, host: str, port: int = 0) -> tuple[str, int]:
+        """Listen on ``host`` at ``port`` (0: a free one); answers the ``(host, port)`` that
+        callers must dial: the HMAC exchange proves this address."""
+        self._server = await asyncio.start_server(self._serve, host, port)
+        port = self._server.sockets[0].getsockname()[1]
+        self._address = (host, port)
         return host, port
 
     async def close(self) -> None:
@@ -92,40 +230,103 @@ class ChannelServer:
             await self._server.wait_closed()
             self._server = None
 
+    def _refuse(self, reason: str, detail: str = "") -> None:
+        """Count a closed connection under ``reason`` (one of a few fixed strings)."""
+        self.refused[reason] += 1
+        n = self.refused[reason]
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood does not flood the log
+            log.warning("channel: closed a connection: %s%s (%d so far)", reason,
+                        f" ({detail})" if detail else "", n)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= self.max_connections:
+            self._refuse("over the connection cap")
+            writer.close()
+            return
+        if self._unauthenticated >= self.max_unauthenticated:
+            self._refuse("over the cap of unauthenticated connections")
+            writer.close()
+            return
         self._writers.add(writer)
-        keep_alive(writer)
+        self._unauthenticated += 1
+        authenticated = False
         try:
-            if not hmac.compare_digest(await reader.readexactly(TOKEN_BYTES), self.token):
-                log.warning("channel: a connection without the placement's token, closed")
+            try:
+                async with asyncio.timeout(self.preauth_timeout):
+                    keep_alive(writer)
+                    if self._tls is not None:
+                        await writer.start_tls(self._tls)
+                    await self._authenticate(reader, writer)
+            except TimeoutError:
+                self._refuse("not authenticated in time")
                 return
-            while True:
-                size, batch_id = HEADER.unpack(await reader.readexactly(HEADER.size))
-                if size > MAX_FRAME:
-                    log.warning("channel: a %d-byte frame, over the limit; closing", size)
-                    return
-                body = await reader.readexactly(size)
-                task = asyncio.ensure_future(self._answer(writer, batch_id, body))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the caller went away; its batches in flight fail on its side
+            except ChannelAuthError as e:
+                self._refuse("not authenticated", str(e))
+                return
+            except ssl.SSLError:
+                self._refuse("TLS handshake failed")
+                return
+            authenticated = True
+            self._unauthenticated -= 1
+            await self._read_batches(reader, writer)
+        except (asyncio.IncompleteReadError, OSError):
+            pass  # the caller went away (or broke TLS); its batches in flight fail on its side
         finally:
+            if not authenticated:
+                self._unauthenticated -= 1
             self._writers.discard(writer)
             writer.close()
 
-    async def _answer(self, writer: asyncio.StreamWriter, batch_id: int, body: bytes) -> None:
+    async def _authenticate(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        if self._address is None:
+            raise ChannelAuthError("server not started")
+        hello = await reader.readexactly(len(MAGIC) + NONCE_BYTES)
+        if hello[:len(MAGIC)] != MAGIC:
+            raise ChannelAuthError("not the channel protocol")
+        client_nonce, host_nonce = hello[len(MAGIC):], secrets.token_bytes(NONCE_BYTES)
+        writer.write(MAGIC + host_nonce + proof(self.token, HOST_LABEL, client_nonce,
+                                                host_nonce, self._address))
+        await writer.drain()
+        theirs = await reader.readexactly(PROOF_BYTES)
+        expected = proof(self.token, CLIENT_LABEL, client_nonce, host_nonce, self._address)
+        if not hmac.compare_digest(theirs, expected):
+            raise ChannelAuthError("the caller did not prove the placement's secret")
+
+    async def _read_batches(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        while True:
+            size, batch_id = HEADER.unpack(await reader.readexactly(HEADER.size))
+            if size > MAX_FRAME:
+                self._refuse("a frame over the size limit", f"{size} bytes")
+                return
+            body = await reader.readexactly(size)
+            try:
+                messages = _batch_from_wire(wire.unpack(body))
+            except wire.WireError as e:
+                self._refuse("an undecodable frame", str(e))
+                return
+            if messages is None:
+                self._refuse("a frame that is not a batch of messages")
+                return
+            task = asyncio.ensure_future(self._answer(writer, batch_id, messages))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, writer: asyncio.StreamWriter, batch_id: int,
+                      messages: list[Message]) -> None:
         try:
-            answer: tuple[bool, Any] = \
-                (True, await self.handler(pickle.loads(body)))  # noqa: S301 - trusted as Ray's
+            replies = await self.handler(messages)
         except Exception as e:  # noqa: BLE001 - the caller learns it, the connection lives on
             log.exception("channel: a batch failed on this host")
-            answer = (False, f"{type(e).__name__}: {e}")
-        try:
-            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:  # noqa: BLE001 - a reply that cannot travel fails its batch
-            log.exception("channel: a reply could not be pickled")
-            data = pickle.dumps((False, f"unpicklable reply: {type(e).__name__}: {e}"))
+            data = wire.pack([False, f"{type(e).__name__}: {e}"])
+        else:
+            try:
+                data = wire.pack([True, [[status, value] for status, value in replies]])
+            except (wire.WireError, TypeError, ValueError) as e:
+                # a reply that cannot travel fails its batch alone
+                log.error("channel: a reply could not be encoded: %s", e)
+                data = wire.pack([False, f"unencodable reply: {e}"])
         if writer.is_closing():
             return
         writer.write(HEADER.pack(len(data), batch_id) + data)
@@ -137,11 +338,18 @@ class ChannelServer:
 
 class ChannelClient:
     """One connection to one host's :class:`ChannelServer`, opened on first use and again
-    after it breaks; any number of batches in flight on it at once."""
+    after it breaks; any number of batches in flight on it at once.
 
-    def __init__(self, address: tuple[str, int], token: bytes) -> None:
+    ``address`` is the ``(host, port)`` its server's ``start`` answered (the host proves it);
+    ``handshake_timeout``: seconds to connect and authenticate (`PREAUTH_TIMEOUT`).
+    """
+
+    def __init__(self, address: tuple[str, int], token: bytes, *,
+                 handshake_timeout: float = PREAUTH_TIMEOUT) -> None:
         self.address = address
         self.token = token
+        self.handshake_timeout = handshake_timeout
+        self._tls = tls_context(server_side=False)
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Lock | None = None
@@ -151,17 +359,25 @@ class ChannelClient:
     async def call(self, messages: list[Message]) -> list[Reply]:
         """Send one batch and await its replies, in order.
 
-        Raises ConnectionError (or OSError) when the host cannot be reached or the connection
-        breaks before the replies arrive.
+        Raises `actors.router.NotSent` (a ConnectionError) when the host cannot be reached or
+        does not prove the shared secret (the batch never left), ConnectionError when the
+        connection breaks before the replies arrive; RuntimeError when the host failed the
+        batch or its reply could not be encoded; `actors.wire.WireError` (a ValueError) when
+        ``messages`` hold a value that cannot travel (nothing is sent).
         """
+        data = wire.pack([list(m) for m in messages])
         writer = self._writer
         if writer is None or writer.is_closing():
-            writer = await self._connect()
+            try:
+                writer = await self._connect()
+            except NotSent:
+                raise
+            except OSError as e:  # ConnectionError included: nothing was sent
+                raise NotSent(f"channel to {self.address}: {e}") from e
         self._next_id += 1
         batch_id = self._next_id
         fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
         self._pending[batch_id] = fut
-        data = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             writer.write(HEADER.pack(len(data), batch_id) + data)
             await writer.drain()
@@ -175,22 +391,54 @@ class ChannelClient:
         async with self._connecting:
             if self._writer is not None and not self._writer.is_closing():
                 return self._writer
-            reader, writer = await asyncio.open_connection(*self.address)
-            keep_alive(writer)
-            writer.write(self.token)
+            writer: asyncio.StreamWriter | None = None
+            try:
+                async with asyncio.timeout(self.handshake_timeout):
+                    reader, writer = await asyncio.open_connection(*self.address, ssl=self._tls)
+                    keep_alive(writer)
+                    await self._authenticate(reader, writer)
+            except BaseException as e:
+                if writer is not None:
+                    writer.close()
+                if isinstance(e, TimeoutError):
+                    raise ConnectionError(
+                        f"channel to {self.address}: no authenticated answer within "
+                        f"{self.handshake_timeout} s") from e
+                if isinstance(e, asyncio.IncompleteReadError):
+                    raise ConnectionError(
+                        f"channel to {self.address} closed during the handshake") from e
+                raise
             self._writer = writer
             self._reader_task = asyncio.ensure_future(self._read(reader, writer))
             return writer
+
+    async def _authenticate(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        client_nonce = secrets.token_bytes(NONCE_BYTES)
+        writer.write(MAGIC + client_nonce)
+        answer = await reader.readexactly(len(MAGIC) + NONCE_BYTES + PROOF_BYTES)
+        magic, host_nonce = answer[:len(MAGIC)], answer[len(MAGIC):len(MAGIC) + NONCE_BYTES]
+        expected = proof(self.token, HOST_LABEL, client_nonce, host_nonce, self.address)
+        if magic != MAGIC or not hmac.compare_digest(answer[-PROOF_BYTES:], expected):
+            raise ChannelAuthError(
+                f"the peer at {self.address} did not prove the placement's secret; refused")
+        writer.write(proof(self.token, CLIENT_LABEL, client_nonce, host_nonce, self.address))
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         error: BaseException = ConnectionError(f"channel to {self.address} closed")
         try:
             while True:
                 size, batch_id = HEADER.unpack(await reader.readexactly(HEADER.size))
-                body = await reader.readexactly(size)
+                if size > MAX_FRAME:
+                    raise ValueError(f"a {size}-byte frame, over the limit")
+                answer = wire.unpack(await reader.readexactly(size))
+                if type(answer) is not list or len(answer) != 2 or type(answer[0]) is not bool:
+                    raise ValueError("a frame that is not a reply")
+                answered, value = answer
+                if answered:
+                    value = _replies_from_wire(value)
                 fut = self._pending.get(batch_id)
                 if fut is not None and not fut.done():
-                    answered, value = pickle.loads(body)  # noqa: S301 - see the module docstring
                     if answered:
                         fut.set_result(value)
                     else:
@@ -231,4 +479,3 @@ def node_address() -> str:
         return str(ray.util.get_node_ip_address())
     except Exception:  # noqa: BLE001 - not in a Ray worker
         return "127.0.0.1"
-

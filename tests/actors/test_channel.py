@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
 
+import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from actors.channel import HEADER, TOKEN_BYTES, ChannelClient, ChannelServer
+from actors import wire
+from actors.channel import TOKEN_BYTES, ChannelClient, ChannelServer
 from actors.router import BatchingRouter
 from actors.runtime import Message, Reply, ok
+from engine.cart import Cart, CartStatus, LineItem
+from engine.catalog import product_from_dict
+from engine.checkout import Order
+from engine.promotions import Promotion, Target
+from engine.stock import Reservation
 
 pytestmark = pytest.mark.actors
 
@@ -38,7 +50,7 @@ class Host:
         if batch[0][2] == "boom":
             raise KeyError("no such host state")
         if batch[0][2] == "lambda":
-            return [ok(lambda: None)]  # a reply pickle cannot carry
+            return [ok(lambda: None)]  # a reply the wire codec cannot carry
         return [ok(m[3]["i"]) for m in batch]
 
 
@@ -71,7 +83,7 @@ async def test_a_batch_the_host_fails_raises_for_its_caller_and_the_connection_l
     client = ChannelClient(address, TOKEN)
     with pytest.raises(RuntimeError, match="KeyError"):
         await client.call([msg(1, "boom")])
-    with pytest.raises(RuntimeError, match="unpicklable reply"):
+    with pytest.raises(RuntimeError, match="unencodable reply"):
         await client.call([msg(1, "lambda")])
     assert await client.call([msg(2)]) == [ok(2)]
     await client.close()
@@ -87,43 +99,29 @@ async def test_a_caller_without_the_token_is_turned_away(served) -> None:  # typ
 
 
 async def test_a_host_that_dies_mid_call_fails_the_batch_and_the_next_one_reconnects() -> None:
-    """A fake host reads one frame and drops the connection; the router answers that batch's
-    callers host_unavailable, and the next batch reaches a healthy host at the same address
-    over a new connection."""
-    got_frame = asyncio.Event()
-    dying = True
-
-    async def die_or_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readexactly(TOKEN_BYTES)
-        size, _ = HEADER.unpack(await reader.readexactly(HEADER.size))
-        await reader.readexactly(size)
-        got_frame.set()
-        writer.close()
-
-    healthy = ChannelServer(Host(), TOKEN)
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if dying:
-            await die_or_answer(reader, writer)
-        else:
-            await healthy._serve(reader, writer)
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    address = server.sockets[0].getsockname()[:2]
+    """A host drops the connection with a batch in flight; the router answers that batch's
+    callers host_unavailable, and the next batch reaches a healthy host started at the same
+    address over a new connection."""
+    dying = Host()
+    server = ChannelServer(dying, TOKEN)
+    address = await server.start("127.0.0.1")
     client = ChannelClient(address, TOKEN)
 
     async def call(i: int, batch: list[Message]) -> list[Reply]:
         return await client.call(batch)
 
     router = BatchingRouter(call, n_hosts=1)
-    status, error = await router.send(msg(1))
-    assert got_frame.is_set()
+    sent = asyncio.ensure_future(router.send(msg(1, "hold")))
+    await dying.holding.wait()
+    await server.close()
+    status, error = await sent
     assert status == "err" and error["code"] == "host_unavailable"
-    dying = False
+    healthy = ChannelServer(Host(), TOKEN)
+    assert await healthy.start(*address) == address
     assert await router.send(msg(2)) == ok(2)
+    dying.release.set()
     await client.close()
-    server.close()
-    await server.wait_closed()
+    await healthy.close()
 
 
 async def test_closing_the_server_fails_what_is_in_flight_instead_of_hanging() -> None:
@@ -147,4 +145,120 @@ async def test_channel_connections_keep_tcp_keepalive_on(served) -> None:  # typ
     assert await client.call([msg(1)]) == [ok(1)]
     sock = client._writer.get_extra_info("socket")  # type: ignore[union-attr]
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    await client.close()
+
+
+# -- what travels: the wire codec (`actors.wire`) -------------------------------------------
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (a tuple is not a list here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)
+
+
+def engine_values() -> dict[str, Any]:
+    line = LineItem(line_id="ln_1", product_id="tee", variant_id="tee-s", sku="TEE-S",
+                    name="Tee", quantity=3, unit_price=2500, options={"gift_wrap": "yes"},
+                    added_at=T0, updated_at=T0 + 1.5, category="apparel", hold_until=T0 + 600)
+    order = Order("ord_2", "c2", "guest-1", "JPY", [{"line_id": "ln_1", "quantity": 2}],
+                  {"total": {"amount": 900, "currency": "JPY"}}, [], T0, T0, T0 + 900)
+    product = product_from_dict("tee", {
+        "name": "Tee", "category": "apparel", "price": {"amount": 2500, "currency": "USD"},
+        "variants": [{"variant_id": "tee-s", "sku": "TEE-S", "attributes": {"size": "S"},
+                      "shards": 4}]})
+    promotion = Promotion(promotion_id="p9", kind="fixed", value=500, currency="USD",
+                          amounts=(("EUR", 450), ("USD", 500)),
+                          target=Target("variants", frozenset({"a", "b"}), frozenset({"c"})),
+                          customer_groups=frozenset({"vip"}), starts_at=T0)
+    return {"line": line, "order": order, "product": product, "promotion": promotion,
+            "reservation": Reservation("ord_1:ln_1", 4, T0 + 900, "c1")}
+
+
+T0 = 1_800_000_000.25
+
+PLAIN = {"tuple": (1, ("a", None), []), "set": {1, 2}, "frozenset": frozenset({"x"}),
+         "big": 2**100, "negative big": -(2**70), "u64": 2**64 - 1, "i64": -(2**63),
+         "nan": float("nan"), "inf": float("-inf"), "bytes": b"\x00\xff", "bool": True,
+         "int keys": {1: "a", (2, 3): "b"}, "nested": [[(1, 2)], {"k": ({3},)}],
+         "unicode": "Gr\u00fc\u00dfe \u2603", "none": None}
+
+
+def test_the_wire_codec_round_trips_what_actors_send_with_its_types() -> None:
+    values = {**PLAIN, **engine_values()}
+    reply = [("ok", values), ("err", {"code": "x", "message": "y", "details": [{"a": 1}],
+                                      "category": "conflict"})]
+    assert same(wire.unpack(wire.pack(reply)), reply)
+    assert same(wire.unpack(wire.pack(2**5000)), 2**5000)  # past int()'s 4,300-digit limit
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    | st.frozensets(st.integers(), max_size=4), max_leaves=20)
+
+
+@given(json_like)
+def test_any_plain_value_round_trips_with_its_types(value: Any) -> None:
+    assert same(wire.unpack(wire.pack(value)), value)
+
+
+@pytest.mark.parametrize("value", [object(), Decimal("1.5"), CartStatus.ACTIVE,
+                                   Cart(cart_id="c1", owner="u", currency="USD", created_at=T0,
+                                        updated_at=T0, expires_at=T0)],
+                         ids=["object", "decimal", "enum", "cart (header-only record)"])
+def test_a_value_without_a_wire_form_is_refused_when_packed(value: Any) -> None:
+    with pytest.raises(wire.WireError):
+        wire.pack({"v": [value]})
+
+
+@pytest.mark.parametrize("body", [
+    msgpack.packb(msgpack.ExtType(99, b"")),        # an extension code nobody defined
+    msgpack.packb(msgpack.ExtType(wire.EXT_ENGINE, b"\x93\x01\xa3zzz\x80")),  # unknown tag
+    b"\xc1",                                        # msgpack's never-used byte
+    msgpack.packb([1, 2]) + b"\x00",                # trailing bytes
+], ids=["unknown ext", "unknown engine tag", "reserved byte", "trailing bytes"])
+def test_a_body_that_is_not_valid_is_refused_when_unpacked(body: bytes) -> None:
+    with pytest.raises(wire.WireError):
+        wire.unpack(body)
+
+
+async def test_values_cross_the_channel_with_their_types(served) -> None:  # type: ignore[no-untyped-def]
+    """What pickle used to carry still arrives as it was sent: tuples, sets, ints past 64
+    bits, NaN, engine records; both ways."""
+    _, server, address = served
+    values = {**PLAIN, **engine_values()}
+    got: list[list[Message]] = []
+
+    async def echo(batch: list[Message]) -> list[Reply]:
+        got.append(batch)
+        return [ok(m[3]) for m in batch]
+
+    server.handler = echo
+    client = ChannelClient(address, TOKEN)
+    batch: list[Message] = [("cart", "c1", "apply", values, "rid", "fp"),
+                            ("cart", "c2", "view", {"if_match": 2**100}, None, None)]
+    replies = await client.call(batch)
+    assert same(got, [batch])
+    assert same(replies, [ok(values), ok({"if_match": 2**100})])
+    await client.close()
+
+
+async def test_a_batch_that_cannot_be_encoded_is_refused_before_anything_is_sent(
+        served) -> None:  # type: ignore[no-untyped-def]
+    host, _, address = served
+    client = ChannelClient(address, TOKEN)
+    assert await client.call([msg(1)]) == [ok(1)]
+    with pytest.raises(wire.WireError):
+        await client.call([("cart", "c1", "view", {"i": 1, "x": object()}, None, None)])
+    assert await client.call([msg(2)]) == [ok(2)]
+    assert host.batches == [1, 1]
     await client.close()
