@@ -19,6 +19,7 @@ from typing import Any
 from actors.placement import LocalPlacement
 from actors.reference import ReferenceData
 from actors.service import CartService
+from gateway.redis_url import resolve_redis
 from gateway.settings import GatewaySettings
 from snapshots.bundled import BundledRedis
 from snapshots.redis_store import RedisStore, connect
@@ -36,25 +37,11 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
 
 
-async def _reachable(url: str) -> bool:
-    client = connect(url, max_connections=2)
-    try:
-        return bool(await asyncio.wait_for(client.ping(), 2))
-    except Exception:  # noqa: BLE001 - unreachable is an answer here
-        return False
-    finally:
-        await client.aclose()
-
-
 async def start_runtime(settings: GatewaySettings) -> Runtime:
-    """Redis (given or bundled), Ray (joined or local), hosts, catalog: a ready engine."""
-    bundled = None
-    url = settings.redis_url
-    if not url or not await _reachable(url):
-        if url:
-            log.warning("REDIS_URL %s is unreachable; starting the bundled Redis", url)
-        bundled = BundledRedis(settings.data_dir / "redis")
-        url = await asyncio.to_thread(bundled.start)
+    """Redis (given or bundled), Ray (joined or local), hosts, catalog: a ready engine.
+
+    Raises gateway.redis_url.RedisUnusable when a configured Redis does not answer."""
+    url, bundled = await resolve_redis(settings)
     store = RedisStore(connect(url), settings.redis_prefix)
     engine_settings = settings.engine()
     ray_started = False

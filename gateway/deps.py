@@ -15,6 +15,7 @@ Two ways in, with the same rules and errors:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -30,9 +31,14 @@ from engine.errors import Forbidden, ValidationFailed
 from engine.limits import MAX_ID_LENGTH
 from gateway.auth import AuthError, Caller, decode_token
 from gateway.settings import GatewaySettings
+from gateway.strictjson import refuse_non_finite
 
+#: An id's pattern as the OpenAPI document gives it (ECMA-262). Checked here with
+#: ``fullmatch`` of `_ID` (Python's ``$`` would also match before a trailing newline).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"
-_ID = re.compile(ID_PATTERN)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
+#: Largest cart version an If-Match may name: a signed 64-bit integer, what the codec holds.
+MAX_VERSION = 2**63 - 1
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -46,7 +52,8 @@ def _bearer(request: Request, authorization: str | None) -> Caller | None:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("invalid_token", "use 'Authorization: Bearer <token>'")
-    return decode_token(request.app.state.settings.auth_secret, token.strip())
+    return decode_token(request.app.state.settings.auth_secret.get_secret_value(),
+                        token.strip())
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
@@ -95,16 +102,22 @@ def _idempotency(request: Request, key: str | None, body: bytes) -> Idempotency:
     return Idempotency(key, digest)
 
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?v?(\d+)"?\s*$')
+_ETAG = re.compile(r'\s*(?:W/)?"?v?(\d{1,19})"?\s*')
 
 
 def _version(if_match: str | None) -> int | None:
-    """The cart version an ``If-Match`` header asks for (RFC 7232); None for absent or ``*``."""
+    """The cart version an ``If-Match`` header asks for (RFC 7232 entity tag, quoted or not):
+    an integer in 0..`MAX_VERSION`; None for absent or ``*``.
+
+    Raises ValidationFailed ``invalid_if_match`` (422) for anything else.
+    """
     if if_match is None or if_match.strip() == "*":
         return None
-    m = _ETAG.match(if_match)
-    if not m:
-        raise ValidationFailed("invalid_if_match", 'If-Match must be an ETag such as "3"')
+    m = _ETAG.fullmatch(if_match)
+    if not m or int(m.group(1)) > MAX_VERSION:
+        raise ValidationFailed("invalid_if_match",
+                               f'If-Match must be an ETag such as "3": a cart version in '
+                               f"0..{MAX_VERSION}")
     return int(m.group(1))
 
 
@@ -156,11 +169,16 @@ class Call:
         return _required(self.caller)
 
     def parse(self, model: type[M]) -> M:
-        """The body as ``model``. Raises RequestValidationError (422; 400 if not JSON)."""
+        """The body as ``model``. Raises RequestValidationError (422; 400 if not JSON, or if
+        it holds ``NaN`` / ``Infinity``, see `gateway.strictjson`)."""
         try:
+            refuse_non_finite(self.body)
             return model.model_validate_json(self.body or b"null")
         except ValidationError as e:
             raise RequestValidationError(_located("body", e.errors())) from None
+        except json.JSONDecodeError as e:
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+                                           "msg": e.msg, "input": None}]) from None
 
     def parse_optional(self, model: type[M]) -> M | None:
         """The body as ``model``, or None when the request has no body."""
@@ -183,7 +201,7 @@ async def read_call(request: Request, *ids: str) -> Call:
             "msg": f"must be 1..{MAX_ID_LENGTH} characters matching '{ID_PATTERN}'",
             "input": value}
            for name, value in zip(ids, values, strict=True)
-           if not (len(value) <= MAX_ID_LENGTH and _ID.match(value))]
+           if not (len(value) <= MAX_ID_LENGTH and _ID.fullmatch(value))]
     if bad:
         raise RequestValidationError(bad)
     body = await request.body()

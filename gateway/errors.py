@@ -52,8 +52,9 @@ def _validation_details(exc: RequestValidationError) -> tuple[int, str, str, lis
     details = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
+            why = (err.get("ctx") or {}).get("error") or err.get("msg")
             return 400, "malformed_json", "the request body is not valid JSON", [
-                {"message": str(err.get("msg"))}]
+                {"message": str(why)}]
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         details.append({"field": ".".join(loc), "message": str(err.get("msg")),
                         "type": str(err.get("type"))})

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Body, Query
 from gateway.deps import AdminCaller, ResourceId, Service
 from gateway.routes._respond import ERRORS, JSONResponse
 from gateway.schemas import StockChange
+from gateway.strictjson import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]})
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]},
+                   route_class=StrictJSONRoute)
 
 
 @router.put("/products/{product_id}")
