@@ -31,7 +31,7 @@ from engine.errors import Forbidden, ValidationFailed
 from engine.limits import MAX_ID_LENGTH
 from gateway.auth import AuthError, Caller, decode_token
 from gateway.settings import GatewaySettings
-from gateway.strictjson import refuse_non_finite
+from gateway.strictjson import JSON_VALUE_SCHEMA, refuse_non_finite
 
 #: An id's pattern as the OpenAPI document gives it (ECMA-262). Checked here with
 #: ``fullmatch`` of `_ID` (Python's ``$`` would also match before a trailing newline).
@@ -39,6 +39,8 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
 #: Largest cart version an If-Match may name: a signed 64-bit integer, what the codec holds.
 MAX_VERSION = 2**63 - 1
+#: What an Idempotency-Key may be (checked by `_idempotency`), for the OpenAPI document.
+IDEMPOTENCY_KEY_LIMITS: dict[str, Any] = {"minLength": 1, "maxLength": 255}
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -87,7 +89,8 @@ class Idempotency:
 
 
 async def idempotency(request: Request,
-                      idempotency_key: Annotated[str | None, Header()] = None) -> Idempotency:
+                      idempotency_key: Annotated[str | None, Header(
+                          json_schema_extra=IDEMPOTENCY_KEY_LIMITS)] = None) -> Idempotency:
     """Reads the header and fingerprints method, path and body (SHA-256)."""
     return _idempotency(request, idempotency_key, await request.body())
 
@@ -215,18 +218,24 @@ def _located(where: str, errors: list[Any]) -> list[dict[str, Any]]:
     return [{**err, "loc": (where, *err.get("loc", ()))} for err in errors]
 
 
-_HEADER_DOCS = {
-    "auth": ("Authorization", "'Bearer <token>' (RFC 6750): a user, admin or guest JWT"),
+_HEADER_DOCS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "auth": ("Authorization", "'Bearer <token>' (RFC 6750): a user, admin or guest JWT",
+             {"type": "string"}),
     "idem": ("Idempotency-Key", "1..255 characters; a retry with the same key answers the "
-                                "first result"),
-    "if_match": ("If-Match", "the cart's ETag (RFC 7232): a stale version is a 409"),
+                                "first result", {"type": "string", **IDEMPOTENCY_KEY_LIMITS}),
+    "if_match": ("If-Match", "the cart's ETag (RFC 7232), quoted or not: a version in "
+                             f"0..{MAX_VERSION}; a stale version is a 409",
+                 {"type": "string", "pattern": r'^(\*|(W/)?"?v?[0-9]{1,18}"?)$'}),
 }
 _QUERY_DOCS = {
-    "country": "destination country for the tax and shipping estimate, ISO 3166-1 alpha-2",
-    "region": "destination subdivision, ISO 3166-2 (CA with a country, or US-CA)",
+    "country": ("destination country for the tax and shipping estimate, ISO 3166-1 alpha-2",
+                {"type": "string", "pattern": "^[A-Za-z]{2}$"}),
+    "region": ("destination subdivision, ISO 3166-2 (CA with a country, or US-CA)",
+               {"type": "string", "pattern": "^([A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$"}),
 }
-#: Request-body schemas named by `documented`, merged into the OpenAPI components.
-BODY_SCHEMAS: dict[str, Any] = {}
+#: Request-body schemas named by `documented` (and ``JsonValue``, see `gateway.strictjson`),
+#: merged into the OpenAPI components.
+BODY_SCHEMAS: dict[str, Any] = {"JsonValue": JSON_VALUE_SCHEMA}
 
 
 def documented(*, ids: tuple[str, ...] = ("cart_id",), body: type[BaseModel] | None = None,
@@ -241,12 +250,13 @@ def documented(*, ids: tuple[str, ...] = ("cart_id",), body: type[BaseModel] | N
          "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
                     "pattern": ID_PATTERN}} for name in ids]
     for key in query:
+        description, schema = _QUERY_DOCS[key]
         parameters.append({"name": key, "in": "query", "required": False,
-                           "description": _QUERY_DOCS[key], "schema": {"type": "string"}})
+                           "description": description, "schema": schema})
     for key in headers:
-        name, description = _HEADER_DOCS[key]
+        name, description, schema = _HEADER_DOCS[key]
         parameters.append({"name": name, "in": "header", "required": False,
-                           "description": description, "schema": {"type": "string"}})
+                           "description": description, "schema": schema})
     extra: dict[str, Any] = {"parameters": parameters}
     if body is not None:
         schema = body.model_json_schema(ref_template="#/components/schemas/{model}")

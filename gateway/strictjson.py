@@ -28,6 +28,18 @@ MAX_JSON_INT = 2**53 - 1
 _MAX_INT_DIGITS = 20
 
 
+#: JSON Schema of a value `strict_loads` accepts, for the OpenAPI document (its components
+#: get ``JsonValue`` through `gateway.deps.BODY_SCHEMAS`), and of an object of such values.
+JSON_VALUE_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string"}, {"type": "boolean"}, {"type": "null"},
+    {"type": "integer", "minimum": -MAX_JSON_INT, "maximum": MAX_JSON_INT},
+    {"type": "number", "not": {"type": "integer"}},
+    {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+    {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}]}
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
+
+
 def _bad(message: str) -> json.JSONDecodeError:
     return json.JSONDecodeError(message, "", 0)
 

@@ -52,3 +52,9 @@ async def test_metrics_are_documented_as_prometheus_text(client_at: ClientAt) ->
         assert list(content) == ["text/plain"]
         r = await c.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+
+
+async def test_a_405_allows_every_method_of_the_path(shop: Shop) -> None:
+    r = await shop.client.put(f"/v1/carts/{shop.cart_id}/items/ln_1", headers=shop.user)
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "DELETE, PATCH"
