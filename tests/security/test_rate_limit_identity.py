@@ -67,3 +67,21 @@ async def test_x_forwarded_for_names_the_client_behind_a_trusted_proxy(
                   for _ in range(2)]
         assert first == [200, 200, 200, 429]
         assert second == [200, 200]
+
+
+def test_serve_does_not_let_uvicorn_trust_x_forwarded_for_from_loopback(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn by default rewrites the client address from ``X-Forwarded-For`` when the peer
+    is 127.0.0.1; only ``--trusted-proxies`` may say whose header counts."""
+    import uvicorn
+
+    import gateway.app
+    from gateway.cli import main
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(gateway.app, "create_app", lambda settings: "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("CART_ENGINE_REDIS_URL", raising=False)
+    assert main(["serve", "--port", "0", "--placement", "local"]) == 0
+    assert seen["proxy_headers"] is False
