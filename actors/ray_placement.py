@@ -30,7 +30,7 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.channel import TOKEN_BYTES, ChannelClient, ChannelServer, node_address
@@ -58,10 +58,10 @@ Ingress = Callable[[Any, Any], Awaitable[Any]]
 class HostConfig:
     """What every host of a placement is started with (plain data: Ray pickles it)."""
 
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password
     prefix: str
     settings: EngineSettings
-    token: bytes
+    token: bytes = field(repr=False)
     manual_clock_start: float | None = None
     max_delay: float = 0.001
     max_batch: int = 256

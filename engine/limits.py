@@ -17,7 +17,9 @@ MAX_OPTIONS = 10
 MAX_OPTION_LENGTH = 200
 MAX_SAVED_FOR_LATER = 100
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
+#: An id's characters. Matched with ``fullmatch``: a pattern ending in ``$`` would also let an
+#: id ending in a newline through (Python's ``$`` matches before a final ``\n``).
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
 
 
 def check_id(value: object, field: str) -> str:
@@ -26,7 +28,8 @@ def check_id(value: object, field: str) -> str:
     Raises:
         ValidationFailed: ``invalid_id``.
     """
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH or not _ID_RE.match(value):
+    if not (isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
+            and _ID_RE.fullmatch(value)):
         raise ValidationFailed(
             "invalid_id",
             f"{field} must be 1..{MAX_ID_LENGTH} characters of letters, digits, "

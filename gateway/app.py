@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from actors.runtime import tune_gc
 from actors.service import CartService
@@ -15,8 +16,9 @@ from gateway import errors
 from gateway.bootstrap import start_runtime, stop_runtime
 from gateway.deps import BODY_SCHEMAS
 from gateway.metrics import Metrics, MetricsMiddleware
-from gateway.middleware import BodyLimitMiddleware
+from gateway.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from gateway.ratelimit import RateLimitMiddleware
+from gateway.redis_url import redacted
 from gateway.routes import admin, carts, catalog, checkout, ops, saved
 from gateway.settings import GatewaySettings
 
@@ -38,7 +40,7 @@ def create_app(settings: GatewaySettings | None = None,
         app.state.service = rt.service
         app.state.runtime = rt
         tune_gc()
-        where = f"redis: {rt.redis_url}" + (" (bundled)" if rt.bundled else "")
+        where = f"redis: {redacted(rt.redis_url)}" + (" (bundled)" if rt.bundled else "")
         print(f"cart-engine: {settings.placement} placement, {settings.hosts} hosts, {where}; "
               + "; ".join(rt.notes), flush=True)
         try:
@@ -50,7 +52,7 @@ def create_app(settings: GatewaySettings | None = None,
     app = FastAPI(title="Cart engine", version="1.0",
                   description="Carts, pricing, stock reservations and idempotent checkout. "
                               "Money is integer minor units (ISO 4217).",
-                  lifespan=lifespan)
+                  lifespan=lifespan, redirect_slashes=False)  # no redirect built from Host
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)
@@ -61,8 +63,13 @@ def create_app(settings: GatewaySettings | None = None,
         app.router.routes.extend(r.routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.rate_limit:
-        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit)
+        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit,
+                           secret=settings.auth_secret)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.trusted_proxies:  # outermost: the client address every layer sees
+        app.add_middleware(ProxyHeadersMiddleware,
+                           trusted_hosts=[str(net) for net in settings.trusted_proxies])
     _document_hot_route_bodies(app)
     return app
 

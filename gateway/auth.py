@@ -7,10 +7,8 @@ A user token has ``sub`` = the user id; an admin token adds ``role: "admin"``; a
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 
 import jwt
@@ -54,18 +52,11 @@ def issue_token(secret: str, sub: str, role: str = "user", ttl: float = 3600.0,
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def new_guest_id(secret: str | None = None, idempotency_key: str | None = None) -> str:
-    """A guest's id: random, or, for a cart created with the client's ``idempotency_key``,
-    derived from it (HMAC-SHA256 under the server's ``secret``, so the key cannot be read back
-    from the id). A retry with the same key then reaches the same guest, whose user actor
-    answers it with the first reply: the same cart, as API.md promises for a repeated key.
-    Such a key is a secret of the guest's: it must be unguessable (a UUID v4).
-    """
-    if secret is None or idempotency_key is None:
-        return "guest_" + uuid.uuid4().hex[:20]
-    mac = hmac.new(secret.encode(), b"guest-cart\x00" + idempotency_key.encode(),
-                   hashlib.sha256)
-    return "guest_" + mac.hexdigest()[:20]
+def new_guest_id() -> str:
+    """A new guest's id: 80 random bits, never derived from anything the client sent (a
+    guest id computed from an Idempotency-Key would hand the guest's cart to whoever replays
+    that key)."""
+    return "guest_" + secrets.token_hex(10)
 
 
 def decode_token(secret: str, token: str) -> Caller:

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from actors.placement import LocalPlacement
 from actors.reference import ReferenceData
 from actors.runtime import partition_of
 from actors.service import CartService
+from gateway.redis_url import resolve_redis
 from gateway.settings import GatewaySettings
 from snapshots.bundled import BundledRedis
 from snapshots.redis_store import RedisStore, connect
@@ -37,25 +40,11 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
 
 
-async def _reachable(url: str) -> bool:
-    client = connect(url, max_connections=2)
-    try:
-        return bool(await asyncio.wait_for(client.ping(), 2))
-    except Exception:  # noqa: BLE001 - unreachable is an answer here
-        return False
-    finally:
-        await client.aclose()
-
-
 async def start_runtime(settings: GatewaySettings) -> Runtime:
-    """Redis (given or bundled), Ray (joined or local), hosts, catalog: a ready engine."""
-    bundled = None
-    url = settings.redis_url
-    if not url or not await _reachable(url):
-        if url:
-            log.warning("REDIS_URL %s is unreachable; starting the bundled Redis", url)
-        bundled = BundledRedis(settings.data_dir / "redis")
-        url = await asyncio.to_thread(bundled.start)
+    """Redis (given or bundled), Ray (joined or local), hosts, catalog: a ready engine.
+
+    Raises gateway.redis_url.RedisUnusable when a configured Redis does not answer."""
+    url, bundled = await resolve_redis(settings)
     store = RedisStore(connect(url), settings.redis_prefix)
     moved = await store.migrate_layout(lambda k: partition_of(*k.split(":", 1)))
     if any(moved.values()):
@@ -79,7 +68,7 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
             ray_started = True
         from gateway.ingress import ingress_for
 
-        ingress = ingress_for(settings.model_copy(update={"redis_url": url})) \
+        ingress = ingress_for(settings.model_copy(update={"redis_url": SecretStr(url)})) \
             if settings.ingress == "hosts" else None
         placement: Any = RayPlacement(
             n_hosts=settings.hosts, redis_url=url, prefix=settings.redis_prefix,

@@ -3,7 +3,7 @@
   cart-engine serve [--port 8000] [--hosts N] [--redis-url URL] [--ray-address ADDR]
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
                     [--catalog FILE] [--placement ray|local] [--ingress hosts|gateway]
-                    [--data-dir DIR]
+                    [--data-dir DIR] [--rate-limit RATE] [--trusted-proxies IP,CIDR,...]
   cart-engine hosts --url URL [--token T] [N]     show the cluster, or ask for N hosts
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
 
@@ -13,10 +13,14 @@ Every flag also reads from the environment (``CART_ENGINE_PORT``, ``REDIS_URL``,
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
+from pydantic import ValidationError
+
 from gateway.auth import issue_token
+from gateway.redis_url import RedisUnusable, check_redis
 from gateway.settings import DEV_SECRET, GatewaySettings
 
 _SERVE_FLAGS = {
@@ -29,7 +33,9 @@ _SERVE_FLAGS = {
     "--batch-delay": ("batch_delay", float), "--batch-size": ("batch_size", int),
     "--log-level": ("log_level", str), "--rate-limit": ("rate_limit", str),
     "--keep-alive": ("keep_alive", float), "--ingress": ("ingress", str),
+    "--trusted-proxies": ("trusted_proxies", lambda v: [p for p in v.split(",") if p.strip()]),
 }
+_FLAG_OF = {dest: flag for flag, (dest, _) in _SERVE_FLAGS.items()}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,32 +76,56 @@ def hosts_command(args: argparse.Namespace) -> int:
 
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
-    """Environment first, flags on top (pydantic-settings validates both)."""
+    """Environment first, flags on top (pydantic-settings validates both). Raises
+    pydantic.ValidationError, which never holds the refused value (see GatewaySettings)."""
     overrides: dict[str, Any] = {dest: getattr(args, dest) for dest, _ in _SERVE_FLAGS.values()
                                  if getattr(args, dest, None) is not None}
     return GatewaySettings(**overrides)
 
 
+def _one_line(e: ValidationError) -> str:
+    """A settings error as one line naming each flag and the rule, never the value given."""
+    problems = []
+    for err in e.errors(include_url=False, include_input=False, include_context=False):
+        dest = str(err["loc"][0]) if err["loc"] else "settings"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{_FLAG_OF.get(dest, dest)}: {msg}")
+    return "cart-engine: invalid settings: " + "; ".join(problems)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; 0 on success, 2 for invalid settings (one line on stderr, no secret
+    shown), 1 when a configured Redis is not usable."""
     args = _parser().parse_args(argv)
-    if args.command == "token":
-        secret = args.auth_secret or GatewaySettings().auth_secret
-        print(issue_token(secret, args.sub, "admin" if args.admin else "user", args.ttl))
-        return 0
     if args.command == "hosts":
         return hosts_command(args)
+    try:
+        settings = (GatewaySettings(**({"auth_secret": args.auth_secret} if args.auth_secret
+                                       else {}))
+                    if args.command == "token" else settings_from(args))
+    except ValidationError as e:
+        print(_one_line(e), file=sys.stderr, flush=True)
+        return 2
+    secret = settings.auth_secret.get_secret_value()
+    if args.command == "token":
+        print(issue_token(secret, args.sub, "admin" if args.admin else "user", args.ttl))
+        return 0
     import uvicorn
 
     from gateway.app import create_app
 
-    settings = settings_from(args)
-    if settings.auth_secret == DEV_SECRET:
+    if settings.redis_url is not None and settings.redis_url.get_secret_value():
+        try:
+            asyncio.run(check_redis(settings.redis_url.get_secret_value()))
+        except RedisUnusable as e:
+            print(f"cart-engine: {e}; fix --redis-url / REDIS_URL, or unset it to use the "
+                  "bundled Redis", file=sys.stderr, flush=True)
+            return 1
+    if secret == DEV_SECRET:
         print("cart-engine: WARNING: tokens are signed with the public development secret; "
               "set --auth-secret or CART_ENGINE_AUTH_SECRET (32+ bytes) in production",
               file=sys.stderr, flush=True)
     if settings.placement == "ray" and settings.ingress == "hosts":
-        import asyncio
-
         from gateway.bootstrap import serve_on_hosts
 
         return asyncio.run(serve_on_hosts(settings))
@@ -103,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(docs at /docs)", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, lifespan="on", access_log=False,
+                # X-Forwarded-For only from --trusted-proxies (the app's own middleware);
+                # uvicorn's default would trust it from 127.0.0.1.
+                proxy_headers=False,
                 timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive)
     return 0
 

@@ -15,6 +15,7 @@ Two ways in, with the same rules and errors:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -30,9 +31,16 @@ from engine.errors import Forbidden, ValidationFailed
 from engine.limits import MAX_ID_LENGTH
 from gateway.auth import AuthError, Caller, decode_token
 from gateway.settings import GatewaySettings
+from gateway.strictjson import JSON_VALUE_SCHEMA, refuse_non_finite
 
+#: An id's pattern as the OpenAPI document gives it (ECMA-262). Checked here with
+#: ``fullmatch`` of `_ID` (Python's ``$`` would also match before a trailing newline).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"
-_ID = re.compile(ID_PATTERN)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
+#: Largest cart version an If-Match may name: a signed 64-bit integer, what the codec holds.
+MAX_VERSION = 2**63 - 1
+#: What an Idempotency-Key may be (checked by `_idempotency`), for the OpenAPI document.
+IDEMPOTENCY_KEY_LIMITS: dict[str, Any] = {"minLength": 1, "maxLength": 255}
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -46,7 +54,8 @@ def _bearer(request: Request, authorization: str | None) -> Caller | None:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("invalid_token", "use 'Authorization: Bearer <token>'")
-    return decode_token(request.app.state.settings.auth_secret, token.strip())
+    return decode_token(request.app.state.settings.auth_secret.get_secret_value(),
+                        token.strip())
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
@@ -80,7 +89,8 @@ class Idempotency:
 
 
 async def idempotency(request: Request,
-                      idempotency_key: Annotated[str | None, Header()] = None) -> Idempotency:
+                      idempotency_key: Annotated[str | None, Header(
+                          json_schema_extra=IDEMPOTENCY_KEY_LIMITS)] = None) -> Idempotency:
     """Reads the header and fingerprints method, path and body (SHA-256)."""
     return _idempotency(request, idempotency_key, await request.body())
 
@@ -95,16 +105,22 @@ def _idempotency(request: Request, key: str | None, body: bytes) -> Idempotency:
     return Idempotency(key, digest)
 
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?v?(\d+)"?\s*$')
+_ETAG = re.compile(r'\s*(?:W/)?"?v?(\d{1,19})"?\s*')
 
 
 def _version(if_match: str | None) -> int | None:
-    """The cart version an ``If-Match`` header asks for (RFC 7232); None for absent or ``*``."""
+    """The cart version an ``If-Match`` header asks for (RFC 7232 entity tag, quoted or not):
+    an integer in 0..`MAX_VERSION`; None for absent or ``*``.
+
+    Raises ValidationFailed ``invalid_if_match`` (422) for anything else.
+    """
     if if_match is None or if_match.strip() == "*":
         return None
-    m = _ETAG.match(if_match)
-    if not m:
-        raise ValidationFailed("invalid_if_match", 'If-Match must be an ETag such as "3"')
+    m = _ETAG.fullmatch(if_match)
+    if not m or int(m.group(1)) > MAX_VERSION:
+        raise ValidationFailed("invalid_if_match",
+                               f'If-Match must be an ETag such as "3": a cart version in '
+                               f"0..{MAX_VERSION}")
     return int(m.group(1))
 
 
@@ -156,11 +172,16 @@ class Call:
         return _required(self.caller)
 
     def parse(self, model: type[M]) -> M:
-        """The body as ``model``. Raises RequestValidationError (422; 400 if not JSON)."""
+        """The body as ``model``. Raises RequestValidationError (422; 400 if not JSON, or if
+        it holds ``NaN`` / ``Infinity``, see `gateway.strictjson`)."""
         try:
+            refuse_non_finite(self.body)
             return model.model_validate_json(self.body or b"null")
         except ValidationError as e:
             raise RequestValidationError(_located("body", e.errors())) from None
+        except json.JSONDecodeError as e:
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+                                           "msg": e.msg, "input": None}]) from None
 
     def parse_optional(self, model: type[M]) -> M | None:
         """The body as ``model``, or None when the request has no body."""
@@ -183,7 +204,7 @@ async def read_call(request: Request, *ids: str) -> Call:
             "msg": f"must be 1..{MAX_ID_LENGTH} characters matching '{ID_PATTERN}'",
             "input": value}
            for name, value in zip(ids, values, strict=True)
-           if not (len(value) <= MAX_ID_LENGTH and _ID.match(value))]
+           if not (len(value) <= MAX_ID_LENGTH and _ID.fullmatch(value))]
     if bad:
         raise RequestValidationError(bad)
     body = await request.body()
@@ -197,18 +218,24 @@ def _located(where: str, errors: list[Any]) -> list[dict[str, Any]]:
     return [{**err, "loc": (where, *err.get("loc", ()))} for err in errors]
 
 
-_HEADER_DOCS = {
-    "auth": ("Authorization", "'Bearer <token>' (RFC 6750): a user, admin or guest JWT"),
+_HEADER_DOCS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "auth": ("Authorization", "'Bearer <token>' (RFC 6750): a user, admin or guest JWT",
+             {"type": "string"}),
     "idem": ("Idempotency-Key", "1..255 characters; a retry with the same key answers the "
-                                "first result"),
-    "if_match": ("If-Match", "the cart's ETag (RFC 7232): a stale version is a 409"),
+                                "first result", {"type": "string", **IDEMPOTENCY_KEY_LIMITS}),
+    "if_match": ("If-Match", "the cart's ETag (RFC 7232), quoted or not: a version in "
+                             f"0..{MAX_VERSION}; a stale version is a 409",
+                 {"type": "string", "pattern": r'^(\*|(W/)?"?v?[0-9]{1,18}"?)$'}),
 }
 _QUERY_DOCS = {
-    "country": "destination country for the tax and shipping estimate, ISO 3166-1 alpha-2",
-    "region": "destination subdivision, ISO 3166-2 (CA with a country, or US-CA)",
+    "country": ("destination country for the tax and shipping estimate, ISO 3166-1 alpha-2",
+                {"type": "string", "pattern": "^[A-Za-z]{2}$"}),
+    "region": ("destination subdivision, ISO 3166-2 (CA with a country, or US-CA)",
+               {"type": "string", "pattern": "^([A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$"}),
 }
-#: Request-body schemas named by `documented`, merged into the OpenAPI components.
-BODY_SCHEMAS: dict[str, Any] = {}
+#: Request-body schemas named by `documented` (and ``JsonValue``, see `gateway.strictjson`),
+#: merged into the OpenAPI components.
+BODY_SCHEMAS: dict[str, Any] = {"JsonValue": JSON_VALUE_SCHEMA}
 
 
 def documented(*, ids: tuple[str, ...] = ("cart_id",), body: type[BaseModel] | None = None,
@@ -223,12 +250,13 @@ def documented(*, ids: tuple[str, ...] = ("cart_id",), body: type[BaseModel] | N
          "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
                     "pattern": ID_PATTERN}} for name in ids]
     for key in query:
+        description, schema = _QUERY_DOCS[key]
         parameters.append({"name": key, "in": "query", "required": False,
-                           "description": _QUERY_DOCS[key], "schema": {"type": "string"}})
+                           "description": description, "schema": schema})
     for key in headers:
-        name, description = _HEADER_DOCS[key]
+        name, description, schema = _HEADER_DOCS[key]
         parameters.append({"name": name, "in": "header", "required": False,
-                           "description": description, "schema": {"type": "string"}})
+                           "description": description, "schema": schema})
     extra: dict[str, Any] = {"parameters": parameters}
     if body is not None:
         schema = body.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from engine.errors import DomainError
 
@@ -52,8 +53,9 @@ def _validation_details(exc: RequestValidationError) -> tuple[int, str, str, lis
     details = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
+            why = (err.get("ctx") or {}).get("error") or err.get("msg")
             return 400, "malformed_json", "the request body is not valid JSON", [
-                {"message": str(err.get("msg"))}]
+                {"message": str(why)}]
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         details.append({"field": ".".join(loc), "message": str(err.get("msg")),
                         "type": str(err.get("type"))})
@@ -73,12 +75,15 @@ def install(app: FastAPI) -> None:
         return error_response(status, code, message, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = "no such route"
-        return error_response(exc.status_code, code, message, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(app, request.scope)}
+        return error_response(exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
@@ -89,6 +94,16 @@ def install(app: FastAPI) -> None:
                                   headers={"Retry-After": "1"})
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "the request failed unexpectedly")
+
+
+def _allowed(app: FastAPI, scope: dict[str, Any]) -> str:
+    """The ``Allow`` header of a 405 (RFC 9110 section 15.5.6): the methods of every route at
+    the path (Starlette names only the first route's, and a path may have several)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if getattr(route, "methods", None) and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods  # type: ignore[attr-defined]
+    return ", ".join(sorted(methods))
 
 
 def _from_dependency(exc: BaseException) -> bool:

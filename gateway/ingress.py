@@ -66,11 +66,15 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
 
 def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:
     """uvicorn's configuration for an ingress: the keep-alive outlasts clients' idle expiry
-    (`GatewaySettings.keep_alive`), no access log, a graceful shutdown of 10 s."""
+    (`GatewaySettings.keep_alive`), no access log, no proxy headers but from trusted
+    proxies, a graceful shutdown of 10 s."""
     import uvicorn
 
     return uvicorn.Config(app, lifespan="on", log_level=settings.log_level, access_log=False,
                           timeout_keep_alive=int(settings.keep_alive),
+                          # X-Forwarded-For only from --trusted-proxies (the app's own
+                          # middleware); uvicorn's default would trust it from 127.0.0.1.
+                          proxy_headers=False,
                           timeout_graceful_shutdown=10, http="httptools", ws="none")
 
 

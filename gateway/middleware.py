@@ -1,4 +1,6 @@
-"""Request guards as pure ASGI middleware, answering with the API.md error body."""
+"""Request guards and response headers as pure ASGI middleware (a ``BaseHTTPMiddleware``
+costs a task and a stream per request on the hot routes), answering with the API.md error
+body."""
 
 from __future__ import annotations
 
@@ -6,9 +8,25 @@ import json
 from typing import Any
 
 
+def is_json_media_type(content_type: bytes) -> bool:
+    """Whether a Content-Type header names JSON: ``application/json`` (RFC 8259 section 11),
+    case-insensitive, with at most a ``charset`` parameter of ``utf-8`` (section 8.1: JSON
+    exchanged between systems is UTF-8). ``text/json``, ``application/jsonp``,
+    ``application/x-json`` or ``application/json; charset=latin-1`` are not."""
+    media_type, *params = content_type.lower().split(b";")
+    if media_type.strip() != b"application/json":
+        return False
+    for param in params:
+        name, _, value = param.partition(b"=")
+        if name.strip() != b"charset" or value.strip().strip(b'"') != b"utf-8":
+            if param.strip():
+                return False
+    return True
+
+
 class BodyLimitMiddleware:
     """Guards request bodies, with the API.md error body: over ``max_bytes`` is a 413; a body
-    that is not declared ``application/json`` is a 415 (it would otherwise not be parsed).
+    whose Content-Type is not ``application/json`` (`is_json_media_type`) is a 415.
 
     A body sent without Content-Length (chunked) is read here first, up to the limit, and
     handed on whole, so the limit holds for it too.
@@ -33,7 +51,7 @@ class BodyLimitMiddleware:
         if length is not None and length > self.max_bytes:
             await self._refuse(send)
             return
-        if (length or chunked) and b"json" not in ctype:
+        if (length or chunked) and not is_json_media_type(ctype):
             await error_body(send, 415, "unsupported_media_type",
                          "send the request body as JSON with 'Content-Type: application/json'")
             return
@@ -77,3 +95,42 @@ async def error_body(send: Any, status: int, code: str, message: str,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+#: Paths whose answers a shared cache may keep (public catalog and API documents), when the
+#: request carries no credentials.
+_CACHEABLE = ("/v1/products", "/docs", "/redoc", "/openapi.json")
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+class SecurityHeadersMiddleware:
+    """Adds response headers to every answer, errors included:
+
+    - ``X-Content-Type-Options: nosniff`` (WHATWG Fetch): a browser never reads a JSON answer
+      as HTML or script;
+    - ``Cache-Control: no-store`` (RFC 9111 section 5.2.2.5) unless the route set its own, on
+      every answer except a credential-less read of the public catalog or the API documents:
+      carts, orders, saved items, tokens and admin answers are never kept by a cache.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        no_store = not scope["path"].startswith(_CACHEABLE) or any(
+            name == b"authorization" for name, _ in scope["headers"])
+
+        async def _send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers.append(_NOSNIFF)
+                if no_store and not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, _send)

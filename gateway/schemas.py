@@ -1,7 +1,9 @@
 """Request and response schemas (pydantic). Money is ``{"amount": int minor units, "currency"}``.
 
-Requests are strict: integers must be JSON integers (no ``"2"``, no ``2.0``), unknown fields
-are refused, so a client's typo is a clear 422 rather than a silently ignored field.
+Requests are strict: integers must be JSON integers (no ``"2"``, no ``2.0``) and bounded,
+numbers finite, strings bounded, unknown fields refused, so a client's typo is a clear 422
+rather than a silently ignored field, and no request carries a value the engine or its codec
+cannot hold.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
-from engine.limits import MAX_ID_LENGTH, MAX_QUANTITY_PER_LINE
+from engine.limits import MAX_ID_LENGTH, MAX_OPTION_LENGTH, MAX_OPTIONS, MAX_QUANTITY_PER_LINE
+from engine.money import CURRENCY_EXPONENTS
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 Id = Field(min_length=1, max_length=MAX_ID_LENGTH)
 
 
 class CartCreate(BaseModel):
     model_config = _STRICT
+    #: Checked by the engine (``unknown_currency``); documented as the codes it knows.
     currency: str | None = Field(None, min_length=3, max_length=3,
-                                 description="ISO 4217 code; default USD")
+                                 description="ISO 4217 code; default USD",
+                                 json_schema_extra={"enum": [*sorted(CURRENCY_EXPONENTS), None]})
 
 
 class ItemCreate(BaseModel):
@@ -27,7 +32,14 @@ class ItemCreate(BaseModel):
     product_id: str = Id
     variant_id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
     quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY_PER_LINE)
-    options: dict[str, str | StrictInt | StrictBool] | None = None
+    #: Names and values of at most 200 characters, 10 at most: checked by the engine
+    #: (``invalid_options``), which keeps an integer or boolean value as its text.
+    options: dict[str, str | StrictInt | StrictBool] | None = Field(None, json_schema_extra={
+        "maxProperties": MAX_OPTIONS, "propertyNames": {"maxLength": MAX_OPTION_LENGTH},
+        "additionalProperties": {"anyOf": [
+            {"type": "string", "maxLength": MAX_OPTION_LENGTH},
+            {"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1},
+            {"type": "boolean"}]}})
 
 
 class ItemUpdate(BaseModel):
@@ -45,11 +57,43 @@ class Payment(BaseModel):
     token: str = Field(min_length=1, max_length=255)
 
 
+def _text(max_length: int, description: str, pattern: str | None = None) -> Any:
+    """An optional string field; ``pattern`` is documented only (the engine checks it, with
+    its own error code)."""
+    return Field(None, min_length=1, max_length=max_length, description=description,
+                 json_schema_extra={"pattern": pattern} if pattern else None)
+
+
+class ShippingAddress(BaseModel):
+    """Where an order ships. Every field optional; ``country`` and ``region`` set the tax and
+    shipping rules (ISO 3166-1 alpha-2 and ISO 3166-2: a malformed code is a 422
+    ``invalid_destination`` from the engine); unknown fields are refused."""
+
+    model_config = _STRICT
+    name: str | None = _text(200, "the recipient")
+    company: str | None = _text(200, "company or organisation")
+    line1: str | None = _text(200, "street address")
+    line2: str | None = _text(200, "apartment, suite, building")
+    city: str | None = _text(100, "city or locality")
+    region: str | None = _text(64, "ISO 3166-2 subdivision: CA with a country, or US-CA",
+                               "^([A-Za-z]{2}-)?[A-Za-z0-9]{1,3}$")
+    postal_code: str | None = _text(32, "postal or ZIP code")
+    country: str | None = _text(64, "ISO 3166-1 alpha-2 country code, e.g. US",
+                                "^[A-Za-z]{2}$")
+    phone: str | None = _text(32, "phone number, E.164 preferred (+14155550100)")
+    email: str | None = _text(254, "e-mail address (RFC 5321: at most 254 characters)")
+    instructions: str | None = _text(500, "delivery instructions")
+
+    def engine_dict(self) -> dict[str, str]:
+        """The fields given, as the engine stores them on the order."""
+        return self.model_dump(exclude_none=True)
+
+
 class CheckoutCreate(BaseModel):
     model_config = _STRICT
     payment: Payment
     accept_price_changes: StrictBool = False
-    shipping_address: dict[str, Any] | None = None
+    shipping_address: ShippingAddress | None = None
 
 
 class MergeCreate(BaseModel):
@@ -60,8 +104,17 @@ class MergeCreate(BaseModel):
                           "or keep the user's line; default: the server's setting")
 
 
+def _exactly_one_of_set_or_delta(schema: dict[str, Any]) -> None:
+    for name in ("set", "delta"):  # given means an integer: null is the same as absent
+        schema["properties"][name] = {k: v for k, v in schema["properties"][name].items()
+                                      if k not in ("anyOf", "default")
+                                      } | schema["properties"][name]["anyOf"][0]
+    schema["oneOf"] = [{"required": ["set"]}, {"required": ["delta"]}]
+
+
 class StockChange(BaseModel):
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra=_exactly_one_of_set_or_delta)
     set: StrictInt | None = Field(None, ge=0, le=10**9)
     delta: StrictInt | None = Field(None, ge=-(10**9), le=10**9)
 

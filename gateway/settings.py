@@ -10,17 +10,22 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors.settings import EngineSettings
 
 #: The development secret used when none is set: public, so never for production.
 DEV_SECRET = "dev-secret-change-me-before-production"
+#: Shortest HS256 secret: as long as the hash (RFC 7518 section 3.2).
+MIN_SECRET_BYTES = 32
 
 
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CART_ENGINE_", extra="ignore")
+    #: ``hide_input_in_errors``: a refused value (a short secret, a URL with a password) is
+    #: never echoed in the validation error.
+    model_config = SettingsConfigDict(env_prefix="CART_ENGINE_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -32,8 +37,10 @@ class GatewaySettings(BaseSettings):
     #: shared port and runs its own actors' requests in its process (`gateway.ingress`);
     #: ``gateway``, one gateway process forwards every request to the hosts.
     ingress: Literal["hosts", "gateway"] = "hosts"
-    #: Redis to keep snapshots in; unset or unreachable: a bundled Redis in ``data_dir``.
-    redis_url: str | None = Field(None, validation_alias=AliasChoices(
+    #: Redis to keep snapshots in; unset: a bundled Redis in ``data_dir``. Set but unreachable
+    #: (or refusing its password): a startup error (`gateway.redis_url.resolve_redis`). A
+    #: secret (the URL may hold a password): shown only through `gateway.redis_url.redacted`.
+    redis_url: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "redis_url", "REDIS_URL", "CART_ENGINE_REDIS_URL"))
     #: Key prefix in Redis (several engines can share one Redis).
     redis_prefix: str = "ce"
@@ -43,13 +50,18 @@ class GatewaySettings(BaseSettings):
     reservation_ttl: float = Field(600.0, gt=0)
     #: HS256 secret for JWTs, at least 32 bytes (RFC 7518 section 3.2: an HMAC key as long as
     #: the hash); unset: `DEV_SECRET`, and ``serve`` prints a warning.
-    auth_secret: str = Field(DEV_SECRET, min_length=32)
+    #: A secret: printed and logged as ``**********`` (`auth_secret.get_secret_value()` to use).
+    auth_secret: SecretStr = SecretStr(DEV_SECRET)
     #: JSON catalog to load at start (API.md product bodies; variants may carry ``stock``).
     catalog: Path | None = None
     data_dir: Path = Path(".cart-engine")
     tax_rate_bp: int = Field(0, ge=0, le=10_000)
-    #: Requests per client (token, else IP) over a moving window, e.g. "20/second"; unset: off.
+    #: Requests per client (its verified identity, else its address) over a moving window,
+    #: e.g. "20/second"; unset: off (`gateway.ratelimit`).
     rate_limit: str | None = None
+    #: Reverse proxies (IP addresses or CIDR networks) whose ``X-Forwarded-For`` names the
+    #: client address; from any other peer the header is ignored. Default: none.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     #: Largest request body accepted, bytes.
     max_body_bytes: int = 64 * 1024
     #: Router micro-batching: longest wait (seconds) and largest batch.
@@ -69,6 +81,14 @@ class GatewaySettings(BaseSettings):
     #: connection at the instant a client reuses it (the request would be lost in flight);
     #: 75 s as nginx's ``keepalive_timeout`` default.
     keep_alive: float = Field(75.0, gt=0)
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr) -> SecretStr:
+        if len(secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the auth secret must be at least {MIN_SECRET_BYTES} bytes "
+                             "(RFC 7518 section 3.2)")
+        return secret
 
     def engine(self) -> EngineSettings:
         return EngineSettings(cart_ttl=self.cart_ttl, reservation_ttl=self.reservation_ttl,

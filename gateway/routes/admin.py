@@ -9,13 +9,19 @@ from fastapi import APIRouter, Body, Query
 from gateway.deps import AdminCaller, ResourceId, Service
 from gateway.routes._respond import ERRORS, JSONResponse
 from gateway.schemas import ClusterScale, StockChange
+from gateway.strictjson import JSON_OBJECT_SCHEMA, StrictJSONRoute
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]})
+#: A JSON object body whose numbers are what `gateway.strictjson` accepts (the product and
+#: promotion rules themselves are the engine's: `engine.catalog`, `engine.promotions`).
+JsonObject = Annotated[dict[str, Any], Body(json_schema_extra=JSON_OBJECT_SCHEMA)]
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]},
+                   route_class=StrictJSONRoute)
 
 
 @router.put("/products/{product_id}")
 async def put_product(service: Service, _: AdminCaller, product_id: ResourceId,
-                      body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+                      body: JsonObject) -> JSONResponse:
     """Create or replace a product (API.md body; variants may carry ``stock``)."""
     return JSONResponse(await service.put_product(product_id, body))
 
@@ -29,7 +35,7 @@ async def change_stock(service: Service, _: AdminCaller, variant_id: ResourceId,
 
 @router.put("/promotions/{promotion_id}")
 async def put_promotion(service: Service, _: AdminCaller, promotion_id: ResourceId,
-                        body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+                        body: JsonObject) -> JSONResponse:
     """Create or replace a promotion or coupon code."""
     return JSONResponse(await service.put_promotion(promotion_id, body))
 

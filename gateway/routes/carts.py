@@ -34,15 +34,17 @@ MAX_CODE_LENGTH = 64
              openapi_extra=documented(ids=(), body=CartCreate, body_required=False,
                                       headers=("auth", "idem")))
 async def open_cart(request: Request) -> JSONResponse:
-    """The caller's active cart (201 new, 200 existing); without a token, a guest cart and token
-    (retried with the same Idempotency-Key: the same guest cart, with a fresh token for it)."""
+    """The caller's active cart (201 new, 200 existing); without a token, a new guest and its
+    cart and token. An Idempotency-Key belongs to its caller: an anonymous request is a caller
+    of its own, so a retry without the guest's token is another new guest (it never reaches
+    the first guest's cart); a retry with the guest's token answers that guest's cart."""
     call = await read_call(request)
     body = call.parse_optional(CartCreate)
     currency = body.currency if body else None
     caller, token = call.caller, None
     if caller is None:
-        sub = new_guest_id(call.settings.auth_secret, call.idem.key)
-        token = issue_token(call.settings.auth_secret, sub, "guest",
+        sub = new_guest_id()
+        token = issue_token(call.settings.auth_secret.get_secret_value(), sub, "guest",
                             call.settings.guest_token_ttl)
     else:
         sub = caller.sub
@@ -139,7 +141,7 @@ async def merge(request: Request) -> JSONResponse:
     """Merge a guest cart (named by its guest token) into the caller's cart: ``{cart, report}``."""
     call = await read_call(request, "cart_id")
     caller, body = call.user, call.parse(MergeCreate)
-    guest = decode_token(call.settings.auth_secret, body.guest_token)
+    guest = decode_token(call.settings.auth_secret.get_secret_value(), body.guest_token)
     if not guest.is_guest:
         raise ValidationFailed("not_a_guest_token", "guest_token must be a guest cart's token",
                                [{"field": "guest_token"}])

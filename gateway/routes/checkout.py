@@ -23,10 +23,11 @@ async def checkout(request: Request) -> JSONResponse:
     caller, body = call.user, call.parse(CheckoutCreate)
     # Without a key the request cannot be retried safely; it still gets a one-off key.
     key = call.idem.key or f"auto-{uuid.uuid4().hex}"
+    address = body.shipping_address.engine_dict() if body.shipping_address else None
     order = await call.service.checkout(
         caller.sub, call.ids[0], payment_token=body.payment.token, idempotency_key=key,
         accept_price_changes=body.accept_price_changes,
-        shipping_address=body.shipping_address, fingerprint=call.idem.fingerprint,
+        shipping_address=address, fingerprint=call.idem.fingerprint,
         groups=list(caller.groups), if_match=call.if_match)
     return JSONResponse(order, status_code=201)
 

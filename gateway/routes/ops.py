@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from gateway.metrics import CONTENT_TYPE_LATEST
 
@@ -59,7 +59,9 @@ async def readyz(request: Request) -> JSONResponse:
                         [{**checks, "unowned": unowned}])
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={200: {
+    "description": "Prometheus text exposition format 0.0.4",
+    "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(request: Request) -> Response:
     """Prometheus text format: HTTP requests and latency, and the engine's hosts and routers
     (`gateway.metrics.EngineCollector`)."""
