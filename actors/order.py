@@ -73,6 +73,7 @@ class OrderActor(Actor):
             o.lines, o.totals, o.discounts = data["lines"], data["totals"], data["discounts"]
             o.expires_at, o.reservations = data["expires_at"], data["reservations"]
             o.promotion_uses, o.failure_reason = data["promotion_uses"], None
+            o.limit_holds = data.get("limit_holds", [])
             o.payment = {}
             self.mark("meta")
         if self.order is None:

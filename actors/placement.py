@@ -15,6 +15,7 @@ from actors.inventory import InventoryActor
 from actors.order import OrderActor
 from actors.payments import TestPaymentProvider
 from actors.promotion_usage import PromotionUsageActor
+from actors.purchase_limits import PurchaseLimitActor
 from actors.reference import ReferenceData
 from actors.runtime import Actor, Host, Message, Reply, host_of
 from actors.settings import EngineSettings
@@ -24,7 +25,7 @@ from snapshots.store import SnapshotStore
 #: Every actor kind the engine hosts.
 REGISTRY: dict[str, type[Actor]] = {
     cls.kind: cls for cls in (CartActor, InventoryActor, OrderActor, UserActor,
-                              PromotionUsageActor)
+                              PromotionUsageActor, PurchaseLimitActor)
 }
 
 

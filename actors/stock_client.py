@@ -11,6 +11,7 @@ stock. An unsharded variant is one actor keyed by the variant id: one message pe
 from __future__ import annotations
 
 import asyncio
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -168,3 +169,46 @@ class StockClient:
             except Conflict:
                 continue  # a reservation landed in between: read again
         return await self.status(variant_id)
+
+
+class AvailabilityReads:
+    """Single-flight reads of a variant's stock for one host (stock on add, a check).
+
+    Concurrent adds of the same variant on one host share one ``status`` message to its
+    inventory instead of one each: during a flash sale every add names the same hot SKU, and
+    its inventory actor, which serializes the reservations, should spend its turns on
+    reservations rather than on answering the same question many times. A read that joins
+    one in flight sees a state no older than that message's turn (at most one round trip):
+    enough for a check that checkout's reservation confirms anyway.
+    """
+
+    __slots__ = ("inflight",)
+
+    def __init__(self) -> None:
+        self.inflight: dict[str, asyncio.Future[dict[str, int]]] = {}
+
+    async def status(self, client: StockClient, variant_id: str) -> dict[str, int]:
+        """``{on_hand, reserved, available, sold}`` of ``variant_id`` (all shards)."""
+        fut = self.inflight.get(variant_id)
+        if fut is None:
+            fut = asyncio.ensure_future(client.status(variant_id))
+            self.inflight[variant_id] = fut
+            fut.add_done_callback(lambda f: self._done(variant_id, f))
+        return await asyncio.shield(fut)
+
+    def _done(self, variant_id: str, fut: asyncio.Future[dict[str, int]]) -> None:
+        if self.inflight.get(variant_id) is fut:
+            del self.inflight[variant_id]
+        if not fut.cancelled():
+            fut.exception()  # retrieved here; each waiter gets it through shield
+
+
+_READS: weakref.WeakKeyDictionary[Any, AvailabilityReads] = weakref.WeakKeyDictionary()
+
+
+def availability_reads(host: Any) -> AvailabilityReads:
+    """The single-flight availability reads of ``host`` (one per host, made on first use)."""
+    reads = _READS.get(host)
+    if reads is None:
+        reads = _READS[host] = AvailabilityReads()
+    return reads

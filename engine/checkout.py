@@ -55,6 +55,8 @@ class Order:
     payment: dict[str, Any] = field(default_factory=dict)
     reservations: list[list[Any]] = field(default_factory=list)
     promotion_uses: list[str] = field(default_factory=list)
+    #: Purchase-limit actors holding this order's units (`actors.purchase_limits`).
+    limit_holds: list[str] = field(default_factory=list)
     failure_reason: str | None = None
     shipping_address: dict[str, Any] | None = None
 

@@ -3,7 +3,7 @@
   cart-engine serve [--port 8000] [--hosts N] [--redis-url URL] [--ray-address ADDR]
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
                     [--catalog FILE] [--placement ray|local] [--ray-transport tcp|ray]
-                    [--data-dir DIR]
+                    [--data-dir DIR] [--merge-strategy sum|larger|keep_user]
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
 
 Every flag also reads from the environment (``CART_ENGINE_PORT``, ``REDIS_URL``, ...).
@@ -28,6 +28,7 @@ _SERVE_FLAGS = {
     "--batch-delay": ("batch_delay", float), "--batch-size": ("batch_size", int),
     "--log-level": ("log_level", str), "--rate-limit": ("rate_limit", str),
     "--keep-alive": ("keep_alive", float), "--ray-transport": ("ray_transport", str),
+    "--merge-strategy": ("merge_strategy", str),
 }
 
 
