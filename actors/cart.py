@@ -27,7 +27,7 @@ from typing import Any
 from actors.order import ADMIN
 from actors.runtime import Actor, err, partition_of
 from actors.settings import EngineSettings
-from actors.stock_client import StockClient, availability_reads
+from actors.stock_client import StockClient, availability_reads, shards_of
 from actors.views import cart_view
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
@@ -35,12 +35,6 @@ from engine.errors import Conflict, DomainError, NotFound, ValidationFailed
 from engine.events import CART_CHECKED_OUT, CART_EXPIRED, CART_MERGED, event
 from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
 from engine.money import check_currency
-from engine.purchase import (
-    LimitScope,
-    check_account,
-    check_available,
-    check_purchase_limit,
-)
 from engine.policies import check_destination
 from engine.pricing import (
     PricedCart,
@@ -51,6 +45,12 @@ from engine.pricing import (
     price_cart,
 )
 from engine.promotions import Promotion
+from engine.purchase import (
+    LimitScope,
+    check_account,
+    check_available,
+    check_purchase_limit,
+)
 
 
 def order_id_for(cart_id: str, idempotency_key: str) -> str:
@@ -603,7 +603,7 @@ class CartActor(Actor):
             "promotion_uses": [p.promotion_id for p in limited],
             "limit_holds": limit_keys,
             "shipping_address": shipping_address}})
-        if order["status"] != "paid":
+        if order["status"] not in ("paid", "requires_action"):
             order = await self._pay(cart, lines, limited, limit_keys, order_id, priced,
                                     payment_token)
         cart.check_out(order_id, self.now)
@@ -627,17 +627,22 @@ class CartActor(Actor):
 
         try:
             auth = await self.ctx.payments.authorize(order_id, priced.total, cart.currency,
-                                                     token)
+                                                     token, f"{order_id}:authorize")
         except DomainError as e:
             await undo(e.message, e.code)
             raise
+        if auth.get("status") == "requires_action":
+            # The customer confirms with their bank (3-D Secure): the reservations, uses and
+            # limit units stay held for the order, which a webhook settles (or its deadline).
+            return await self.ctx.ask("order", order_id, "mark_requires_action",
+                                      {"payment": auth})
         try:
             await asyncio.gather(*(self.stock.commit(
                 ln.variant_id, reservation_id_for(cart.cart_id, ln.line_id), ln.quantity)
                 for ln in lines))
         except DomainError as e:
             # A reservation lapsed while the payment was slow: undo the payment too.
-            await self.ctx.payments.void(order_id)
+            await self.ctx.payments.void(auth.get("reference", ""), f"{order_id}:void")
             await undo("a reservation expired during payment", "reservation_expired")
             raise Conflict("reservation_expired",
                            "stock was released while the payment was pending; try again") from e
@@ -645,6 +650,10 @@ class CartActor(Actor):
                                             {"order_id": order_id}) for p in limited),
                              *(self.ctx.ask("limit", k, "commit", {"order_id": order_id})
                                for k in limit_keys))
+        if self.ctx.settings.payment_capture == "immediate":
+            captured = await self.ctx.payments.capture(auth["reference"], priced.total,
+                                                       cart.currency, f"{order_id}:capture")
+            auth = {**auth, "status": captured.get("status", "captured")}
         return await self.ctx.ask("order", order_id, "mark_paid", {"payment": auth})
 
     async def _reserve_limits(self, order_id: str, lines: list[LineItem]) -> list[str]:
@@ -876,14 +885,6 @@ def policies(s: EngineSettings) -> tuple[ShippingPolicy, TaxPolicy]:
                        prices_include_tax=s.prices_include_tax))
     _POLICIES[:] = [*_POLICIES[-7:], (s, built)]
     return built
-
-
-def shards_of(catalog: Any) -> Any:
-    """``variant_id -> shard count`` over a catalog (1 for unknown variants)."""
-    def count(variant_id: str) -> int:
-        product = catalog.product_of_variant(variant_id)
-        return product.variant(variant_id).shards if product is not None else 1
-    return count
 
 
 def limit_key(customer: str, scope: str) -> str:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from actors.admin_ops import AdminOpActor
 from actors.cart import CartActor
 from actors.clock import Clock
 from actors.inventory import InventoryActor
 from actors.order import OrderActor
-from actors.payments import TestPaymentProvider
+from actors.order_index import OrderIndexActor
+from actors.payments import load_provider
 from actors.promotion_usage import PromotionUsageActor
 from actors.purchase_limits import PurchaseLimitActor
 from actors.reference import ReferenceData
@@ -25,7 +27,8 @@ from snapshots.store import SnapshotStore
 #: Every actor kind the engine hosts.
 REGISTRY: dict[str, type[Actor]] = {
     cls.kind: cls for cls in (CartActor, InventoryActor, OrderActor, UserActor,
-                              PromotionUsageActor, PurchaseLimitActor)
+                              PromotionUsageActor, PurchaseLimitActor, OrderIndexActor,
+                              AdminOpActor)
 }
 
 
@@ -44,11 +47,15 @@ class Placement(Protocol):
 
 
 def build_host(index: int, n_hosts: int, store: SnapshotStore, clock: Clock,
-               settings: EngineSettings, reference: ReferenceData) -> Host:
-    """A host with the engine's actor registry and the built-in test payment provider."""
+               settings: EngineSettings, reference: ReferenceData,
+               payments: Any = None) -> Host:
+    """A host with the engine's actor registry and a payment provider: ``payments`` if
+    given, else the one ``settings.payment_provider`` names (`load_provider`: the built-in
+    test provider by default)."""
     return Host(index=index, n_hosts=n_hosts, store=store, clock=clock, registry=REGISTRY,
                 settings=settings, reference=reference,
-                payments=TestPaymentProvider(delay=settings.slow_payment_delay),
+                payments=payments if payments is not None else
+                load_provider(settings.payment_provider, settings),
                 sweep_interval=settings.sweep_interval)
 
 
@@ -56,12 +63,12 @@ class LocalPlacement:
     """``n_hosts`` hosts in this event loop, sharing one reference-data replica."""
 
     def __init__(self, store: SnapshotStore, clock: Clock, settings: EngineSettings,
-                 n_hosts: int = 2) -> None:
+                 n_hosts: int = 2, payments: Any = None) -> None:
         self.store = store
         self.clock = clock
         self.n_hosts = n_hosts
         self.reference = ReferenceData()
-        self.hosts = [build_host(i, n_hosts, store, clock, settings, self.reference)
+        self.hosts = [build_host(i, n_hosts, store, clock, settings, self.reference, payments)
                       for i in range(n_hosts)]
         for h in self.hosts:
             h.route = self.send

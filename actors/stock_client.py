@@ -129,6 +129,10 @@ class StockClient:
             raise NotFound("reservation_not_found",
                            f"the reservation of {variant_id!r} lapsed before it was committed")
 
+    async def restock(self, variant_id: str, quantity: int) -> None:
+        """Sold units come back on hand (a cancelled or returned order), on the first shard."""
+        await self.ask("inv", self._keys(variant_id)[0], "restock", {"quantity": quantity})
+
     # -- counts and admin ------------------------------------------------------------------
     async def status(self, variant_id: str) -> dict[str, int]:
         """``{on_hand, reserved, available, sold}`` summed over the variant's shards."""
@@ -212,3 +216,11 @@ def availability_reads(host: Any) -> AvailabilityReads:
     if reads is None:
         reads = _READS[host] = AvailabilityReads()
     return reads
+
+
+def shards_of(catalog: Any) -> Callable[[str], int]:
+    """``variant_id -> shard count`` over a catalog (1 for unknown variants)."""
+    def count(variant_id: str) -> int:
+        product = catalog.product_of_variant(variant_id)
+        return product.variant(variant_id).shards if product is not None else 1  # type: ignore[no-any-return]
+    return count

@@ -4,6 +4,8 @@
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
                     [--catalog FILE] [--placement ray|local] [--ray-transport tcp|ray]
                     [--data-dir DIR] [--merge-strategy sum|larger|keep_user]
+                    [--payment-provider module:attr] [--payment-capture immediate|on_shipment]
+                    [--webhook-secret S] [--webhook-tolerance SECONDS]
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
 
 Every flag also reads from the environment (``CART_ENGINE_PORT``, ``REDIS_URL``, ...).
@@ -29,6 +31,10 @@ _SERVE_FLAGS = {
     "--log-level": ("log_level", str), "--rate-limit": ("rate_limit", str),
     "--keep-alive": ("keep_alive", float), "--ray-transport": ("ray_transport", str),
     "--merge-strategy": ("merge_strategy", str),
+    "--payment-provider": ("payment_provider", str),
+    "--payment-capture": ("payment_capture", str),
+    "--webhook-secret": ("webhook_secret", str),
+    "--webhook-tolerance": ("webhook_tolerance", float),
 }
 
 

@@ -104,7 +104,7 @@ def _plain(v: Any) -> Any:
 
 #: Promotion fields added after the first records were written: left out while unset, so
 #: that records of promotions not using them stay readable by the build before (rollback).
-_PROMOTION_OPTIONAL = {"max_discounts": (), "get_target": None}
+_PROMOTION_OPTIONAL = {"max_discounts": (), "get_target": None, "active": True}
 
 
 def _target_out(t: Target) -> dict[str, Any]:
