@@ -4,9 +4,10 @@ An order is created ``pending`` when the checkout saga has reserved every line; 
 ``paid`` when the payment is authorized, or ``payment_failed`` when it is not (every
 reservation is then released: compensation), or ``requires_action`` while the provider
 waits for the customer (3-D Secure), until a webhook says paid or failed; a failed order
-goes back to ``pending`` when the same checkout (same Idempotency-Key) is retried after a transient failure. A paid
-order may be ``shipped`` or ``cancelled``; a pending one that never completes is
-``cancelled`` when its reservations' deadline passes.
+goes back to ``pending`` when the same checkout (same Idempotency-Key) is retried after a
+transient failure. A paid order may be ``shipped`` or ``cancelled`` (voided or refunded,
+restocked); a pending or unconfirmed one that never completes is ``cancelled`` when its
+reservations' deadline passes. Refunds (up to what was captured) leave the status as is.
 """
 
 from __future__ import annotations
