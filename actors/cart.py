@@ -218,11 +218,12 @@ class CartActor(Actor):
         return StockClient(self.ctx.ask, shards_of(self.ctx.catalog))
 
     async def _hold(self, cart: Cart, line_id: str, variant: Variant, quantity: int) -> float:
-        """Reserve ``quantity`` of a hold-on-add variant for this line; the hold's deadline."""
-        assert variant.hold_ttl is not None
+        """Reserve ``quantity`` of a held line (a hold-on-add variant, or units claimed from
+        a waitlist offer, held for the reservation TTL); the hold's deadline."""
+        ttl = variant.hold_ttl or self.ctx.settings.reservation_ttl
         return await self.stock.reserve(variant.variant_id,
                                         reservation_id_for(cart.cart_id, line_id), quantity,
-                                        variant.hold_ttl, cart.cart_id)
+                                        ttl, cart.cart_id)
 
     async def _release(self, line_ids: list[str], variant_ids: list[str]) -> None:
         """Release the reservations of these lines (idempotent; used for compensation)."""
@@ -389,19 +390,26 @@ class CartActor(Actor):
                 asks.extend(self.ctx.ask("limit", limit_key(customer, s.scope), "usage", {})
                             for s in scopes)
             answers = list(await asyncio.gather(*asks)) if asks else []
+        stock = None
         if ask_stock:
-            available = known if known is not None else answers.pop(0)["available"]
+            stock = {"available": known} if known is not None else answers.pop(0)
             if self._available is not None:
-                self._available[vid] = available
-            unheld = extra + sum(ln.quantity for ln in cart.lines.values()
-                                 if ln.variant_id == vid and ln.hold_until is None)
-            check_available(vid, unheld, available)
-        if scopes:
+                self._available[vid] = stock["available"]
+        if scopes:  # limits first: a waitlist offer must not get round them
             pairs = [(ln.variant_id, ln.quantity) for ln in cart.lines.values()]
             pairs.append((vid, extra))
             for s in scopes:
                 already = answers.pop(0)["used"] if customer is not None else 0
                 check_purchase_limit(s, s.in_cart(pairs), already)
+        if stock is not None:
+            unheld = extra + sum(ln.quantity for ln in cart.lines.values()
+                                 if ln.variant_id == vid and ln.hold_until is None)
+            try:
+                check_available(vid, unheld, stock["available"])
+            except Conflict as e:
+                if stock.get("waitlist"):
+                    e.details[0]["waitlist"] = True
+                raise
 
     def _set_now(self, caller: str, line_id: str, quantity: int,
                  if_match: int | None = None, groups: list[str] | None = None) -> bool:
@@ -443,11 +451,30 @@ class CartActor(Actor):
             existing = cart.find_line(variant.variant_id, options)
             total = quantity + (existing.quantity if existing else 0)
             check_quantity(total)
-        await self._check_addable(cart, product, variant, quantity)
         seq = cart.line_seq
-        if variant.hold_ttl is not None:
+        try:
+            await self._check_addable(cart, product, variant, quantity)
+            if variant.hold_ttl is not None:
+                line_id = existing.line_id if existing else f"ln_{cart.line_seq + 1}"
+                hold_until = await self._hold(cart, line_id, variant, total)
+        except Conflict as e:
+            if e.code != "out_of_stock" or not e.details or not e.details[0].get("waitlist"):
+                raise
+            # Units may be on offer for this customer (a waitlist): claim them for the line.
+            options = normalize_options(options)
+            existing = cart.find_line(variant.variant_id, options)
+            total = quantity + (existing.quantity if existing else 0)
+            check_quantity(total)
             line_id = existing.line_id if existing else f"ln_{cart.line_seq + 1}"
-            hold_until = await self._hold(cart, line_id, variant, total)
+            try:
+                claimed = await self.ctx.ask("wait", variant.variant_id, "claim", {
+                    "customer": cart.owner,
+                    "reservation_id": reservation_id_for(cart.cart_id, line_id),
+                    "quantity": total, "owner": cart.cart_id,
+                    "ttl": variant.hold_ttl or self.ctx.settings.reservation_ttl})
+            except DomainError:
+                raise e from None
+            hold_until = float(claimed["expires_at"])
         try:
             line = cart.add_item(product, variant, quantity, options,
                                  price if unit_price is None else unit_price, now, self.ttl)

@@ -22,13 +22,14 @@ from actors.reference import ReferenceData
 from actors.runtime import Actor, Host, Message, Reply, host_of
 from actors.settings import EngineSettings
 from actors.user import UserActor
+from actors.waitlist import WaitlistActor
 from snapshots.store import SnapshotStore
 
 #: Every actor kind the engine hosts.
 REGISTRY: dict[str, type[Actor]] = {
     cls.kind: cls for cls in (CartActor, InventoryActor, OrderActor, UserActor,
                               PromotionUsageActor, PurchaseLimitActor, OrderIndexActor,
-                              AdminOpActor)
+                              AdminOpActor, WaitlistActor)
 }
 
 

@@ -396,3 +396,25 @@ class CartService:
         return await self.call("order", order_id, "confirm_payment",
                                {"succeeded": succeeded, "event_id": event_id,
                                 "reason": reason})
+
+    # -- waitlists -------------------------------------------------------------------------
+    async def join_waitlist(self, caller: str, variant_id: str, quantity: int,
+                            request_id: str | None = None,
+                            fingerprint: str | None = None) -> dict[str, Any]:
+        """Join a sold-out variant's line: the entry with its ``position`` (``created``
+        False when the caller was already in line)."""
+        self._known_variant(variant_id)
+        return await self.call("user", caller, "join_waitlist",
+                               {"variant_id": variant_id, "quantity": quantity},
+                               self._scoped(caller, request_id), fingerprint)
+
+    async def leave_waitlist(self, caller: str, variant_id: str,
+                             request_id: str | None = None,
+                             fingerprint: str | None = None) -> dict[str, Any]:
+        check_id(variant_id, "variant_id")
+        return await self.call("user", caller, "leave_waitlist", {"variant_id": variant_id},
+                               self._scoped(caller, request_id), fingerprint)
+
+    async def waitlists(self, caller: str) -> dict[str, Any]:
+        """``{items: [{variant_id, quantity, state, position, joined_at, offer}]}``."""
+        return await self.call("user", caller, "waitlists", {})

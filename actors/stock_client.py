@@ -130,16 +130,28 @@ class StockClient:
                            f"the reservation of {variant_id!r} lapsed before it was committed")
 
     async def restock(self, variant_id: str, quantity: int) -> None:
-        """Sold units come back on hand (a cancelled or returned order), on the first shard."""
-        await self.ask("inv", self._keys(variant_id)[0], "restock", {"quantity": quantity})
+        """Sold units come back on hand (a cancelled or returned order), on the first shard;
+        a waitlist of the variant makes its offers before this returns."""
+        out = await self.ask("inv", self._keys(variant_id)[0], "restock",
+                             {"quantity": quantity})
+        await self.offer_returned(variant_id, out)
+
+    async def offer_returned(self, variant_id: str, reply: dict[str, Any]) -> None:
+        """Units of ``variant_id`` came back and ``reply`` (an inventory answer) says it has a
+        waitlist: let the waitlist offer them now (`actors.waitlist`)."""
+        if reply.get("waitlist"):
+            await self.ask("wait", variant_id, "poke", {})
 
     # -- counts and admin ------------------------------------------------------------------
     async def status(self, variant_id: str) -> dict[str, int]:
         """``{on_hand, reserved, available, sold}`` summed over the variant's shards."""
         parts = await asyncio.gather(*(self.ask("inv", k, "status", {})
                                        for k in self._keys(variant_id)))
-        return {f: sum(p[f] for p in parts) for f in ("on_hand", "reserved", "available",
-                                                      "sold")}
+        out = {f: sum(p[f] for p in parts) for f in ("on_hand", "reserved", "available",
+                                                     "sold")}
+        if any(p.get("waitlist") for p in parts):
+            out["waitlist"] = True
+        return out
 
     async def adjust(self, variant_id: str, set: int | None = None,
                      delta: int | None = None, only_if_new: bool = False) -> dict[str, int]:
@@ -153,8 +165,10 @@ class StockClient:
             if only_if_new:
                 return await self.ask("inv", keys[0], "initialize",  # type: ignore[no-any-return]
                                       {"on_hand": set})
-            return await self.ask("inv", keys[0], "adjust",  # type: ignore[no-any-return]
-                                  {"set": set, "delta": delta})
+            out = await self.ask("inv", keys[0], "adjust", {"set": set, "delta": delta})
+            await self.offer_returned(variant_id, out)
+            out.pop("waitlist", None)
+            return out  # type: ignore[no-any-return]
         for _ in range(SPREAD_ATTEMPTS):
             parts = await asyncio.gather(*(self.ask("inv", k, "status", {}) for k in keys))
             if only_if_new and any(p["on_hand"] or p["sold"] or p["reserved"] for p in parts):

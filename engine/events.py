@@ -18,6 +18,7 @@ CART_CHECKED_OUT = "cart.checked_out"
 CART_EXPIRED = "cart.expired"
 CART_MERGED = "cart.merged"
 STOCK_DEPLETED = "stock.depleted"
+STOCK_OFFERED = "stock.offered"
 
 
 def event(kind: str, at: float, **data: Any) -> dict[str, Any]:

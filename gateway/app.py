@@ -17,7 +17,17 @@ from gateway.deps import BODY_SCHEMAS
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware
 from gateway.ratelimit import RateLimitMiddleware
-from gateway.routes import admin, carts, catalog, checkout, ops, orders, payments, saved
+from gateway.routes import (
+    admin,
+    carts,
+    catalog,
+    checkout,
+    ops,
+    orders,
+    payments,
+    saved,
+    waitlist,
+)
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("cart_engine")
@@ -57,7 +67,7 @@ def create_app(settings: GatewaySettings | None = None,
     # The routes go straight into the app's route list: `include_router` would wrap each
     # router in a nested matcher that costs about 6% of the CPU of a cart request here.
     for r in (carts.router, checkout.router, saved.router, catalog.router, admin.router,
-              ops.router, orders.router, payments.router):
+              ops.router, orders.router, payments.router, waitlist.router):
         app.router.routes.extend(r.routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.rate_limit:

@@ -72,6 +72,11 @@ class StockChange(BaseModel):
         return self
 
 
+class WaitlistJoin(BaseModel):
+    model_config = _STRICT
+    quantity: StrictInt = Field(1, ge=1, le=MAX_QUANTITY_PER_LINE)
+
+
 class RefundCreate(BaseModel):
     model_config = _STRICT
     amount: StrictInt | None = Field(None, ge=1, le=10**15,

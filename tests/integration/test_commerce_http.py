@@ -223,3 +223,29 @@ async def test_capture_can_wait_for_shipment() -> None:
         shipped = (await c.post(f"/v1/admin/orders/{order['order_id']}/ship",
                                 headers=ADMIN)).json()
         assert shipped["payment"]["status"] == "captured"
+
+
+async def test_the_waitlist_over_http() -> None:
+    ann, bo = bearer("wl-ann"), bearer("wl-bo")
+    async with gateway() as (c, _):
+        await _product(c, "hot", 0)
+        r = await c.post("/v1/waitlist/hot-v", headers=ann, json={"quantity": 1})
+        assert r.status_code == 201 and r.json()["position"] == 1, r.text
+        r = await c.post("/v1/waitlist/hot-v", headers=bo, json={})
+        assert r.status_code == 201 and r.json()["position"] == 2
+        again = await c.post("/v1/waitlist/hot-v", headers=bo, json={"quantity": 1})
+        assert again.status_code == 200 and again.json()["position"] == 2
+        assert (await c.post("/v1/waitlist/nope", headers=bo, json={})).status_code == 404
+        r = await c.post("/v1/waitlist/hot-v", headers=bo, json={"quantity": 0})
+        assert r.status_code == 422
+        await c.post("/v1/admin/stock/hot-v", headers=ADMIN, json={"delta": 1})
+        [entry] = (await c.get("/v1/waitlist", headers=ann)).json()["items"]
+        assert entry["state"] == "offered" and entry["offer"]["quantity"] == 1
+        cid = (await c.post("/v1/carts", headers=ann)).json()["cart_id"]
+        r = await c.post(f"/v1/carts/{cid}/items", headers=ann,
+                         json={"product_id": "hot", "quantity": 1})
+        assert r.status_code == 200 and r.json()["lines"][0]["held"] is True
+        assert (await c.delete("/v1/waitlist/hot-v", headers=bo)).status_code == 200
+        assert (await c.get("/v1/waitlist", headers=bo)).json()["items"] == []
+        r = await c.delete("/v1/waitlist/hot-v", headers=bo)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_waiting"
