@@ -186,7 +186,7 @@ def _purchase_limit(body: Mapping[str, Any], where: str) -> int | None:
         raise ValidationFailed("invalid_product",
                                f"{where}: purchase_limit is units in 1..{MAX_PURCHASE_LIMIT}",
                                [{"field": "purchase_limit"}])
-    return limit  # type: ignore[no-any-return]
+    return limit
 
 
 def _flag(body: Mapping[str, Any], name: str, where: str) -> bool:

@@ -60,7 +60,7 @@ def test_20_returned_units_are_offered_to_the_first_20_of_50_and_sold_once(
     assert admin.post(f"/v1/admin/stock/{vid}", json={"delta": 0}).json()["available"] == 0
     # 50 join, in this order.
     waiters = [f"w-{run}-{i:02d}" for i in range(WAITING)]
-    for i, w in enumerate(waiters):
+    for w in waiters:
         with server.client(w) as c:
             r = c.post(f"/v1/waitlist/{vid}", json={"quantity": 1})
             assert r.status_code == 201, r.text
