@@ -446,7 +446,11 @@ class CartActor(Actor):
         # the line's total quantity itself).
         check_quantity(quantity)
         existing = hold_until = None
-        if variant.hold_ttl is not None:
+        vid = variant.variant_id
+        if variant.hold_ttl is not None or any(
+                ln.variant_id == vid and ln.quantity + quantity > MAX_QUANTITY_PER_LINE
+                for ln in cart.lines.values()):
+            # The line's new total is validated (422) before any stock is looked at (409).
             options = normalize_options(options)
             existing = cart.find_line(variant.variant_id, options)
             total = quantity + (existing.quantity if existing else 0)
