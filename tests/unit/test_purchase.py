@@ -65,3 +65,17 @@ def test_a_guest_cannot_add_what_requires_an_account():
     with pytest.raises(Forbidden) as e:
         check_account(True, None, "v")
     assert e.value.code == "account_required"
+
+
+def test_a_product_with_commerce_fields_survives_the_codec_and_old_records_still_load():
+    from snapshots.codec import decode, encode
+
+    body = {"name": "Shoe", "price": {"amount": 100, "currency": "USD"}, "purchase_limit": 3,
+            "account_required": True,
+            "variants": [{"variant_id": "s-40", "purchase_limit": 1, "offer_ttl": 60}]}
+    p = product_from_dict("s", body)
+    assert decode(encode(p)) == p
+    plain = product_from_dict("t", {"name": "Tee", "price": {"amount": 1, "currency": "USD"}})
+    record = encode(plain)
+    assert b"purchase_limit" not in record and b"offer_ttl" not in record  # readable before
+    assert decode(record) == plain
