@@ -128,3 +128,39 @@ async def test_guests_are_limited_per_cart_and_kept_out_of_account_only_variants
     assert e.value.code == "account_required"
     order = await svc.checkout("guest_g1", cid, payment_token="tok_ok", idempotency_key="g")
     assert order["status"] == "paid"
+
+
+async def test_concurrent_adds_of_one_variant_share_one_stock_read() -> None:
+    """Stock on add costs the inventory one ``status`` turn per host for a burst of adds,
+    and one per variant for a whole `CartService.apply` batch (the design's batching)."""
+    from actors.clock import ManualClock
+    from actors.service import CartOp
+    from snapshots.memory_store import MemoryStore
+
+    svc = await CartService.in_process(store=MemoryStore(), clock=ManualClock(1.8e9), hosts=1)
+    host = svc.placement.hosts[0]  # type: ignore[attr-defined]
+    seen: list[str] = []
+    deliver = host.deliver
+
+    async def counting(msg):  # type: ignore[no-untyped-def]
+        seen.append(f"{msg[0]}.{msg[2]}")
+        return await deliver(msg)
+
+    host.deliver = counting
+    try:
+        await svc.put_product("tee", product("tee", stock=10_000))
+        carts = [f"c_{i}" for i in range(200)]
+        for cid in carts:
+            await svc.call("cart", cid, "create", {"owner": f"guest_{cid}"})
+        seen.clear()
+        await asyncio.gather(*(svc.add_item(f"guest_{cid}", cid, product_id="tee", quantity=1)
+                               for cid in carts))
+        assert seen.count("cart.add_item") == 200
+        assert 1 <= seen.count("inv.status") <= 2  # one read in flight for the burst
+        seen.clear()
+        out = await svc.apply([CartOp(carts[0], f"guest_{carts[0]}", "add", "tee", 1)
+                               for _ in range(50)])
+        assert all(r[0] == "ok" for r in out)
+        assert seen.count("inv.status") == 1
+    finally:
+        await svc.close()
