@@ -27,7 +27,7 @@ from typing import Any
 from actors.order import ADMIN
 from actors.runtime import Actor, err, key_hash
 from actors.settings import EngineSettings
-from actors.stock_client import StockClient
+from actors.stock_client import StockClient, availability_reads, shards_of
 from actors.views import cart_view
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
@@ -45,6 +45,12 @@ from engine.pricing import (
     price_cart,
 )
 from engine.promotions import Promotion
+from engine.purchase import (
+    LimitScope,
+    check_account,
+    check_available,
+    check_purchase_limit,
+)
 
 
 def order_id_for(cart_id: str, idempotency_key: str) -> str:
@@ -66,11 +72,13 @@ class CartActor(Actor):
     kind = "cart"
     idempotent = frozenset({"view", "status"})
     passivate_after = None  # an active cart stays until it expires, checks out or merges
-    __slots__ = ("cart",)
+    __slots__ = ("cart", "_available")
 
     def __init__(self, key: str, ctx: Any) -> None:
         super().__init__(key, ctx)
         self.cart: Cart | None = None
+        #: Within one ``apply`` turn: variant id -> units available when first read.
+        self._available: dict[str, int] | None = None
 
     # -- persistence -----------------------------------------------------------------------
     def load(self, fields: dict[str, Any]) -> None:
@@ -211,11 +219,12 @@ class CartActor(Actor):
         return StockClient(self.ctx.ask, shards_of(self.ctx.catalog))
 
     async def _hold(self, cart: Cart, line_id: str, variant: Variant, quantity: int) -> float:
-        """Reserve ``quantity`` of a hold-on-add variant for this line; the hold's deadline."""
-        assert variant.hold_ttl is not None
+        """Reserve ``quantity`` of a held line (a hold-on-add variant, or units claimed from
+        a waitlist offer, held for the reservation TTL); the hold's deadline."""
+        ttl = variant.hold_ttl or self.ctx.settings.reservation_ttl
         return await self.stock.reserve(variant.variant_id,
                                         reservation_id_for(cart.cart_id, line_id), quantity,
-                                        variant.hold_ttl, cart.cart_id)
+                                        ttl, cart.cart_id)
 
     async def _release(self, line_ids: list[str], variant_ids: list[str]) -> None:
         """Release the reservations of these lines (idempotent; used for compensation)."""
@@ -313,32 +322,39 @@ class CartActor(Actor):
         """
         self._own(caller)
         out: list[Any] = []
+        self._available = {}  # one stock read per variant for the whole batch
+        try:
+            await self._apply(caller, ops, out)
+        finally:
+            self._available = None
+        return out
+
+    async def _apply(self, caller: str, ops: list[tuple[str, str, int, str | None]],
+                     out: list[Any]) -> None:
         done = ("ok", None)
         for action, target, quantity, variant_id in ops:
             try:
                 if action == "add":
-                    line = self._add_now(caller, target, quantity, variant_id) or \
-                        await self._add_held(caller, target, quantity, variant_id)
+                    line = await self._add(caller, target, quantity, variant_id)
                     out.append(("ok", line.line_id))
                     continue
                 if action == "set":
-                    if not self._set_now(caller, target, quantity):
-                        await self._set_held(caller, target, quantity)
+                    await self._set(caller, target, quantity)
                 elif action == "remove":
-                    if not self._remove_now(caller, target):
-                        await self._remove_held(caller, target)
+                    await self._remove(caller, target)
                 else:
                     raise ValidationFailed("unknown_operation",
                                            f"{action!r} is not add, set or remove")
                 out.append(done)
             except DomainError as e:
                 out.append(err(e))
-        return out
 
-    # The line commands in two steps: ``_*_now`` does the common case at once, without a
-    # coroutine (the cart holds no stock, so there is no hold to take, resize or renew), and
-    # answers a false value having changed nothing otherwise; ``_*_held`` does the rest.
-    # ``_add`` / ``_set`` / ``_remove`` try the first, then the second.
+    # Adding, and raising a quantity, checks stock and purchase limits first (one message to
+    # the variant's inventory, batched by the router with the cart's others; one to each
+    # purchase-limit actor of a signed-in customer, only for variants that carry a limit).
+    # Lowering a quantity or removing a line needs no message: ``_set_now`` / ``_remove_now``
+    # do it at once, without a coroutine, when the cart holds no stock, and answer a false
+    # value having changed nothing otherwise; ``_*_held`` does the rest.
 
     @staticmethod
     def _holding(cart: Cart) -> bool:
@@ -347,24 +363,63 @@ class CartActor(Actor):
                 return True
         return False
 
-    def _add_now(self, caller: str, product_id: str, quantity: int,
-                 variant_id: str | None = None, options: dict[str, Any] | None = None,
-                 if_match: int | None = None, groups: list[str] | None = None
-                 ) -> LineItem | None:
-        cart = self._mutable(caller, if_match)
-        product, variant, price = self._lookup(product_id, variant_id)
-        if variant.hold_ttl is not None or self._holding(cart):
-            return None
-        self._note_groups(cart, groups)
-        line = cart.add_item(product, variant, quantity, options, price, self.now, self.ttl)
-        self.mark("meta", f"l:{line.line_id}")
-        return line
+    async def _check_addable(self, cart: Cart, product: Product, variant: Variant,
+                             extra: int) -> None:
+        """Whether ``extra`` more units of ``variant`` may go into ``cart`` (changes nothing).
+
+        Stock: the cart's unheld units of the variant after the change against what is
+        available (a held line's units are already set aside for it). Purchase limits: the
+        cart's units under each limit plus the customer's paid and pending orders.
+        Raises Forbidden ``account_required``, Conflict ``out_of_stock`` /
+        ``purchase_limit_exceeded`` (`engine.purchase`).
+        """
+        customer = customer_of(cart.owner)
+        vid = variant.variant_id
+        if product.account_required or variant.account_required:
+            check_account(True, customer, vid)
+        scopes = product.limits_of(variant) if product.purchase_limit is not None or \
+            variant.purchase_limit is not None else []
+        ask_stock = variant.hold_ttl is None
+        known = self._available.get(vid) if self._available is not None else None
+        if ask_stock and known is None and not scopes:  # the common case: one read
+            answers = [await availability_reads(self.ctx.host).status(self.stock, vid)]
+        else:
+            asks = []
+            if ask_stock and known is None:
+                asks.append(availability_reads(self.ctx.host).status(self.stock, vid))
+            if customer is not None:
+                asks.extend(self.ctx.ask("limit", limit_key(customer, s.scope), "usage", {})
+                            for s in scopes)
+            answers = list(await asyncio.gather(*asks)) if asks else []
+        stock = None
+        if ask_stock:
+            stock = {"available": known} if known is not None else answers.pop(0)
+            if self._available is not None:
+                self._available[vid] = stock["available"]
+        if scopes:  # limits first: a waitlist offer must not get round them
+            pairs = [(ln.variant_id, ln.quantity) for ln in cart.lines.values()]
+            pairs.append((vid, extra))
+            for s in scopes:
+                already = answers.pop(0)["used"] if customer is not None else 0
+                check_purchase_limit(s, s.in_cart(pairs), already)
+        if stock is not None:
+            unheld = extra + sum(ln.quantity for ln in cart.lines.values()
+                                 if ln.variant_id == vid and ln.hold_until is None)
+            try:
+                check_available(vid, unheld, stock["available"])
+            except Conflict as e:
+                if stock.get("waitlist"):
+                    e.details[0]["waitlist"] = True
+                raise
 
     def _set_now(self, caller: str, line_id: str, quantity: int,
                  if_match: int | None = None, groups: list[str] | None = None) -> bool:
         cart = self._mutable(caller, if_match)
         if self._holding(cart):
             return False
+        line = cart.lines.get(line_id)
+        if line is not None and quantity > line.quantity:
+            return False  # more units: stock and limits are checked first
         self._note_groups(cart, groups)
         cart.set_quantity(line_id, quantity, self.now, self.ttl)
         self.mark("meta", f"l:{line_id}")
@@ -384,34 +439,47 @@ class CartActor(Actor):
                    variant_id: str | None = None, options: dict[str, Any] | None = None,
                    if_match: int | None = None, groups: list[str] | None = None,
                    unit_price: int | None = None, added_at: float | None = None) -> LineItem:
-        if unit_price is None and added_at is None:  # not a merge
-            line = self._add_now(caller, product_id, quantity, variant_id, options, if_match,
-                                 groups)
-            if line is not None:
-                return line
-        return await self._add_held(caller, product_id, quantity, variant_id, options,
-                                    if_match, groups, unit_price, added_at)
-
-    async def _add_held(self, caller: str, product_id: str, quantity: int,
-                        variant_id: str | None = None, options: dict[str, Any] | None = None,
-                        if_match: int | None = None, groups: list[str] | None = None,
-                        unit_price: int | None = None,
-                        added_at: float | None = None) -> LineItem:
         cart = self._mutable(caller, if_match)
         self._note_groups(cart, groups)
         product, variant, price = self._lookup(product_id, variant_id)
         now = self.now
+        # Checks first, so a refused check or hold changes nothing (``cart.add_item`` checks
+        # the line's total quantity itself).
+        check_quantity(quantity)
         existing = hold_until = None
-        seq = cart.line_seq
-        if variant.hold_ttl is not None:
-            # Work out the line first so a refused hold changes nothing.
+        vid = variant.variant_id
+        if variant.hold_ttl is not None or any(
+                ln.variant_id == vid and ln.quantity + quantity > MAX_QUANTITY_PER_LINE
+                for ln in cart.lines.values()):
+            # The line's new total is validated (422) before any stock is looked at (409).
             options = normalize_options(options)
             existing = cart.find_line(variant.variant_id, options)
-            check_quantity(quantity)
-            line_id = existing.line_id if existing else f"ln_{cart.line_seq + 1}"
             total = quantity + (existing.quantity if existing else 0)
             check_quantity(total)
-            hold_until = await self._hold(cart, line_id, variant, total)
+        seq = cart.line_seq
+        try:
+            await self._check_addable(cart, product, variant, quantity)
+            if variant.hold_ttl is not None:
+                line_id = existing.line_id if existing else f"ln_{cart.line_seq + 1}"
+                hold_until = await self._hold(cart, line_id, variant, total)
+        except Conflict as e:
+            if e.code != "out_of_stock" or not e.details or not e.details[0].get("waitlist"):
+                raise
+            # Units may be on offer for this customer (a waitlist): claim them for the line.
+            options = normalize_options(options)
+            existing = cart.find_line(variant.variant_id, options)
+            total = quantity + (existing.quantity if existing else 0)
+            check_quantity(total)
+            line_id = existing.line_id if existing else f"ln_{cart.line_seq + 1}"
+            try:
+                claimed = await self.ctx.ask("wait", variant.variant_id, "claim", {
+                    "customer": cart.owner,
+                    "reservation_id": reservation_id_for(cart.cart_id, line_id),
+                    "quantity": total, "owner": cart.cart_id,
+                    "ttl": variant.hold_ttl or self.ctx.settings.reservation_ttl})
+            except DomainError:
+                raise e from None
+            hold_until = float(claimed["expires_at"])
         try:
             line = cart.add_item(product, variant, quantity, options,
                                  price if unit_price is None else unit_price, now, self.ttl)
@@ -424,7 +492,8 @@ class CartActor(Actor):
         if added_at is not None and cart.line_seq != seq:  # a new line
             line.added_at = added_at
         self.mark("meta", f"l:{line.line_id}")
-        await self._renew_holds(cart, skip=line.line_id)
+        if hold_until is not None or self._holding(cart):
+            await self._renew_holds(cart, skip=line.line_id)
         return line
 
     async def _set(self, caller: str, line_id: str, quantity: int,
@@ -441,8 +510,11 @@ class CartActor(Actor):
         if quantity == 0:
             await self._remove_held(caller, line_id, if_match)
             return
+        product = self.ctx.catalog.find(line.product_id)
+        if quantity > line.quantity and product is not None:
+            await self._check_addable(cart, product, product.variant(line.variant_id),
+                                      quantity - line.quantity)
         if line.hold_until is not None:
-            product = self.ctx.catalog.find(line.product_id)
             if product is not None:
                 line.hold_until = await self._hold(cart, line_id,
                                                    product.variant(line.variant_id), quantity)
@@ -552,7 +624,12 @@ class CartActor(Actor):
             limited = [p for pid in priced.promotion_ids
                        if (p := self.ctx.reference.promotions.get(pid)) is not None and
                        (p.usage_limit is not None or p.per_customer_limit is not None)]
-            await self._reserve_uses(order_id, limited)
+            limit_keys = await self._reserve_limits(order_id, lines)
+            try:
+                await self._reserve_uses(order_id, limited)
+            except DomainError:
+                await self._release_limits(order_id, limit_keys)
+                raise
         except DomainError:
             await self._release_lines(lines)
             raise
@@ -564,11 +641,13 @@ class CartActor(Actor):
             "reservations": [[reservation_id_for(cart.cart_id, ln.line_id), ln.variant_id,
                               ln.quantity] for ln in lines],
             "promotion_uses": [p.promotion_id for p in limited],
+            "limit_holds": limit_keys,
             "shipping_address": shipping_address}})
-        if order["status"] != "paid":
-            order = await self._pay(cart, lines, limited, order_id, priced, payment_token)
-        else:  # paid before (a reply lost with a dead host): what this try took goes back
-            await self._release_lines(lines)
+        if order["status"] == "paid":  # paid before (a reply lost with a dead host):
+            await self._release_lines(lines)  # what this try reserved again goes back
+        elif order["status"] != "requires_action":
+            order = await self._pay(cart, lines, limited, limit_keys, order_id, priced,
+                                    payment_token)
         return self._checked_out(cart, lines, order_id, order)
 
     def _checked_out(self, cart: Cart, lines: list[LineItem], order_id: str,
@@ -581,10 +660,12 @@ class CartActor(Actor):
         return order  # type: ignore[no-any-return]
 
     async def _pay(self, cart: Cart, lines: list[LineItem], limited: list[Promotion],
-                   order_id: str, priced: PricedCart, token: str) -> Any:
+                   limit_keys: list[str], order_id: str, priced: PricedCart,
+                   token: str) -> Any:
         """Steps 4-5: authorize, then commit everything; compensate on any failure."""
         async def undo(reason: str, code: str) -> None:
             await self._release_lines(lines)
+            await self._release_limits(order_id, limit_keys)
             await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "release",
                                                 {"order_id": order_id}) for p in limited))
             await self.ctx.ask("order", order_id, "mark_failed", {"reason": reason,
@@ -592,23 +673,74 @@ class CartActor(Actor):
 
         try:
             auth = await self.ctx.payments.authorize(order_id, priced.total, cart.currency,
-                                                     token)
+                                                     token, f"{order_id}:authorize")
         except DomainError as e:
             await undo(e.message, e.code)
             raise
+        if auth.get("status") == "requires_action":
+            # The customer confirms with their bank (3-D Secure): the reservations, uses and
+            # limit units stay held for the order, which a webhook settles (or its deadline).
+            return await self.ctx.ask("order", order_id, "mark_requires_action",
+                                      {"payment": auth})
         try:
             await asyncio.gather(*(self.stock.commit(
                 ln.variant_id, reservation_id_for(cart.cart_id, ln.line_id), ln.quantity)
                 for ln in lines))
         except DomainError as e:
             # A reservation lapsed while the payment was slow: undo the payment too.
-            await self.ctx.payments.void(order_id)
+            await self.ctx.payments.void(auth.get("reference", ""), f"{order_id}:void")
             await undo("a reservation expired during payment", "reservation_expired")
             raise Conflict("reservation_expired",
                            "stock was released while the payment was pending; try again") from e
         await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "commit",
-                                            {"order_id": order_id}) for p in limited))
+                                            {"order_id": order_id}) for p in limited),
+                             *(self.ctx.ask("limit", k, "commit", {"order_id": order_id})
+                               for k in limit_keys))
+        if self.ctx.settings.payment_capture == "immediate":
+            captured = await self.ctx.payments.capture(auth["reference"], priced.total,
+                                                       cart.currency, f"{order_id}:capture")
+            auth = {**auth, "status": captured.get("status", "captured")}
         return await self.ctx.ask("order", order_id, "mark_paid", {"payment": auth})
+
+    async def _reserve_limits(self, order_id: str, lines: list[LineItem]) -> list[str]:
+        """Hold the customer's units under each purchase limit the cart touches, all or
+        none (atomic per customer and scope: `actors.purchase_limits`); the actor keys held.
+        A guest's cart is checked on its own (limits are per cart for guests).
+
+        Raises Conflict ``purchase_limit_exceeded``, Forbidden ``account_required``.
+        """
+        assert self.cart is not None
+        customer = customer_of(self.cart.owner)
+        scopes: dict[str, LimitScope] = {}
+        for ln in lines:
+            product = self.ctx.catalog.find(ln.product_id)
+            if product is None:
+                continue
+            variant = product.variant(ln.variant_id)
+            check_account(product.requires_account(variant), customer, ln.variant_id)
+            for sc in product.limits_of(variant):
+                scopes[sc.scope] = sc
+        pairs = [(ln.variant_id, ln.quantity) for ln in lines]
+        if customer is None:
+            for sc in scopes.values():
+                check_purchase_limit(sc, sc.in_cart(pairs), 0)
+            return []
+        keys = [limit_key(customer, sc.scope) for sc in scopes.values()]
+        ttl = self.ctx.settings.reservation_ttl
+        results = await asyncio.gather(*(self.ctx.ask("limit", k, "reserve", {
+            "order_id": order_id, "quantity": sc.in_cart(pairs), "limit": sc.limit,
+            "ttl": ttl}) for k, sc in zip(keys, scopes.values(), strict=True)),
+            return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self._release_limits(order_id, [k for k, r in zip(keys, results, strict=True)
+                                                  if not isinstance(r, BaseException)])
+            raise failed[0]
+        return keys
+
+    async def _release_limits(self, order_id: str, keys: list[str]) -> None:
+        await asyncio.gather(*(self.ctx.ask("limit", k, "release", {"order_id": order_id})
+                               for k in keys))
 
     async def _reserve_uses(self, order_id: str, promos: list[Promotion]) -> None:
         """Step 3: hold one use of each limited promotion; all or none."""
@@ -801,12 +933,9 @@ def policies(s: EngineSettings) -> tuple[ShippingPolicy, TaxPolicy]:
     return built
 
 
-def shards_of(catalog: Any) -> Any:
-    """``variant_id -> shard count`` over a catalog (1 for unknown variants)."""
-    def count(variant_id: str) -> int:
-        product = catalog.product_of_variant(variant_id)
-        return product.variant(variant_id).shards if product is not None else 1
-    return count
+def limit_key(customer: str, scope: str) -> str:
+    """The purchase-limit actor of one customer and one limit scope (`engine.purchase`)."""
+    return f"{customer}/{scope}"
 
 
 def customer_of(owner: str) -> str | None:

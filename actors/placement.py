@@ -9,23 +9,28 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from actors.admin_ops import AdminOpActor
 from actors.cart import CartActor
 from actors.clock import Clock
 from actors.inventory import InventoryActor
 from actors.order import OrderActor
-from actors.payments import TestPaymentProvider
+from actors.order_index import OrderIndexActor
+from actors.payments import load_provider
 from actors.promotion_usage import PromotionUsageActor
+from actors.purchase_limits import PurchaseLimitActor
 from actors.reference import ReferenceData
 from actors.runtime import Actor, Host, Message, Ownership, Reply, StaticOwnership, host_of
 from actors.settings import EngineSettings
 from actors.user import UserActor
+from actors.waitlist import WaitlistActor
 from engine.errors import Conflict
 from snapshots.store import SnapshotStore
 
 #: Every actor kind the engine hosts.
 REGISTRY: dict[str, type[Actor]] = {
     cls.kind: cls for cls in (CartActor, InventoryActor, OrderActor, UserActor,
-                              PromotionUsageActor)
+                              PromotionUsageActor, PurchaseLimitActor, OrderIndexActor,
+                              AdminOpActor, WaitlistActor)
 }
 
 
@@ -55,11 +60,15 @@ class Placement(Protocol):
 
 
 def build_host(host_id: str, ownership: Ownership, store: SnapshotStore, clock: Clock,
-               settings: EngineSettings, reference: ReferenceData) -> Host:
-    """A host with the engine's actor registry and the built-in test payment provider."""
+               settings: EngineSettings, reference: ReferenceData,
+               payments: Any = None) -> Host:
+    """A host with the engine's actor registry and a payment provider: ``payments`` if
+    given, else the one ``settings.payment_provider`` names (`load_provider`: the built-in
+    test provider by default)."""
     return Host(host_id=host_id, ownership=ownership, store=store, clock=clock,
                 registry=REGISTRY, settings=settings, reference=reference,
-                payments=TestPaymentProvider(delay=settings.slow_payment_delay),
+                payments=payments if payments is not None else
+                load_provider(settings.payment_provider, settings),
                 sweep_interval=settings.sweep_interval)
 
 
@@ -77,13 +86,13 @@ class LocalPlacement:
     """``n_hosts`` hosts in this event loop, sharing one reference-data replica."""
 
     def __init__(self, store: SnapshotStore, clock: Clock, settings: EngineSettings,
-                 n_hosts: int = 2) -> None:
+                 n_hosts: int = 2, payments: Any = None) -> None:
         self.store = store
         self.clock = clock
         self.n_hosts = n_hosts
         self.reference = ReferenceData()
         self.hosts = [build_host(f"h{i}", StaticOwnership(i, n_hosts), store, clock, settings,
-                                 self.reference) for i in range(n_hosts)]
+                                 self.reference, payments) for i in range(n_hosts)]
         for h in self.hosts:
             h.route = self.send
 

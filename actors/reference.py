@@ -23,9 +23,12 @@ class ReferenceData:
         self._automatic: list[Promotion] | None = None
 
     def apply(self, kind: str, value: Any) -> None:
-        """Install a product (``kind="product"``) or promotion (``"promotion"``)."""
+        """Install a product (``kind="product"``) or promotion (``"promotion"``); a promotion
+        value ``{"deleted": promotion_id}`` removes that promotion (``DELETE``)."""
         if kind == "product":
             self.put_product(value)
+        elif kind == "promotion" and isinstance(value, dict) and "deleted" in value:
+            self.delete_promotion(value["deleted"])
         elif kind == "promotion":
             self.put_promotion(value)
         else:
@@ -41,6 +44,13 @@ class ReferenceData:
         self.promotions[promo.promotion_id] = promo
         if promo.code is not None:
             self.by_code[promo.code] = promo
+        self._automatic = None
+
+    def delete_promotion(self, promotion_id: str) -> None:
+        """Forget a promotion (its store record is a tombstone ``{"deleted": id}``)."""
+        old = self.promotions.pop(promotion_id, None)
+        if old is not None and old.code is not None and self.by_code.get(old.code) is old:
+            del self.by_code[old.code]
         self._automatic = None
 
     def automatic(self) -> list[Promotion]:

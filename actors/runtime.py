@@ -147,6 +147,10 @@ class Actor:
     #: Messages that may run twice with the effect of once (reads; operations keyed by the
     #: id of what they change): the router may send them again when a reply was lost.
     idempotent: ClassVar[frozenset[str]] = frozenset()
+    #: An actor whose state is its request records alone (one per admin request): they are
+    #: kept though it `exists` not. Others record a request only once they exist, so a
+    #: request at a made-up id writes nothing.
+    keeps_requests: ClassVar[bool] = False
 
     __slots__ = ("key", "ctx", "epoch", "_dirty", "_events", "_lock", "_idem", "_last_commit",
                  "_timer_at", "_last_turn", "_gone", "_poisoned", "_stored_deadline",
@@ -561,7 +565,7 @@ class Host:
                           actor.key)
             self._poison(actor)
             return err(Unavailable("internal_error", "the request failed; retry")), None
-        if request_id is not None and actor.exists() and not (
+        if request_id is not None and (actor.exists() or actor.keeps_requests) and not (
                 reply[0] == "err" and reply[1]["category"] in _UNRECORDED):
             self._remember(actor, request_id, fingerprint, reply, now)
         return reply, actor._take_write(storage_key)

@@ -64,11 +64,14 @@ class CartService:
 
     @classmethod
     async def in_process(cls, store: SnapshotStore | None = None, clock: Clock | None = None,
-                         settings: EngineSettings | None = None, hosts: int = 2) -> CartService:
-        """An engine in this event loop: ``MemoryStore`` and ``SystemClock`` by default."""
+                         settings: EngineSettings | None = None, hosts: int = 2,
+                         payment_provider: Any = None) -> CartService:
+        """An engine in this event loop: ``MemoryStore`` and ``SystemClock`` by default;
+        ``payment_provider`` (an `actors.payments.PaymentProvider`) instead of the one the
+        settings name."""
         store = store or MemoryStore()
         placement = LocalPlacement(store, clock or SystemClock(), settings or EngineSettings(),
-                                   n_hosts=hosts)
+                                   n_hosts=hosts, payments=payment_provider)
         await placement.start()
         return cls(placement, store)
 
@@ -315,9 +318,103 @@ class CartService:
         check_id(order_id, "order_id")
         return await self.call("order", order_id, "get", {"caller": caller})
 
-    async def ship_order(self, order_id: str) -> dict[str, Any]:
-        return await self.call("order", order_id, "ship", {"caller": ADMIN})
+    async def ship_order(self, order_id: str, request_id: str | None = None,
+                         fingerprint: str | None = None) -> dict[str, Any]:
+        """Admin: paid -> shipped (once: a shipped order answers as it is)."""
+        check_id(order_id, "order_id")
+        return await self.call("order", order_id, "ship", {"caller": ADMIN},
+                               self._scoped(ADMIN, request_id), fingerprint)
 
     async def events(self, count: int = 1000) -> list[dict[str, Any]]:
         """The most recent outbox events (order.*, cart.*, stock.*), oldest first."""
         return await self.store.events(count)
+
+    # -- commerce: admin idempotency, promotions, order lifecycle, payments ----------------
+    async def set_stock_once(self, variant_id: str, set: int | None = None,
+                             delta: int | None = None, request_id: str | None = None,
+                             fingerprint: str | None = None) -> dict[str, Any]:
+        """`set_stock` honouring an Idempotency-Key: a repeat answers the first reply and
+        changes nothing (one admin-request actor per key runs the change and records it)."""
+        if request_id is None:
+            return await self.set_stock(variant_id, set=set, delta=delta)
+        self._known_variant(variant_id)
+        return await self.call("adminop", self._scoped(ADMIN, request_id) or "", "stock",
+                               {"variant_id": variant_id, "set": set, "delta": delta},
+                               self._scoped(ADMIN, request_id), fingerprint)
+
+    async def get_promotion(self, promotion_id: str) -> dict[str, Any]:
+        """The promotion's admin JSON with ``uses``: ``{used, held}`` (counted for
+        promotions with a usage or per-customer limit; None otherwise).
+        Raises NotFound ``promotion_not_found``."""
+        promo = self.reference.promotions.get(promotion_id)
+        if promo is None:
+            raise NotFound("promotion_not_found", f"no promotion {promotion_id!r}")
+        uses = None
+        if promo.usage_limit is not None or promo.per_customer_limit is not None:
+            u = await self.call("promo", promotion_id, "usage", {})
+            uses = {"used": u["used"], "held": u["held"]}
+        return {"promotion_id": promotion_id, **promotion_to_dict(promo), "uses": uses}
+
+    async def delete_promotion(self, promotion_id: str) -> None:
+        """Remove a promotion: no longer applied, its code unknown. Carts holding its code
+        show it under ``code_problems``. Raises NotFound ``promotion_not_found``."""
+        if promotion_id not in self.reference.promotions:
+            raise NotFound("promotion_not_found", f"no promotion {promotion_id!r}")
+        tombstone = {"deleted": promotion_id}
+        await self.store.put_reference("promotion", promotion_id, tombstone)
+        await self.placement.publish("promotion", tombstone)
+
+    async def list_orders(self, caller: str, cursor: str | None = None,
+                          limit: int = 20) -> dict[str, Any]:
+        """``{items: [Order], next_cursor}``: the caller's orders, newest first."""
+        page = await self.call("orders", caller, "page", {"cursor": cursor, "limit": limit})
+        items = await asyncio.gather(*(self.call("order", oid, "get", {"caller": caller})
+                                       for oid in page["order_ids"]))
+        return {"items": list(items), "next_cursor": page["next_cursor"]}
+
+    async def cancel_order(self, caller: str, order_id: str, request_id: str | None = None,
+                           fingerprint: str | None = None) -> dict[str, Any]:
+        """Cancel before shipment (owner or ADMIN): void or refund, restock; the Order."""
+        check_id(order_id, "order_id")
+        return await self.call("order", order_id, "cancel", {"caller": caller},
+                               self._scoped(caller, request_id), fingerprint)
+
+    async def refund_order(self, order_id: str, amount: int | None = None,
+                           restock: bool | None = None, request_id: str | None = None,
+                           fingerprint: str | None = None) -> dict[str, Any]:
+        """Admin: refund ``amount`` minor units (all that is left by default); the Order."""
+        check_id(order_id, "order_id")
+        return await self.call("order", order_id, "refund",
+                               {"caller": ADMIN, "amount": amount, "restock": restock},
+                               self._scoped(ADMIN, request_id), fingerprint)
+
+    async def confirm_payment(self, order_id: str, succeeded: bool, event_id: str,
+                              reason: str | None = None) -> dict[str, Any]:
+        """A verified provider event for ``order_id`` (`actors.webhooks`): ``{order,
+        changed}``; exactly once however often it is delivered."""
+        check_id(order_id, "order_id")
+        return await self.call("order", order_id, "confirm_payment",
+                               {"succeeded": succeeded, "event_id": event_id,
+                                "reason": reason})
+
+    # -- waitlists -------------------------------------------------------------------------
+    async def join_waitlist(self, caller: str, variant_id: str, quantity: int,
+                            request_id: str | None = None,
+                            fingerprint: str | None = None) -> dict[str, Any]:
+        """Join a sold-out variant's line: the entry with its ``position`` (``created``
+        False when the caller was already in line)."""
+        self._known_variant(variant_id)
+        return await self.call("user", caller, "join_waitlist",
+                               {"variant_id": variant_id, "quantity": quantity},
+                               self._scoped(caller, request_id), fingerprint)
+
+    async def leave_waitlist(self, caller: str, variant_id: str,
+                             request_id: str | None = None,
+                             fingerprint: str | None = None) -> dict[str, Any]:
+        check_id(variant_id, "variant_id")
+        return await self.call("user", caller, "leave_waitlist", {"variant_id": variant_id},
+                               self._scoped(caller, request_id), fingerprint)
+
+    async def waitlists(self, caller: str) -> dict[str, Any]:
+        """``{items: [{variant_id, quantity, state, position, joined_at, offer}]}``."""
+        return await self.call("user", caller, "waitlists", {})

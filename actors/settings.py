@@ -32,3 +32,8 @@ class EngineSettings:
     sweep_interval: float = 5.0
     #: Default cart currency (ISO 4217).
     default_currency: str = "USD"
+    #: Payment provider ``module:attr`` (`actors.payments.load_provider`); None: the test one.
+    payment_provider: str | None = None
+    #: ``immediate``: capture at checkout; ``on_shipment``: authorize at checkout, capture
+    #: when the order ships.
+    payment_capture: str = "immediate"

@@ -11,6 +11,7 @@ stock. An unsharded variant is one actor keyed by the variant id: one message pe
 from __future__ import annotations
 
 import asyncio
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -128,13 +129,29 @@ class StockClient:
             raise NotFound("reservation_not_found",
                            f"the reservation of {variant_id!r} lapsed before it was committed")
 
+    async def restock(self, variant_id: str, quantity: int) -> None:
+        """Sold units come back on hand (a cancelled or returned order), on the first shard;
+        a waitlist of the variant makes its offers before this returns."""
+        out = await self.ask("inv", self._keys(variant_id)[0], "restock",
+                             {"quantity": quantity})
+        await self.offer_returned(variant_id, out)
+
+    async def offer_returned(self, variant_id: str, reply: dict[str, Any]) -> None:
+        """Units of ``variant_id`` came back and ``reply`` (an inventory answer) says it has a
+        waitlist: let the waitlist offer them now (`actors.waitlist`)."""
+        if reply.get("waitlist"):
+            await self.ask("wait", variant_id, "poke", {})
+
     # -- counts and admin ------------------------------------------------------------------
     async def status(self, variant_id: str) -> dict[str, int]:
         """``{on_hand, reserved, available, sold}`` summed over the variant's shards."""
         parts = await asyncio.gather(*(self.ask("inv", k, "status", {})
                                        for k in self._keys(variant_id)))
-        return {f: sum(p[f] for p in parts) for f in ("on_hand", "reserved", "available",
-                                                      "sold")}
+        out = {f: sum(p[f] for p in parts) for f in ("on_hand", "reserved", "available",
+                                                     "sold")}
+        if any(p.get("waitlist") for p in parts):
+            out["waitlist"] = True
+        return out
 
     async def adjust(self, variant_id: str, set: int | None = None,
                      delta: int | None = None, only_if_new: bool = False) -> dict[str, int]:
@@ -148,8 +165,10 @@ class StockClient:
             if only_if_new:
                 return await self.ask("inv", keys[0], "initialize",  # type: ignore[no-any-return]
                                       {"on_hand": set})
-            return await self.ask("inv", keys[0], "adjust",  # type: ignore[no-any-return]
-                                  {"set": set, "delta": delta})
+            out = await self.ask("inv", keys[0], "adjust", {"set": set, "delta": delta})
+            await self.offer_returned(variant_id, out)
+            out.pop("waitlist", None)
+            return out  # type: ignore[no-any-return]
         for _ in range(SPREAD_ATTEMPTS):
             parts = await asyncio.gather(*(self.ask("inv", k, "status", {}) for k in keys))
             if only_if_new and any(p["on_hand"] or p["sold"] or p["reserved"] for p in parts):
@@ -168,3 +187,54 @@ class StockClient:
             except Conflict:
                 continue  # a reservation landed in between: read again
         return await self.status(variant_id)
+
+
+class AvailabilityReads:
+    """Single-flight reads of a variant's stock for one host (stock on add, a check).
+
+    Concurrent adds of the same variant on one host share one ``status`` message to its
+    inventory instead of one each: during a flash sale every add names the same hot SKU, and
+    its inventory actor, which serializes the reservations, should spend its turns on
+    reservations rather than on answering the same question many times. A read that joins
+    one in flight sees a state no older than that message's turn (at most one round trip):
+    enough for a check that checkout's reservation confirms anyway.
+    """
+
+    __slots__ = ("inflight",)
+
+    def __init__(self) -> None:
+        self.inflight: dict[str, asyncio.Future[dict[str, int]]] = {}
+
+    async def status(self, client: StockClient, variant_id: str) -> dict[str, int]:
+        """``{on_hand, reserved, available, sold}`` of ``variant_id`` (all shards)."""
+        fut = self.inflight.get(variant_id)
+        if fut is None:
+            fut = asyncio.ensure_future(client.status(variant_id))
+            self.inflight[variant_id] = fut
+            fut.add_done_callback(lambda f: self._done(variant_id, f))
+        return await asyncio.shield(fut)
+
+    def _done(self, variant_id: str, fut: asyncio.Future[dict[str, int]]) -> None:
+        if self.inflight.get(variant_id) is fut:
+            del self.inflight[variant_id]
+        if not fut.cancelled():
+            fut.exception()  # retrieved here; each waiter gets it through shield
+
+
+_READS: weakref.WeakKeyDictionary[Any, AvailabilityReads] = weakref.WeakKeyDictionary()
+
+
+def availability_reads(host: Any) -> AvailabilityReads:
+    """The single-flight availability reads of ``host`` (one per host, made on first use)."""
+    reads = _READS.get(host)
+    if reads is None:
+        reads = _READS[host] = AvailabilityReads()
+    return reads
+
+
+def shards_of(catalog: Any) -> Callable[[str], int]:
+    """``variant_id -> shard count`` over a catalog (1 for unknown variants)."""
+    def count(variant_id: str) -> int:
+        product = catalog.product_of_variant(variant_id)
+        return product.variant(variant_id).shards if product is not None else 1  # type: ignore[no-any-return]
+    return count

@@ -27,13 +27,15 @@ def new_cart_id() -> str:
 class UserActor(Actor):
     kind = "user"
     idempotent = frozenset({"active_cart", "current", "saved_items"})
-    __slots__ = ("active", "saved", "saved_seq")
+    __slots__ = ("active", "saved", "saved_seq", "waiting")
 
     def __init__(self, key: str, ctx: Any) -> None:
         super().__init__(key, ctx)
         self.active: str | None = None
         self.saved: dict[str, dict[str, Any]] = {}
         self.saved_seq = 0
+        #: Variants whose waitlist this shopper joined: variant id -> joined at (epoch s).
+        self.waiting: dict[str, float] = {}
 
     def load(self, fields: dict[str, Any]) -> None:
         meta = fields.get("meta") or {}
@@ -42,14 +44,17 @@ class UserActor(Actor):
         items = sorted(((f[2:], v) for f, v in fields.items() if f.startswith("s:")),
                        key=lambda kv: kv[1]["saved_at"])
         self.saved = dict(items)
+        self.waiting = {f[2:]: v for f, v in fields.items() if f.startswith("w:")}
 
     def field_value(self, name: str) -> Any:
         if name == "meta":
             return {"active_cart": self.active, "saved_seq": self.saved_seq}
+        if name.startswith("w:"):
+            return self.waiting.get(name[2:])
         return self.saved.get(name[2:])
 
     def exists(self) -> bool:
-        return self.active is not None or bool(self.saved)
+        return self.active is not None or bool(self.saved) or bool(self.waiting)
 
     async def _active_view(self, currency: str | None,
                            groups: list[str] | None) -> tuple[dict[str, Any], bool]:
@@ -155,3 +160,34 @@ class UserActor(Actor):
         return await self.ctx.ask("cart", cart_id, "absorb", {
             "caller": self.key, "source_cart_id": guest_cart_id, "lines": src["lines"],
             "codes": src["codes"], "currency": src["currency"], "strategy": strategy})
+
+    # -- waitlists (user -> waitlist -> inventory; `actors.waitlist`) ---------------------
+    async def join_waitlist(self, variant_id: str, quantity: int) -> dict[str, Any]:
+        """Join ``variant_id``'s waitlist: the entry ``{variant_id, quantity, state,
+        position, joined_at, offer, created}``. Raises the waitlist's errors."""
+        out = await self.ctx.ask("wait", variant_id, "join",
+                                 {"customer": self.key, "quantity": quantity})
+        if variant_id not in self.waiting:
+            self.waiting[variant_id] = self.now
+            self.mark(f"w:{variant_id}")
+        return out  # type: ignore[no-any-return]
+
+    async def leave_waitlist(self, variant_id: str) -> dict[str, Any]:
+        """Leave ``variant_id``'s waitlist. Raises NotFound ``not_waiting``."""
+        if variant_id not in self.waiting:
+            raise NotFound("not_waiting", f"you are not on the waitlist of {variant_id!r}")
+        try:
+            out = await self.ctx.ask("wait", variant_id, "leave", {"customer": self.key})
+        except NotFound:
+            out = {"variant_id": variant_id, "left": True}
+        del self.waiting[variant_id]
+        self.mark(f"w:{variant_id}")
+        return out  # type: ignore[no-any-return]
+
+    async def waitlists(self) -> dict[str, Any]:
+        """``{items: [entry]}``: the shopper's waitlist entries, as each waitlist has them."""
+        import asyncio
+
+        entries = await asyncio.gather(*(self.ctx.ask("wait", v, "entry", {"customer": self.key})
+                                         for v in self.waiting))
+        return {"items": [e for e in entries if e is not None]}

@@ -14,6 +14,10 @@ from typing import Any
 from engine.errors import NotFound, ValidationFailed
 from engine.limits import MAX_ID_LENGTH, check_id
 from engine.money import MAX_AMOUNT, check_currency
+from engine.purchase import LimitScope
+
+#: Largest purchase limit a product or variant may carry, units.
+MAX_PURCHASE_LIMIT = 10**6
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +27,10 @@ class Variant:
     ``prices`` maps an ISO 4217 code to minor units; empty means "the product's price".
     ``hold_ttl`` (seconds) turns on hold-on-add for flash-sale items: adding the variant to a
     cart reserves stock for that long, renewed on cart activity. ``shards`` is how many stock
-    shards the variant's inventory is split into (hot SKUs).
+    shards the variant's inventory is split into (hot SKUs). ``purchase_limit``: units of
+    this variant one customer may buy (cart plus paid and pending orders; a guest: per cart);
+    ``account_required``: guests cannot add it (`engine.purchase`). ``offer_ttl``: seconds a
+    waitlist offer holds returned units for the next customer in line.
     """
 
     variant_id: str
@@ -32,6 +39,9 @@ class Variant:
     prices: Mapping[str, int] = field(default_factory=dict)
     hold_ttl: float | None = None
     shards: int = 1
+    purchase_limit: int | None = None
+    account_required: bool = False
+    offer_ttl: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,24 @@ class Product:
     category: str
     prices: Mapping[str, int]
     variants: tuple[Variant, ...]
+    #: Units of all its variants together one customer may buy (`engine.purchase`).
+    purchase_limit: int | None = None
+    #: Guests cannot add any of its variants.
+    account_required: bool = False
+
+    def limits_of(self, variant: Variant) -> list[LimitScope]:
+        """The purchase limits that count units of ``variant``: its own, then the product's."""
+        out = []
+        if variant.purchase_limit is not None:
+            out.append(LimitScope(f"v:{variant.variant_id}", variant.purchase_limit,
+                                  frozenset((variant.variant_id,))))
+        if self.purchase_limit is not None:
+            out.append(LimitScope(f"p:{self.product_id}", self.purchase_limit,
+                                  frozenset(v.variant_id for v in self.variants)))
+        return out
+
+    def requires_account(self, variant: Variant) -> bool:
+        return self.account_required or variant.account_required
 
     def variant(self, variant_id: str | None) -> Variant:
         """The variant ``variant_id``; ``None`` is allowed only for a single-variant product.
@@ -147,7 +175,26 @@ def product_from_dict(product_id: str, body: Mapping[str, Any]) -> Product:
         category=str(body.get("category") or ""),
         prices=prices,
         variants=tuple(variants),
+        purchase_limit=_purchase_limit(body, f"product {product_id}") if raw_variants else None,
+        account_required=_flag(body, "account_required", f"product {product_id}"),
     )
+
+
+def _purchase_limit(body: Mapping[str, Any], where: str) -> int | None:
+    limit = body.get("purchase_limit")
+    if limit is not None and (type(limit) is not int or not 1 <= limit <= MAX_PURCHASE_LIMIT):
+        raise ValidationFailed("invalid_product",
+                               f"{where}: purchase_limit is units in 1..{MAX_PURCHASE_LIMIT}",
+                               [{"field": "purchase_limit"}])
+    return limit
+
+
+def _flag(body: Mapping[str, Any], name: str, where: str) -> bool:
+    value = body.get(name, False)
+    if type(value) is not bool:
+        raise ValidationFailed("invalid_product", f"{where}: {name} is true or false",
+                               [{"field": name}])
+    return value
 
 
 def _variant_from_dict(vid: str, rv: Mapping[str, Any], product_prices: Mapping[str, int],
@@ -166,6 +213,9 @@ def _variant_from_dict(vid: str, rv: Mapping[str, Any], product_prices: Mapping[
     shards = rv.get("shards", 1)
     if type(shards) is not int or not 1 <= shards <= 64:
         raise ValidationFailed("invalid_product", f"{where}: shards is an integer in 1..64")
+    offer_ttl = rv.get("offer_ttl", 300)
+    if type(offer_ttl) not in (int, float) or not 0 < offer_ttl <= 86400:
+        raise ValidationFailed("invalid_product", f"{where}: offer_ttl is seconds in (0, 86400]")
     sku = rv.get("sku") or vid
     if not isinstance(sku, str) or len(sku) > MAX_ID_LENGTH:
         raise ValidationFailed("invalid_product", f"{where}: bad sku")
@@ -176,6 +226,9 @@ def _variant_from_dict(vid: str, rv: Mapping[str, Any], product_prices: Mapping[
         prices=vprices,
         hold_ttl=float(hold_ttl) if hold_ttl is not None else None,
         shards=shards,
+        purchase_limit=_purchase_limit(rv, where),
+        account_required=_flag(rv, "account_required", where),
+        offer_ttl=float(offer_ttl),
     )
 
 
@@ -200,10 +253,17 @@ def product_to_dict(product: Product, available: Mapping[str, int] | None = None
             "hold_ttl": v.hold_ttl,
             "shards": v.shards,
         }
+        # The commerce fields appear when set, so products without them keep their shape.
+        if v.purchase_limit is not None:
+            entry["purchase_limit"] = v.purchase_limit
+        if v.account_required:
+            entry["account_required"] = True
+        if v.offer_ttl != 300.0:
+            entry["offer_ttl"] = v.offer_ttl
         if available is not None:
             entry["available"] = available.get(v.variant_id, 0)
         out_variants.append(entry)
-    return {
+    out: dict[str, Any] = {
         "product_id": product.product_id,
         "name": product.name,
         "description": product.description,
@@ -212,6 +272,11 @@ def product_to_dict(product: Product, available: Mapping[str, int] | None = None
         "prices": [{"amount": a, "currency": c} for c, a in product.prices.items()],
         "variants": out_variants,
     }
+    if product.purchase_limit is not None:
+        out["purchase_limit"] = product.purchase_limit
+    if product.account_required:
+        out["account_required"] = True
+    return out
 
 
 class Catalog:

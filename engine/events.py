@@ -13,10 +13,12 @@ ORDER_PAID = "order.paid"
 ORDER_PAYMENT_FAILED = "order.payment_failed"
 ORDER_SHIPPED = "order.shipped"
 ORDER_CANCELLED = "order.cancelled"
+ORDER_REFUNDED = "order.refunded"
 CART_CHECKED_OUT = "cart.checked_out"
 CART_EXPIRED = "cart.expired"
 CART_MERGED = "cart.merged"
 STOCK_DEPLETED = "stock.depleted"
+STOCK_OFFERED = "stock.offered"
 
 
 def event(kind: str, at: float, **data: Any) -> dict[str, Any]:

@@ -367,6 +367,9 @@ def _ineligible(p: Promotion, code: str | None, subtotal: int, currency: str, no
     """
     label = _label(p, code)
     det: dict[str, Any] = {"code": code, "promotion_id": p.promotion_id}
+    if not p.active:
+        return ValidationFailed("code_inactive", f"{label} is not active",
+                                [{**det, "reason": "inactive"}])
     if p.starts_at is not None and now < p.starts_at:
         return ValidationFailed("code_not_yet_valid", f"{label} is not valid yet",
                                 [{**det, "starts_at": p.starts_at}])

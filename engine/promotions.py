@@ -52,7 +52,7 @@ _FIELDS = frozenset({
     "promotion_id", "kind", "value", "currency", "values", "code", "description", "target",
     "allocation", "buy_quantity", "get_quantity", "get_percent", "min_subtotal", "min_quantity",
     "starts_at", "ends_at", "usage_limit", "per_customer_limit", "customer_groups",
-    "stackable", "priority", "membership", "max_discount", "get_target",
+    "stackable", "priority", "membership", "max_discount", "get_target", "active",
 })
 
 
@@ -148,6 +148,8 @@ class Promotion:
     membership: bool = False
     max_discounts: tuple[tuple[str, int], ...] = ()
     get_target: Target | None = None
+    #: False: kept but not applied; its code answers ``code_inactive``.
+    active: bool = True
 
     def amount_in(self, currency: str) -> int | None:
         """Fixed amount in ``currency`` (minor units), or None when it has none there."""
@@ -516,6 +518,7 @@ def promotion_from_dict(promotion_id: str, body: Mapping[str, Any]) -> Promotion
         customer_groups=groups, stackable=_bool(body, "stackable", True),
         priority=_int(body, "priority", -MAX_PRIORITY, MAX_PRIORITY, 0), membership=membership,
         max_discounts=max_discounts, get_target=get_target,
+        active=_bool(body, "active", True),
     )
 
 
@@ -556,6 +559,7 @@ def promotion_to_dict(p: Promotion) -> dict[str, Any]:
     out["stackable"] = p.stackable
     out["priority"] = p.priority
     out["membership"] = p.membership
+    out["active"] = p.active
     return out
 
 

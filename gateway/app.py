@@ -19,7 +19,17 @@ from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from gateway.ratelimit import RateLimitMiddleware
 from gateway.redis_url import redacted
-from gateway.routes import admin, carts, catalog, checkout, ops, saved
+from gateway.routes import (
+    admin,
+    carts,
+    catalog,
+    checkout,
+    ops,
+    orders,
+    payments,
+    saved,
+    waitlist,
+)
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("cart_engine")
@@ -59,7 +69,7 @@ def create_app(settings: GatewaySettings | None = None,
     # The routes go straight into the app's route list: `include_router` would wrap each
     # router in a nested matcher that costs about 6% of the CPU of a cart request here.
     for r in (carts.router, checkout.router, saved.router, catalog.router, admin.router,
-              ops.router):
+              ops.router, orders.router, payments.router, waitlist.router):
         app.router.routes.extend(r.routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.rate_limit:

@@ -4,6 +4,9 @@
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
                     [--catalog FILE] [--placement ray|local] [--ingress hosts|gateway]
                     [--data-dir DIR] [--rate-limit RATE] [--trusted-proxies IP,CIDR,...]
+                    [--merge-strategy sum|larger|keep_user]
+                    [--payment-provider module:attr] [--payment-capture immediate|on_shipment]
+                    [--webhook-secret S] [--webhook-tolerance SECONDS]
   cart-engine hosts --url URL [--token T] [N]     show the cluster, or ask for N hosts
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
 
@@ -34,6 +37,11 @@ _SERVE_FLAGS = {
     "--log-level": ("log_level", str), "--rate-limit": ("rate_limit", str),
     "--keep-alive": ("keep_alive", float), "--ingress": ("ingress", str),
     "--trusted-proxies": ("trusted_proxies", lambda v: [p for p in v.split(",") if p.strip()]),
+    "--merge-strategy": ("merge_strategy", str),
+    "--payment-provider": ("payment_provider", str),
+    "--payment-capture": ("payment_capture", str),
+    "--webhook-secret": ("webhook_secret", str),
+    "--webhook-tolerance": ("webhook_tolerance", float),
 }
 _FLAG_OF = {dest: flag for flag, (dest, _) in _SERVE_FLAGS.items()}
 

@@ -125,6 +125,19 @@ class StockChange(BaseModel):
         return self
 
 
+class WaitlistJoin(BaseModel):
+    model_config = _STRICT
+    quantity: StrictInt = Field(1, ge=1, le=MAX_QUANTITY_PER_LINE)
+
+
+class RefundCreate(BaseModel):
+    model_config = _STRICT
+    amount: StrictInt | None = Field(None, ge=1, le=10**15,
+                                     description="minor units; default: all that is left")
+    restock: StrictBool | None = Field(None, description="put the order's units back in "
+                                                         "stock; default: for a full refund")
+
+
 class MoneyPublic(BaseModel):
     amount: int
     currency: str

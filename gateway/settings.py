@@ -81,6 +81,15 @@ class GatewaySettings(BaseSettings):
     #: connection at the instant a client reuses it (the request would be lost in flight);
     #: 75 s as nginx's ``keepalive_timeout`` default.
     keep_alive: float = Field(75.0, gt=0)
+    #: Payment provider ``module:attr`` (`actors.payments.load_provider`); unset: the test one.
+    payment_provider: str | None = None
+    #: ``immediate``: capture at checkout; ``on_shipment``: authorize, capture when shipped.
+    payment_capture: Literal["immediate", "on_shipment"] = "immediate"
+    #: HMAC secret of payment webhooks (`gateway.routes.payments`), 32 bytes or more;
+    #: unset: the auth secret. A secret: never printed.
+    webhook_secret: SecretStr | None = Field(None, min_length=32)
+    #: Seconds a webhook signature stays valid (replays after it are refused).
+    webhook_tolerance: float = Field(300.0, gt=0)
 
     @field_validator("auth_secret")
     @classmethod
@@ -93,4 +102,6 @@ class GatewaySettings(BaseSettings):
     def engine(self) -> EngineSettings:
         return EngineSettings(cart_ttl=self.cart_ttl, reservation_ttl=self.reservation_ttl,
                               tax_rate_bp=self.tax_rate_bp, tax_rates=dict(self.tax_rates),
-                              prices_include_tax=self.prices_include_tax)
+                              prices_include_tax=self.prices_include_tax,
+                              payment_provider=self.payment_provider,
+                              payment_capture=self.payment_capture)

@@ -67,12 +67,24 @@ def _order_in(d: dict[str, Any]) -> Order:
     return Order(**d)
 
 
+#: Product and variant fields added after the first records were written: left out while at
+#: their default, so records not using them stay readable by the build before (rollback).
+_PRODUCT_OPTIONAL = {"purchase_limit": None, "account_required": False}
+_VARIANT_OPTIONAL = {"purchase_limit": None, "account_required": False, "offer_ttl": 300.0}
+
+
+def _set_fields(obj: Any, optional: dict[str, Any]) -> dict[str, Any]:
+    return {f: getattr(obj, f) for f, default in optional.items() if getattr(obj, f) != default}
+
+
 def _product_out(p: Product) -> dict[str, Any]:
     return {"product_id": p.product_id, "name": p.name, "description": p.description,
             "category": p.category, "prices": dict(p.prices),
             "variants": [{"variant_id": v.variant_id, "sku": v.sku,
                           "attributes": dict(v.attributes), "prices": dict(v.prices),
-                          "hold_ttl": v.hold_ttl, "shards": v.shards} for v in p.variants]}
+                          "hold_ttl": v.hold_ttl, "shards": v.shards,
+                          **_set_fields(v, _VARIANT_OPTIONAL)} for v in p.variants],
+            **_set_fields(p, _PRODUCT_OPTIONAL)}
 
 
 def _product_in(d: dict[str, Any]) -> Product:
@@ -92,7 +104,7 @@ def _plain(v: Any) -> Any:
 
 #: Promotion fields added after the first records were written: left out while unset, so
 #: that records of promotions not using them stay readable by the build before (rollback).
-_PROMOTION_OPTIONAL = {"max_discounts": (), "get_target": None}
+_PROMOTION_OPTIONAL = {"max_discounts": (), "get_target": None, "active": True}
 
 
 def _target_out(t: Target) -> dict[str, Any]:

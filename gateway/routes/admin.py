@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 
-from gateway.deps import AdminCaller, ResourceId, Service
+from gateway.deps import AdminCaller, Idem, ResourceId, Service
 from gateway.routes._respond import ERRORS, JSONResponse
-from gateway.schemas import ClusterScale, StockChange
+from gateway.schemas import ClusterScale, RefundCreate, StockChange
 from gateway.strictjson import JSON_OBJECT_SCHEMA, StrictJSONRoute
 
 #: A JSON object body whose numbers are what `gateway.strictjson` accepts (the product and
@@ -27,10 +27,13 @@ async def put_product(service: Service, _: AdminCaller, product_id: ResourceId,
 
 
 @router.post("/stock/{variant_id}")
-async def change_stock(service: Service, _: AdminCaller, variant_id: ResourceId,
+async def change_stock(service: Service, _: AdminCaller, idem: Idem, variant_id: ResourceId,
                        body: StockChange) -> JSONResponse:
-    """``{set: n}`` or ``{delta: n}``: answers on_hand, reserved, available, sold (units)."""
-    return JSONResponse(await service.set_stock(variant_id, set=body.set, delta=body.delta))
+    """``{set: n}`` or ``{delta: n}``: answers on_hand, reserved, available, sold (units).
+    With an Idempotency-Key a retry answers the first reply and changes nothing."""
+    return JSONResponse(await service.set_stock_once(variant_id, set=body.set,
+                                                     delta=body.delta, request_id=idem.key,
+                                                     fingerprint=idem.fingerprint))
 
 
 @router.put("/promotions/{promotion_id}")
@@ -40,10 +43,36 @@ async def put_promotion(service: Service, _: AdminCaller, promotion_id: Resource
     return JSONResponse(await service.put_promotion(promotion_id, body))
 
 
+@router.get("/promotions/{promotion_id}")
+async def get_promotion(service: Service, _: AdminCaller,
+                        promotion_id: ResourceId) -> JSONResponse:
+    """A promotion with its ``uses`` ({used, held}; for limited promotions)."""
+    return JSONResponse(await service.get_promotion(promotion_id))
+
+
+@router.delete("/promotions/{promotion_id}", status_code=204)
+async def delete_promotion(service: Service, _: AdminCaller,
+                           promotion_id: ResourceId) -> Response:
+    """Remove a promotion: no longer applied, its code unknown."""
+    await service.delete_promotion(promotion_id)
+    return Response(status_code=204)
+
+
 @router.post("/orders/{order_id}/ship")
-async def ship_order(service: Service, _: AdminCaller, order_id: ResourceId) -> JSONResponse:
-    """Mark a paid order shipped (emits order.shipped)."""
-    return JSONResponse(await service.ship_order(order_id))
+async def ship_order(service: Service, _: AdminCaller, idem: Idem,
+                     order_id: ResourceId) -> JSONResponse:
+    """Mark a paid order shipped (emits order.shipped once; capture on shipment)."""
+    return JSONResponse(await service.ship_order(order_id, idem.key, idem.fingerprint))
+
+
+@router.post("/orders/{order_id}/refund")
+async def refund_order(service: Service, _: AdminCaller, idem: Idem, order_id: ResourceId,
+                       body: Annotated[RefundCreate | None, Body()] = None) -> JSONResponse:
+    """Refund ``amount`` minor units (default: all that is left of the capture); emits
+    ``order.refunded``. A full refund restocks by default (``restock``)."""
+    body = body or RefundCreate()
+    return JSONResponse(await service.refund_order(order_id, body.amount, body.restock,
+                                                   idem.key, idem.fingerprint))
 
 
 @router.get("/cluster")

@@ -29,7 +29,10 @@ async def checkout(request: Request) -> JSONResponse:
         accept_price_changes=body.accept_price_changes,
         shipping_address=address, fingerprint=call.idem.fingerprint,
         groups=list(caller.groups), if_match=call.if_match)
-    return JSONResponse(order, status_code=201)
+    # 202: the provider waits for the customer (3-D Secure); ``payment.next_action`` says
+    # what to do, and a webhook settles the order.
+    return JSONResponse(order, status_code=202 if order["status"] == "requires_action"
+                        else 201)
 
 
 @router.get("/v1/orders/{order_id}", responses={200: {"model": OrderPublic}},

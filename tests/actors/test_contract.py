@@ -136,7 +136,8 @@ async def test_a_line_that_cannot_be_reserved_reserves_none(
     await svc.put_product("b", product("b", stock=1))
     cid = await _cart(harness)
     await svc.add_item("alice", cid, product_id="a", quantity=2)
-    await svc.add_item("alice", cid, product_id="b", quantity=2)
+    await svc.add_item("alice", cid, product_id="b", quantity=1)
+    await svc.set_stock("b-v0", set=0)  # sold elsewhere since it was added
     with pytest.raises(Conflict) as e:
         await svc.checkout("alice", cid, payment_token="tok_ok", idempotency_key="o1")
     assert e.value.code == "out_of_stock"

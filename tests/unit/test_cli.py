@@ -60,3 +60,16 @@ def test_a_secret_shorter_than_the_hash_is_refused_and_the_dev_secret_is_warned_
     assert "development secret" in capsys.readouterr().err
     main(["serve", "--port", "0", "--ingress", "gateway", "--auth-secret", "s" * 32])
     assert "development secret" not in capsys.readouterr().err
+
+
+def test_serve_takes_the_merge_strategy_the_readme_documents() -> None:
+    args = _parser().parse_args(["serve", "--merge-strategy", "keep_user"])
+    assert settings_from(args).merge_strategy == "keep_user"
+    assert settings_from(_parser().parse_args(["serve"])).merge_strategy == "sum"
+
+
+def test_an_unknown_merge_strategy_is_refused() -> None:
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError):
+        settings_from(_parser().parse_args(["serve", "--merge-strategy", "max"]))

@@ -29,6 +29,10 @@ ALLOWED = [
     (S.PAID, S.SHIPPED),
     (S.PAID, S.CANCELLED),
     (S.PAYMENT_FAILED, S.PENDING),
+    (S.PENDING, S.REQUIRES_ACTION),
+    (S.REQUIRES_ACTION, S.PAID),
+    (S.REQUIRES_ACTION, S.PAYMENT_FAILED),
+    (S.REQUIRES_ACTION, S.CANCELLED),
 ]
 REFUSED = [(a, b) for a in S for b in S if a != b and (a, b) not in ALLOWED]
 
@@ -80,3 +84,29 @@ def test_a_paid_then_shipped_order_cannot_go_back():
             order.transition(to, T0 + 3)
     assert order.status is S.SHIPPED
     assert order.updated_at == T0 + 2
+
+
+def test_a_refund_is_at_most_what_was_captured_and_not_yet_refunded():
+    order = make_order(S.PAID)
+    order.captured = 2500
+    assert order.check_refund(1000) == 1000
+    order.refunded = 1000
+    assert order.check_refund(None) == 1500
+    with pytest.raises(Conflict) as e:
+        order.check_refund(1501)
+    assert e.value.code == "refund_exceeds_capture" and e.value.details == [{"refundable": 1500}]
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, True])
+def test_a_refund_is_a_positive_whole_number_of_minor_units(bad: object):
+    from engine.errors import ValidationFailed
+
+    order = make_order(S.PAID)
+    order.captured = 2500
+    with pytest.raises(ValidationFailed):
+        order.check_refund(bad)  # type: ignore[arg-type]
+
+
+def test_nothing_captured_leaves_nothing_to_refund():
+    with pytest.raises(Conflict):
+        make_order(S.PAID).check_refund(None)

@@ -1,0 +1,166 @@
+"""Stock on add and purchase limits across actors (both placements)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.service import CartService
+from engine.errors import Conflict, DomainError, Forbidden
+from tests.actors.harness import Harness, product
+
+pytestmark = pytest.mark.actors
+
+
+async def _cart(h: Harness, owner: str) -> str:
+    assert h.service is not None
+    return str((await h.service.active_cart(owner))["cart"]["cart_id"])
+
+
+async def test_adding_more_than_is_available_is_refused_and_changes_nothing(
+        harness: Harness, svc: CartService) -> None:
+    await svc.put_product("p", product("p", stock=3))
+    cid = await _cart(harness, "ann")
+    with pytest.raises(Conflict) as e:
+        await svc.add_item("ann", cid, product_id="p", quantity=50)
+    assert e.value.code == "out_of_stock" and e.value.details[0]["available"] == 3
+    view = await svc.add_item("ann", cid, product_id="p", quantity=2)
+    with pytest.raises(Conflict):  # 2 in the cart + 2 more > 3
+        await svc.add_item("ann", cid, product_id="p", quantity=2)
+    with pytest.raises(Conflict):
+        await svc.set_quantity("ann", cid, view["lines"][0]["line_id"], 4)
+    cart = await svc.get_cart("ann", cid)
+    assert [ln["quantity"] for ln in cart["lines"]] == [2] and cart["version"] == view["version"]
+    lowered = await svc.set_quantity("ann", cid, view["lines"][0]["line_id"], 1)
+    assert lowered["lines"][0]["quantity"] == 1
+    assert (await svc.stock("p-v0"))["reserved"] == 0  # a check, not a hold
+
+
+async def test_a_sold_out_variant_cannot_be_added_and_apply_reports_it(
+        harness: Harness, svc: CartService) -> None:
+    from actors.service import CartOp
+
+    await svc.put_product("p", product("p", stock=1))
+    await svc.put_product("gone", product("gone", stock=0))
+    cid = await _cart(harness, "bo")
+    with pytest.raises(Conflict):
+        await svc.add_item("bo", cid, product_id="gone", quantity=1)
+    out = await svc.apply([CartOp(cid, "bo", "add", "p", 1, "p-v0"),
+                           CartOp(cid, "bo", "add", "p", 1, "p-v0"),
+                           CartOp(cid, "bo", "set", "ln_1", 5)])
+    assert out[0] == ("ok", "ln_1")
+    assert [o[1]["code"] for o in out[1:]] == ["out_of_stock", "out_of_stock"]
+
+
+async def test_a_purchase_limit_counts_the_cart_and_paid_orders(
+        harness: Harness, svc: CartService) -> None:
+    body = product("ltd", stock=100)
+    body["variants"][0]["purchase_limit"] = 2
+    await svc.put_product("ltd", body)
+    cid = await _cart(harness, "cy")
+    with pytest.raises(Conflict) as e:
+        await svc.add_item("cy", cid, product_id="ltd", quantity=3)
+    assert e.value.code == "purchase_limit_exceeded"
+    assert e.value.details[0] | {} == {"scope": "v:ltd-v0", "limit": 2, "already": 0,
+                                       "requested": 3}
+    await svc.add_item("cy", cid, product_id="ltd", quantity=1)
+    await svc.checkout("cy", cid, payment_token="tok_ok", idempotency_key="k1")
+    cid2 = await _cart(harness, "cy")
+    await svc.add_item("cy", cid2, product_id="ltd", quantity=1)
+    with pytest.raises(Conflict) as e:
+        await svc.add_item("cy", cid2, product_id="ltd", quantity=1)
+    assert e.value.details[0]["already"] == 1
+    # Another customer has a limit of their own.
+    other = await _cart(harness, "di")
+    await svc.add_item("di", other, product_id="ltd", quantity=2)
+
+
+async def test_concurrent_checkouts_on_several_carts_never_exceed_the_limit(
+        harness: Harness, svc: CartService) -> None:
+    body = product("ltd", stock=100)
+    body["variants"][0]["purchase_limit"] = 1
+    await svc.put_product("ltd", body)
+    # One customer, three carts (devices): each holds one unit, within the limit on its own.
+    carts = []
+    for i in range(3):
+        cid = f"c_dev{i}"
+        await svc.call("cart", cid, "create", {"owner": "eve"})
+        await svc.add_item("eve", cid, product_id="ltd", quantity=1)
+        carts.append(cid)
+    results = await asyncio.gather(*(
+        svc.checkout("eve", cid, payment_token="tok_ok", idempotency_key=f"k{i}")
+        for i, cid in enumerate(carts)), return_exceptions=True)
+    paid = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, DomainError)]
+    assert len(paid) == 1 and {r.code for r in refused} == {"purchase_limit_exceeded"}
+    stock = await svc.stock("ltd-v0")
+    assert stock["sold"] == 1 and stock["reserved"] == 0  # the refused released their stock
+
+
+async def test_a_declined_payment_gives_the_limit_back(harness: Harness,
+                                                       svc: CartService) -> None:
+    body = product("ltd", stock=10)
+    body["variants"][0]["purchase_limit"] = 1
+    await svc.put_product("ltd", body)
+    cid = await _cart(harness, "fay")
+    await svc.add_item("fay", cid, product_id="ltd", quantity=1)
+    with pytest.raises(DomainError):
+        await svc.checkout("fay", cid, payment_token="tok_declined", idempotency_key="a")
+    order = await svc.checkout("fay", cid, payment_token="tok_ok", idempotency_key="b")
+    assert order["status"] == "paid"
+
+
+async def test_guests_are_limited_per_cart_and_kept_out_of_account_only_variants(
+        harness: Harness, svc: CartService) -> None:
+    body = product("ltd", stock=10)
+    body["variants"][0]["purchase_limit"] = 1
+    await svc.put_product("ltd", body)
+    members = product("vip", stock=10)
+    members["variants"][0]["account_required"] = True
+    await svc.put_product("vip", members)
+    cid = await _cart(harness, "guest_g1")
+    await svc.add_item("guest_g1", cid, product_id="ltd", quantity=1)
+    with pytest.raises(Conflict):
+        await svc.add_item("guest_g1", cid, product_id="ltd", quantity=1)
+    with pytest.raises(Forbidden) as e:
+        await svc.add_item("guest_g1", cid, product_id="vip", quantity=1)
+    assert e.value.code == "account_required"
+    order = await svc.checkout("guest_g1", cid, payment_token="tok_ok", idempotency_key="g")
+    assert order["status"] == "paid"
+
+
+async def test_concurrent_adds_of_one_variant_share_one_stock_read() -> None:
+    """Stock on add costs the inventory one ``status`` turn per host for a burst of adds,
+    and one per variant for a whole `CartService.apply` batch (the design's batching)."""
+    from actors.clock import ManualClock
+    from actors.service import CartOp
+    from snapshots.memory_store import MemoryStore
+
+    svc = await CartService.in_process(store=MemoryStore(), clock=ManualClock(1.8e9), hosts=1)
+    host = svc.placement.hosts[0]  # type: ignore[attr-defined]
+    seen: list[str] = []
+    deliver = host.deliver
+
+    async def counting(msg, internal=False):  # type: ignore[no-untyped-def]
+        seen.append(f"{msg[0]}.{msg[2]}")
+        return await deliver(msg, internal)
+
+    host.deliver = counting
+    try:
+        await svc.put_product("tee", product("tee", stock=10_000))
+        carts = [f"c_{i}" for i in range(200)]
+        for cid in carts:
+            await svc.call("cart", cid, "create", {"owner": f"guest_{cid}"})
+        seen.clear()
+        await asyncio.gather(*(svc.add_item(f"guest_{cid}", cid, product_id="tee", quantity=1)
+                               for cid in carts))
+        assert seen.count("cart.add_item") == 200
+        assert 1 <= seen.count("inv.status") <= 2  # one read in flight for the burst
+        seen.clear()
+        out = await svc.apply([CartOp(carts[0], f"guest_{carts[0]}", "add", "tee", 1)
+                               for _ in range(50)])
+        assert all(r[0] == "ok" for r in out)
+        assert seen.count("inv.status") == 1
+    finally:
+        await svc.close()
