@@ -1,10 +1,11 @@
-"""``cart-engine``: serve the gateway, or print a development token.
+"""``cart-engine``: serve the gateway, print a development token, or simulate a sale.
 
   cart-engine serve [--port 8000] [--hosts N] [--redis-url URL] [--ray-address ADDR]
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
                     [--catalog FILE] [--placement ray|local] [--ray-transport tcp|ray]
                     [--data-dir DIR]
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
+  cart-engine simulate [--scenario FILE] [--units N] [--buyers N] ... [--out DIR]
 
 Every flag also reads from the environment (``CART_ENGINE_PORT``, ``REDIS_URL``, ...).
 """
@@ -15,6 +16,7 @@ import argparse
 import sys
 from typing import Any
 
+from gateway import cli_tools
 from gateway.auth import issue_token
 from gateway.settings import DEV_SECRET, GatewaySettings
 
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--admin", action="store_true")
     tok.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds")
     tok.add_argument("--auth-secret", dest="auth_secret", default=None)
+    cli_tools.add_simulate_parser(sub)
     return p
 
 
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         secret = args.auth_secret or GatewaySettings().auth_secret
         print(issue_token(secret, args.sub, "admin" if args.admin else "user", args.ttl))
         return 0
+    if args.command == "simulate":
+        return cli_tools.run_simulate(args)
     import uvicorn
 
     from gateway.app import create_app

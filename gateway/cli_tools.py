@@ -1,0 +1,145 @@
+"""Operators' subcommands of ``cart-engine``: ``simulate`` (a sale in process).
+
+``gateway.cli`` adds each parser here to its own and dispatches to ``run_*``; each answers
+the process exit code: 0 when the run held, 1 when something was oversold or lost, 2 on a
+bad scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+#: flag -> (Scenario field, type); None values are not overrides.
+_SIM_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--units": ("units", int, "units on sale"),
+    "--buyers": ("buyers", int, "buyers who come"),
+    "--duration": ("duration", float, "arrival window, simulated seconds"),
+    "--arrival": ("arrival", str, "poisson or curve"),
+    "--quantity": ("quantity", int, "units each buyer wants"),
+    "--abandon-share": ("abandon_share", float, "share of buyers who abandon (0..1)"),
+    "--think-time": ("think_time", float, "mean seconds between add and decision"),
+    "--payment-failure-share": ("payment_failure_share", float,
+                                "share of checkouts whose card is declined (0..1)"),
+    "--hold-ttl": ("hold_ttl", float, "hold stock on add for this many seconds"),
+    "--shards": ("shards", int, "inventory shards of the sale item (hot SKU)"),
+    "--price": ("price", int, "unit price, minor units"),
+    "--currency": ("currency", str, "ISO 4217 code"),
+    "--cart-ttl": ("cart_ttl", float, "seconds of inactivity before a cart expires"),
+    "--reservation-ttl": ("reservation_ttl", float, "seconds a checkout reservation lives"),
+    "--tick": ("tick", float, "simulated-time resolution, seconds"),
+    "--sample-every": ("sample_every", float, "seconds between stock samples"),
+    "--hosts": ("hosts", int, "in-process actor hosts"),
+    "--seed": ("seed", int, "random seed"),
+}
+
+
+def add_simulate_parser(sub: Any) -> None:
+    p = sub.add_parser("simulate", help="simulate a flash sale in process (manual clock)",
+                       description="Simulate a flash sale in process on the manual clock: "
+                       "no servers. Flags override the scenario file.")
+    p.add_argument("--scenario", help="TOML or JSON scenario file (examples/flash-sale.toml)")
+    for flag, (dest, typ, text) in _SIM_FLAGS.items():
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
+    p.add_argument("--rate-curve", dest="rate_curve", default=None,
+                   help="arrival curve 't:rate,t:rate,...' (seconds: relative rate); "
+                        "implies --arrival curve")
+    p.add_argument("--out", default="sim-results", help="directory for result.json and PNGs")
+    p.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _curve(text: str) -> list[tuple[float, float]]:
+    try:
+        return [(float(t), float(r)) for t, r in (pt.split(":") for pt in text.split(","))]
+    except ValueError as e:
+        raise ValueError(f"--rate-curve: expected 't:rate,t:rate,...', got {text!r}") from e
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.table import Table
+
+    from actors.simulation import Scenario, load_scenario, simulate
+
+    console = Console(stderr=False)
+    err = Console(stderr=True)
+    overrides = {dest: getattr(args, dest) for dest, _, _ in _SIM_FLAGS.values()}
+    try:
+        if args.rate_curve:
+            overrides["rate_curve"] = _curve(args.rate_curve)
+            overrides["arrival"] = overrides["arrival"] or "curve"
+        if args.scenario:
+            scenario = load_scenario(args.scenario, **overrides)
+        else:
+            scenario = Scenario.model_validate({k: v for k, v in overrides.items()
+                                                if v is not None})
+    except (ValidationError, ValueError, OSError) as e:
+        err.print(f"cart-engine simulate: bad scenario: {e}")
+        return 2
+
+    if args.quiet:
+        result = asyncio.run(simulate(scenario))
+    else:
+        with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("buyers, t={task.fields[t]:.0f} s simulated"),
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task("sale", total=scenario.buyers, t=0.0)
+            result = asyncio.run(simulate(
+                scenario, lambda t, done: bar.update(task, completed=done, t=t)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n",
+                                     encoding="utf-8")
+    written = [out / "result.json"]
+    if not args.no_charts:
+        from actors.simulation_charts import write_charts
+
+        written += write_charts(result, out)
+
+    r = result.report
+    table = Table(title="Simulated flash sale", show_header=False)
+    rows = [
+        ("units on sale", f"{r['units']:,}"), ("buyers", f"{r['buyers']:,}"),
+        ("sold", f"{r['sold']:,}"), ("refused (at add / at checkout)",
+                                    f"{r['refused']:,} ({r['refused_at_add']:,} / "
+                                    f"{r['refused_at_checkout']:,})"),
+        ("oversold", f"{r['oversold']:,}"),
+        ("time to sell out", "not sold out" if r["sold_out_at"] is None
+         else f"{r['sold_out_at']:,.0f} s"),
+        ("holds taken / expired", f"{r['holds_taken']:,} / {r['holds_expired']:,}"),
+        ("payment failures", f"{r['payment_failed']:,}"),
+        ("abandonment", f"{r['abandoned']:,} ({r['abandonment']:.1%} of carts with the item)"),
+        ("revenue", ", ".join(f"{v:,} {k} minor units" for k, v in r["revenue"].items())
+         or "0"),
+        ("simulated / wall time", f"{r['simulated_seconds']:,.0f} s / "
+                                  f"{r['wall_seconds']:,.1f} s"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    lat = Table(title="Latency per operation (wall time in process, ms)")
+    for col in ("operation", "count", "p50", "p99", "p99.9", "max"):
+        lat.add_column(col, justify="left" if col == "operation" else "right")
+    for kind, f in result.latency.items():
+        lat.add_row(kind, f"{f['count']:,}", *(f"{f[k] / 1000:.2f}"
+                                               for k in ("p50", "p99", "p99.9", "max")))
+    console.print(lat)
+    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
+    if not result.ok:
+        for problem in result.problems:
+            err.print(f"[bold red]FAIL[/] {problem}")
+        return 1
+    console.print("[bold green]OK[/]: nothing oversold, nothing lost")
+    return 0
