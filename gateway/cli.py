@@ -1,4 +1,4 @@
-"""``cart-engine``: serve the gateway, print a development token, or simulate a sale.
+"""``cart-engine``: serve the gateway, print a development token, simulate a sale, load-test.
 
   cart-engine serve [--port 8000] [--hosts N] [--redis-url URL] [--ray-address ADDR]
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
@@ -6,6 +6,7 @@
                     [--data-dir DIR]
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
   cart-engine simulate [--scenario FILE] [--units N] [--buyers N] ... [--out DIR]
+  cart-engine loadtest URL [--scenario flash|churn|read|storm] [--rate R] [--variant V] ...
 
 Every flag also reads from the environment (``CART_ENGINE_PORT``, ``REDIS_URL``, ...).
 """
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds")
     tok.add_argument("--auth-secret", dest="auth_secret", default=None)
     cli_tools.add_simulate_parser(sub)
+    cli_tools.add_loadtest_parser(sub)
     return p
 
 
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "simulate":
         return cli_tools.run_simulate(args)
+    if args.command == "loadtest":
+        return cli_tools.run_loadtest(args)
     import uvicorn
 
     from gateway.app import create_app
