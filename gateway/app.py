@@ -14,6 +14,7 @@ from actors.service import CartService
 from gateway import errors
 from gateway.bootstrap import start_runtime, stop_runtime
 from gateway.deps import BODY_SCHEMAS
+from gateway.logging_setup import AccessLogMiddleware
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware
 from gateway.ratelimit import RateLimitMiddleware
@@ -63,6 +64,7 @@ def create_app(settings: GatewaySettings | None = None,
     if settings.rate_limit:
         app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(AccessLogMiddleware)  # outermost: request id bound for everything
     _document_hot_route_bodies(app)
     return app
 

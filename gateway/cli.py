@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.logging_setup import configure_logging
 
     settings = settings_from(args)
+    configure_logging(settings.log_level)
     if settings.auth_secret == DEV_SECRET:
         print("cart-engine: WARNING: tokens are signed with the public development secret; "
               "set --auth-secret or CART_ENGINE_AUTH_SECRET (32+ bytes) in production",
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cart-engine: listening on http://{settings.host}:{settings.port} "
           f"(docs at /docs)", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, lifespan="on", access_log=False,
+                log_level=settings.log_level, lifespan="on", access_log=False, log_config=None,
                 timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive)
     return 0
 
