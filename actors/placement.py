@@ -18,6 +18,7 @@ from actors.promotion_usage import PromotionUsageActor
 from actors.reference import ReferenceData
 from actors.runtime import Actor, Host, Message, Reply, host_of
 from actors.settings import EngineSettings
+from actors.tracing import traced_payments
 from actors.user import UserActor
 from snapshots.store import SnapshotStore
 
@@ -47,7 +48,7 @@ def build_host(index: int, n_hosts: int, store: SnapshotStore, clock: Clock,
     """A host with the engine's actor registry and the built-in test payment provider."""
     return Host(index=index, n_hosts=n_hosts, store=store, clock=clock, registry=REGISTRY,
                 settings=settings, reference=reference,
-                payments=TestPaymentProvider(delay=settings.slow_payment_delay),
+                payments=traced_payments(TestPaymentProvider(delay=settings.slow_payment_delay)),
                 sweep_interval=settings.sweep_interval)
 
 

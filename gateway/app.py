@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from actors import tracing
 from actors.runtime import tune_gc
 from actors.service import CartService
 from gateway import errors
@@ -65,6 +66,7 @@ def create_app(settings: GatewaySettings | None = None,
         app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(AccessLogMiddleware)  # outermost: request id bound for everything
+    tracing.instrument_app(app)  # a span per request when OTEL_EXPORTER_OTLP_ENDPOINT is set
     _document_hot_route_bodies(app)
     return app
 

@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from actors import tracing
 from snapshots.codec import decode, encode
 from snapshots.store import Write
 
@@ -158,8 +159,9 @@ class RedisStore:
         if not writes:
             return []
         keys_tail = [self.deadlines_key, self.events_key]
-        results = await self._scripts(self._commit, [
-            ([self.actor_key(w.key), *keys_tail], self._args(w)) for w in writes])
+        with tracing.span("redis.commit", writes=len(writes)):
+            results = await self._scripts(self._commit, [
+                ([self.actor_key(w.key), *keys_tail], self._args(w)) for w in writes])
         return [None if int(x) < 0 else int(x) for x in results]
 
     async def due(self, now: float, limit: int) -> list[tuple[str, float]]:
