@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import business
 from actors.runtime import Actor
 from engine.events import STOCK_DEPLETED, event
 from engine.stock import StockLedger
@@ -43,8 +44,10 @@ class InventoryActor(Actor):
         return self.ledger.next_expiry()
 
     async def on_deadline(self) -> None:
-        for r in self.ledger.expire(self.now):
+        expired = self.ledger.expire(self.now)
+        for r in expired:
             self.mark(f"r:{r.reservation_id}")
+        business.reservations_expired(expired)
 
     def _after_take(self, before: int) -> None:
         if before > 0 and self.ledger.available == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import business
 from actors.runtime import Actor
 from actors.views import order_view
 from engine.checkout import Order, OrderStatus
@@ -88,6 +89,7 @@ class OrderActor(Actor):
         if o.status is not OrderStatus.PAID:
             o.payment = payment
             self._move(OrderStatus.PAID, ORDER_PAID, total=o.totals["total"])
+            business.order_paid(o.currency, o.totals["total"]["amount"], o.discounts)
         return order_view(o)
 
     async def mark_failed(self, reason: str, code: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import secrets
 from typing import Any, Literal
 
+from actors import business
 from actors.channel import (
     TOKEN_BYTES,
     ChannelClient,
@@ -100,6 +101,7 @@ class RayHostActor:
         import psutil
 
         s: dict[str, Any] = self.host.stats()
+        s["business"] = {**business.snapshot(), **business.host_figures(self.host)}
         s["pid"] = os.getpid()
         if self.router is not None:
             s["router"] = self.router.stats()  # this host's messages to the others
