@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,7 @@ def run_loadtest(args: argparse.Namespace) -> int:
     stem = out / f"loadtest-{cfg.prefix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     stem.with_suffix(".html").write_text(render_html(result), encoding="utf-8")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)  # a log keeps whole rows
     table = Table(title="Latency per route (ms)")
     for col in ("route", "requests", "errors", "p50", "p99", "p99.9", "max"):
         table.add_column(col, justify="left" if col == "route" else "right")
