@@ -81,8 +81,8 @@ class EngineCollector:
             self.reservations = {str(h["host"]): h["business"] for h in remote}
         else:  # the hosts run in this process
             self.business = [business.snapshot()]
-            self.reservations = {str(h.index): business.host_figures(h)
-                                 for h in getattr(placement, "hosts", [])}
+            self.reservations = {str(st["host"]): business.host_figures(h) for st, h in
+                                 zip(self.hosts, getattr(placement, "hosts", []), strict=False)}
         routers = {f"host-{h['host']}": h["router"] for h in self.hosts if "router" in h}
         router = getattr(placement, "router", None)
         if router is not None:
