@@ -122,6 +122,9 @@ def test_the_ray_hosts_figures_are_summed_from_their_stats() -> None:
     from gateway.metrics import EngineCollector
 
     class Hosts:
+        async def cluster(self) -> dict[str, Any]:  # the directory's figures (none here)
+            return {}
+
         async def stats(self) -> list[dict[str, Any]]:
             return [{"host": i, "business": {
                 "orders_paid": {"EUR": 2 + i}, "revenue_minor": {"EUR": 1000 * (i + 1)},
