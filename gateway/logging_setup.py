@@ -8,6 +8,10 @@ is logged while serving a request carries its ``request_id``: the gateway's line
 the actor turns that run in the same process (the local placement, and the ingress on every
 host for the actors it owns).
 
+A process started by one that configured its logs (a Ray host serving HTTP) configures its
+own the same way, at the level it inherits in ``CART_ENGINE_JSON_LOGS``, when it builds its
+app.
+
 `AccessLogMiddleware` (pure ASGI) writes one ``request`` line per HTTP request at INFO:
 ``method``, ``route`` (the route template, ``/v1/carts/{cart_id}``, never the raw path),
 ``status``, ``latency_ms``, ``caller`` (``user`` / ``admin`` / ``guest`` / ``anonymous``) and
@@ -20,6 +24,7 @@ any field whose name says it holds a credential, so no token or secret reaches t
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -32,6 +37,8 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 __all__ = ["AccessLogMiddleware", "CALLER_KIND", "configure_logging", "valid_request_id"]
 
+#: Set by `configure_logging` for the processes this one starts: the level they log at.
+INHERITED = "CART_ENGINE_JSON_LOGS"
 #: The scope key where the gateway notes the authenticated caller's role for the access log.
 CALLER_KIND = "cart_engine.caller"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -60,6 +67,9 @@ def configure_logging(level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
+    # Processes started from this one (Ray hosts serving HTTP, which inherit the environment)
+    # configure themselves the same way when they build their app: `AccessLogMiddleware`.
+    os.environ[INHERITED] = level
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -106,7 +116,10 @@ class AccessLogMiddleware:
     def __init__(self, app: Any) -> None:
         self.app = app
         # Bound now, so the hot path skips structlog's lazy proxy; an app built before
-        # `configure_logging` (tests, embedders) keeps the request ids but logs no lines.
+        # `configure_logging` (tests, embedders) keeps the request ids but logs no lines,
+        # unless the process that started this one configured it (INHERITED).
+        if not structlog.is_configured() and os.environ.get(INHERITED):
+            configure_logging(os.environ[INHERITED])
         self.log = (structlog.get_logger().bind(logger="cart_engine.access")
                     if structlog.is_configured() else None)
 

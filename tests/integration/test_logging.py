@@ -12,19 +12,25 @@ import pytest
 import structlog
 
 from actors.cart import CartActor
-from gateway.logging_setup import configure_logging, valid_request_id
+from gateway.logging_setup import (
+    INHERITED,
+    AccessLogMiddleware,
+    configure_logging,
+    valid_request_id,
+)
 from tests.integration.inprocess import bearer, gateway
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+def logs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Configures JSON logs at INFO (here: pytest gives the test phase its own stdout) and
     answers the JSON lines written since the last call; restores logging afterwards."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     configured = False
+    monkeypatch.setenv(INHERITED, "")  # whatever configure_logging sets, undone afterwards
 
     def lines() -> list[dict[str, Any]]:
         nonlocal configured
@@ -131,3 +137,21 @@ def test_secret_fields_are_redacted_whatever_logs_them(logs: Any) -> None:
     assert line["token"] == line["auth_secret"] == line["Authorization"] == "[redacted]"
     assert line["cart_id"] == "c1"
     assert any(ln["event"] == "plain message" and ln["logger"] == "y" for ln in out)
+
+
+def test_a_process_started_by_a_configured_one_configures_itself(
+        logs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    logs()  # this process configured: a child inherits the level in its environment
+    import os
+
+    assert os.environ[INHERITED] == "info"
+    structlog.reset_defaults()  # as a fresh Ray host process would be
+    assert not structlog.is_configured()
+    middleware = AccessLogMiddleware(app=None)
+    assert structlog.is_configured() and middleware.log is not None
+
+
+def test_the_inherited_level_does_not_outlive_the_tests_that_set_it() -> None:
+    import os
+
+    assert not os.environ.get(INHERITED)
