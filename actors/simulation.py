@@ -42,6 +42,7 @@ from typing import Any, Literal
 from hdrh.histogram import HdrHistogram
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from actors import business
 from actors.clock import ManualClock
 from actors.service import CartOp, CartService
 from actors.settings import EngineSettings
@@ -231,7 +232,7 @@ class _Sale:
         self.counts = {"arrived": 0, "carts": 0, "refused_at_add": 0, "abandoned": 0,
                        "checkouts": 0, "paid": 0, "refused_at_checkout": 0,
                        "payment_failed": 0, "other_errors": 0, "holds_taken": 0,
-                       "holds_expired": 0}
+                       "abandoned_holding": 0, "cart_expired": 0}
         self.units_paid = 0
         self.revenue: dict[str, int] = {}
         self.paid_orders: set[str] = set()
@@ -273,6 +274,7 @@ class _Sale:
         heapq.heapify(agenda)
         seq = len(agenda)
         wall0 = time.perf_counter()
+        self.expired0 = business.snapshot()["reservations_expired"]
         await self._sample()
         next_sample = s.sample_every
         while agenda:
@@ -373,7 +375,7 @@ class _Sale:
         for b in buyers:
             if b.abandons:
                 self.counts["abandoned"] += 1
-                self.counts["holds_expired"] += b.holds  # nobody releases it: it lapses
+                self.counts["abandoned_holding"] += b.holds  # nobody releases it: it lapses
                 self.finished += 1
             else:
                 checking.append(b)
@@ -391,6 +393,8 @@ class _Sale:
                     self.counts["refused_at_checkout"] += 1
                 elif order.code == "payment_declined":
                     self.counts["payment_failed"] += 1
+                elif order.code == "cart_not_active":  # thought past the cart's expiry
+                    self.counts["cart_expired"] += 1
                 else:
                     self.counts["other_errors"] += 1
                 continue
@@ -434,11 +438,15 @@ class _Sale:
         if self.finished != s.buyers:
             problems.append(f"{s.buyers - self.finished} buyer(s) never got an answer")
         refused = c["refused_at_add"] + c["refused_at_checkout"]
+        # the inventory's own count of reservations that lapsed (holds, here: a checkout's
+        # reservation lives within its turn); counted per process, so a simulation running
+        # beside another in one process would see both
+        expired = business.snapshot()["reservations_expired"] - self.expired0
         decided = c["abandoned"] + c["checkouts"]
         report = {
             "units": s.units, "buyers": s.buyers, "sold": final["sold"],
             "unsold": final["on_hand"], "oversold": oversold,
-            "paid_orders": c["paid"], "refused": refused, **c,
+            "paid_orders": c["paid"], "refused": refused, **c, "holds_expired": expired,
             # of the buyers who had the item in their cart and came to a decision
             "abandonment": round(c["abandoned"] / decided, 4) if decided else 0.0,
             "sold_out_at": self.sold_out_at,

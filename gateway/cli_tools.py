@@ -122,6 +122,7 @@ def run_simulate(args: argparse.Namespace) -> int:
          else f"{r['sold_out_at']:,.0f} s"),
         ("holds taken / expired", f"{r['holds_taken']:,} / {r['holds_expired']:,}"),
         ("payment failures", f"{r['payment_failed']:,}"),
+        ("carts expired before checkout", f"{r['cart_expired']:,}"),
         ("abandonment", f"{r['abandoned']:,} ({r['abandonment']:.1%} of carts with the item)"),
         ("revenue", ", ".join(f"{v:,} {k} minor units" for k, v in r["revenue"].items())
          or "0"),

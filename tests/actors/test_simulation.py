@@ -45,13 +45,33 @@ async def test_holds_of_buyers_who_all_abandon_expire_and_the_stock_comes_back()
     assert r.ok, r.problems
     rep = r.report
     assert rep["sold"] == 0 and rep["unsold"] == 50 and rep["sold_out_at"] is None
-    assert rep["holds_taken"] == rep["holds_expired"] == rep["abandoned"]
+    # every hold lapsed: the inventory counted each expiry
+    assert rep["holds_taken"] == rep["holds_expired"] == rep["abandoned"] == \
+        rep["abandoned_holding"]
     # while every unit was held, later buyers were refused at add; once holds lapsed, more
     # buyers got one: at least the first 50 held, and no more than the units at a time
     assert rep["holds_taken"] >= 50
     assert rep["refused_at_add"] == 400 - rep["holds_taken"]
     assert max(s["reserved"] for s in r.samples) <= 50
     assert rep["abandonment"] == 1.0
+
+
+async def test_a_buyer_who_thinks_past_the_hold_loses_it_and_checks_out_afresh() -> None:
+    r = await simulate(sale(hold_ttl=10.0, think_time=1000.0, units=5, buyers=5,
+                            cart_ttl=10**6))
+    assert r.ok, r.problems
+    rep = r.report
+    # nobody abandons, yet holds lapse while buyers think; their checkouts reserve again
+    assert rep["abandoned_holding"] == 0 and rep["holds_expired"] >= 4
+    assert rep["sold"] == 5
+
+
+async def test_a_buyer_who_thinks_past_the_cart_expiry_finds_it_expired() -> None:
+    r = await simulate(sale(think_time=1000.0, cart_ttl=60.0, units=5, buyers=5))
+    assert r.ok, r.problems
+    rep = r.report
+    assert rep["cart_expired"] >= 4 and rep["errors"] == {"cart_not_active": rep["cart_expired"]}
+    assert rep["sold"] == 5 - rep["cart_expired"] and rep["other_errors"] == 0
 
 
 async def test_declined_cards_sell_nothing_and_give_every_reservation_back() -> None:
