@@ -9,7 +9,6 @@ many requests failed), 2 on a bad scenario or a target that cannot be set up.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -91,14 +90,16 @@ def run_simulate(args: argparse.Namespace) -> int:
         err.print(f"cart-engine simulate: bad scenario: {e}")
         return 2
 
+    from loadtest.client import run_async  # uvloop when installed: ~15% faster here
+
     if args.quiet:
-        result = asyncio.run(simulate(scenario))
+        result = run_async(simulate(scenario))
     else:
         with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("buyers, t={task.fields[t]:.0f} s simulated"),
                       TimeElapsedColumn(), console=err, transient=True) as bar:
             task = bar.add_task("sale", total=scenario.buyers, t=0.0)
-            result = asyncio.run(simulate(
+            result = run_async(simulate(
                 scenario, lambda t, done: bar.update(task, completed=done, t=t)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
