@@ -150,8 +150,3 @@ def test_a_process_started_by_a_configured_one_configures_itself(
     middleware = AccessLogMiddleware(app=None)
     assert structlog.is_configured() and middleware.log is not None
 
-
-def test_the_inherited_level_does_not_outlive_the_tests_that_set_it() -> None:
-    import os
-
-    assert not os.environ.get(INHERITED)
