@@ -199,6 +199,8 @@ def run_loadtest(args: argparse.Namespace) -> int:
     token = args.admin_token or os.environ.get("CART_ENGINE_ADMIN_TOKEN")
     if not token:
         secret = args.auth_secret or GatewaySettings().auth_secret
+        if hasattr(secret, "get_secret_value"):  # a pydantic SecretStr
+            secret = secret.get_secret_value()
         token = issue_token(secret, "loadtest", "admin", 6 * 3600.0)
     if args.connections < 1 or args.duration <= 0 or (args.rate is not None and args.rate <= 0):
         err.print("cart-engine loadtest: --connections >= 1, --duration and --rate > 0")
