@@ -20,6 +20,7 @@ import asyncio
 import logging
 from typing import Any
 
+from actors import business
 from actors.runtime import Actor
 from engine.errors import Conflict, DomainError
 from engine.events import STOCK_DEPLETED, event
@@ -83,8 +84,10 @@ class InventoryActor(Actor):
 
     async def on_deadline(self) -> None:
         before = self.ledger.available
-        for r in self.ledger.expire(self.now):
+        expired = self.ledger.expire(self.now)
+        for r in expired:
             self.mark(f"r:{r.reservation_id}")
+        business.reservations_expired(expired)
         self._poke(before)
 
     def _after_take(self, before: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from actors import business
 from actors.runtime import Actor
 from actors.stock_client import StockClient, shards_of
 from actors.views import order_view
@@ -148,6 +149,7 @@ class OrderActor(Actor):
             if payment.get("status") == "captured":
                 o.captured = o.totals["total"]["amount"]
             self._move(OrderStatus.PAID, ORDER_PAID, total=o.totals["total"])
+            business.order_paid(o.currency, o.totals["total"]["amount"], o.discounts)
         return order_view(o)
 
     async def mark_requires_action(self, payment: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from actors.purchase_limits import PurchaseLimitActor
 from actors.reference import ReferenceData
 from actors.runtime import Actor, Host, Message, Ownership, Reply, StaticOwnership, host_of
 from actors.settings import EngineSettings
+from actors.tracing import traced_payments
 from actors.user import UserActor
 from actors.waitlist import WaitlistActor
 from engine.errors import Conflict
@@ -64,11 +65,11 @@ def build_host(host_id: str, ownership: Ownership, store: SnapshotStore, clock: 
                payments: Any = None) -> Host:
     """A host with the engine's actor registry and a payment provider: ``payments`` if
     given, else the one ``settings.payment_provider`` names (`load_provider`: the built-in
-    test provider by default)."""
+    test provider by default); its calls are traced (`actors.tracing`)."""
     return Host(host_id=host_id, ownership=ownership, store=store, clock=clock,
                 registry=REGISTRY, settings=settings, reference=reference,
-                payments=payments if payments is not None else
-                load_provider(settings.payment_provider, settings),
+                payments=traced_payments(payments if payments is not None else
+                                         load_provider(settings.payment_provider, settings)),
                 sweep_interval=settings.sweep_interval)
 
 

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors import business
 from actors.channel import TOKEN_BYTES, ChannelClient, ChannelServer, node_address
 from actors.clock import Clock, ManualClock, SystemClock
 from actors.directory import LEASE
@@ -205,6 +206,7 @@ class RayHostActor:
         assert self.host is not None and self.router is not None
         assert self.membership is not None
         s: dict[str, Any] = self.host.stats()
+        s["business"] = {**business.snapshot(), **business.host_figures(self.host)}
         s.update(pid=os.getpid(), node=_node_id(), router=self.router.stats(),
                  membership=self.membership.stats(),
                  rss_bytes=psutil.Process(os.getpid()).memory_info().rss)

@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol
 
+from actors import tracing
 from actors.clock import Clock
 from engine.errors import Conflict, DomainError, Unavailable, ValidationFailed
 from snapshots.store import NEW_EPOCH, PARTITIONS, SnapshotStore, Write
@@ -556,7 +557,8 @@ class Host:
                     await actor.on_deadline()
                 value = None
             else:
-                value = await getattr(actor, method)(**args)
+                with tracing.turn(actor.kind, actor.key, method):
+                    value = await getattr(actor, method)(**args)
             reply = ok(value)
         except DomainError as e:
             reply = err(e)

@@ -10,11 +10,13 @@ from typing import Any
 from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from actors import tracing
 from actors.runtime import tune_gc
 from actors.service import CartService
 from gateway import errors
 from gateway.bootstrap import start_runtime, stop_runtime
 from gateway.deps import BODY_SCHEMAS
+from gateway.logging_setup import AccessLogMiddleware
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from gateway.ratelimit import RateLimitMiddleware
@@ -76,6 +78,8 @@ def create_app(settings: GatewaySettings | None = None,
         app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit,
                            secret=settings.auth_secret)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(AccessLogMiddleware)  # request id bound for everything inside
+    tracing.instrument_app(app)  # a span per request when OTEL_EXPORTER_OTLP_ENDPOINT is set
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.trusted_proxies:  # outermost: the client address every layer sees
         app.add_middleware(ProxyHeadersMiddleware,

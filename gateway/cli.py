@@ -1,4 +1,4 @@
-"""``cart-engine``: serve the gateway, or print a development token.
+"""``cart-engine``: serve the gateway, print a development token, simulate a sale, load-test.
 
   cart-engine serve [--port 8000] [--hosts N] [--redis-url URL] [--ray-address ADDR]
                     [--cart-ttl SECONDS] [--reservation-ttl SECONDS] [--auth-secret S]
@@ -9,6 +9,8 @@
                     [--webhook-secret S] [--webhook-tolerance SECONDS]
   cart-engine hosts --url URL [--token T] [N]     show the cluster, or ask for N hosts
   cart-engine token --sub alice [--admin] [--ttl SECONDS] [--auth-secret S]
+  cart-engine simulate [--scenario FILE] [--units N] [--buyers N] ... [--out DIR]
+  cart-engine loadtest URL [--scenario flash|churn|read|storm] [--rate R] [--variant V] ...
 
 Every flag also reads from the environment (``CART_ENGINE_PORT``, ``REDIS_URL``, ...).
 """
@@ -22,6 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway import cli_tools
 from gateway.auth import issue_token
 from gateway.redis_url import RedisUnusable, check_redis
 from gateway.settings import DEV_SECRET, GatewaySettings
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     hosts.add_argument("--url", default="http://127.0.0.1:8000")
     hosts.add_argument("--token", default=None,
                        help="an admin token (default: CART_ENGINE_ADMIN_TOKEN)")
+    cli_tools.add_simulate_parser(sub)
+    cli_tools.add_loadtest_parser(sub)
     return p
 
 
@@ -107,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hosts":
         return hosts_command(args)
+    if args.command == "simulate":
+        return cli_tools.run_simulate(args)
+    if args.command == "loadtest":
+        return cli_tools.run_loadtest(args)
     try:
         settings = (GatewaySettings(**({"auth_secret": args.auth_secret} if args.auth_secret
                                        else {}))
@@ -121,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.logging_setup import configure_logging
 
+    configure_logging(settings.log_level)
     if settings.redis_url is not None and settings.redis_url.get_secret_value():
         try:
             asyncio.run(check_redis(settings.redis_url.get_secret_value()))
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cart-engine: listening on http://{settings.host}:{settings.port} "
           f"(docs at /docs)", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, lifespan="on", access_log=False,
+                log_level=settings.log_level, lifespan="on", access_log=False, log_config=None,
                 # X-Forwarded-For only from --trusted-proxies (the app's own middleware);
                 # uvicorn's default would trust it from 127.0.0.1.
                 proxy_headers=False,

@@ -30,6 +30,7 @@ from actors.service import CartService
 from engine.errors import Forbidden, ValidationFailed
 from engine.limits import MAX_ID_LENGTH
 from gateway.auth import AuthError, Caller, decode_token
+from gateway.logging_setup import CALLER_KIND
 from gateway.settings import GatewaySettings
 from gateway.strictjson import JSON_VALUE_SCHEMA, refuse_non_finite
 
@@ -54,8 +55,10 @@ def _bearer(request: Request, authorization: str | None) -> Caller | None:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("invalid_token", "use 'Authorization: Bearer <token>'")
-    return decode_token(request.app.state.settings.auth_secret.get_secret_value(),
-                        token.strip())
+    caller = decode_token(request.app.state.settings.auth_secret.get_secret_value(),
+                          token.strip())
+    request.scope[CALLER_KIND] = caller.role  # for the access log: user, admin or guest
+    return caller
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a

@@ -6,9 +6,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from actors import business
 
 __all__ = ["EngineCollector", "Metrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
 
@@ -25,6 +28,18 @@ class Metrics:
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
                                           2.5, 5))
 
+        # Business figures seen at the gateway (per request answered); the engine-side ones
+        # (paid orders, revenue, reservations) come from `EngineCollector`.
+        self.carts_created = Counter("cart_engine_carts_created",
+                                     "carts created (POST /v1/carts answered 201)",
+                                     registry=self.registry)
+        self.checkouts = Counter("cart_engine_checkouts",
+                                 "checkout requests by outcome: paid, or the error code",
+                                 ["outcome"], registry=self.registry)
+        self.stock_refused = Counter("cart_engine_stock_refused",
+                                     "requests refused for want of stock (409 out_of_stock)",
+                                     ["route"], registry=self.registry)
+
         self.engine = EngineCollector()
         self.registry.register(self.engine)
 
@@ -38,6 +53,10 @@ class Metrics:
 
 class EngineCollector:
     """The engine's own figures on ``/metrics``, as of the last `refresh`.
+
+    Business: orders paid and revenue (minor units) by currency, promotion uses, reservations
+    that lapsed and their units (`actors.business`, summed over the processes running
+    turns); open reservations and reserved units per host.
 
     Per host (label ``host``): resident actors, turns, activations, passivations, group-commit
     flushes and the writes they carried (writes / flushes = the group-commit batch). Per
@@ -53,10 +72,21 @@ class EngineCollector:
         self.hosts: list[dict[str, Any]] = []
         self.routers: dict[str, dict[str, Any]] = {}
         self.cluster: dict[str, Any] = {}
+        #: business counters of each process running turns, and open reservations per host
+        self.business: list[dict[str, Any]] = []
+        self.reservations: dict[str, dict[str, int]] = {}
 
     async def refresh(self, placement: Any) -> None:
         self.hosts = list(await placement.stats())
         self.cluster = await placement.cluster()
+        remote = [h for h in self.hosts if "business" in h]
+        if remote:  # Ray hosts: each process counts its own turns
+            self.business = [h["business"] for h in remote]
+            self.reservations = {str(h["host"]): h["business"] for h in remote}
+        else:  # the hosts run in this process
+            self.business = [business.snapshot()]
+            self.reservations = {str(st["host"]): business.host_figures(h) for st, h in
+                                 zip(self.hosts, getattr(placement, "hosts", []), strict=False)}
         routers = {f"host-{h['host']}": h["router"] for h in self.hosts if "router" in h}
         router = getattr(placement, "router", None)
         if router is not None:
@@ -91,6 +121,7 @@ class EngineCollector:
             for label, r in self.routers.items():
                 counter.add_metric([label], r[key])
             yield counter
+        yield from self._business()
         for key, name, doc in (("queued", "cart_engine_router_queued", "messages waiting"),
                                ("in_flight", "cart_engine_router_in_flight", "batches in flight")):
             gauge = GaugeMetricFamily(name, doc, labels=["router", "to_host"])
@@ -130,8 +161,59 @@ class EngineCollector:
             yield counter
 
 
+    def _business(self) -> Iterator[Any]:
+        paid = CounterMetricFamily("cart_engine_orders_paid", "orders paid, by currency",
+                                   labels=["currency"])
+        revenue = CounterMetricFamily("cart_engine_revenue_minor",
+                                      "order totals paid, minor units (ISO 4217) by currency",
+                                      labels=["currency"])
+        promos = CounterMetricFamily("cart_engine_promotion_uses",
+                                     "promotions applied to paid orders", labels=["promotion"])
+        for family, key in ((paid, "orders_paid"), (revenue, "revenue_minor"),
+                            (promos, "promotion_uses")):
+            totals: dict[str, int] = {}
+            for b in self.business:
+                for label, n in b.get(key, {}).items():
+                    totals[label] = totals.get(label, 0) + n
+            for label, n in sorted(totals.items()):
+                family.add_metric([label], n)
+            yield family
+        for key, name, doc in (
+                ("reservations_expired", "cart_engine_reservations_expired",
+                 "stock reservations that lapsed (holds on add, unfinished checkouts)"),
+                ("reservation_units_expired", "cart_engine_reservation_units_expired",
+                 "units given back by reservations that lapsed")):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], sum(b.get(key, 0) for b in self.business))
+            yield family
+        for key, name, doc in (
+                ("reservations_open", "cart_engine_reservations_open",
+                 "open stock reservations (holds and checkout reservations), resident"),
+                ("reserved_units", "cart_engine_reserved_units",
+                 "units set aside by open reservations, resident")):
+            gauge = GaugeMetricFamily(name, doc, labels=["host"])
+            for host, figures in sorted(self.reservations.items()):
+                gauge.add_metric([host], figures.get(key, 0))
+            yield gauge
+
+
+#: Routes whose refusals are counted by error code (cart lines and checkout).
+_CHECKOUT = "/v1/carts/{cart_id}/checkout"
+_STOCK_ROUTES = frozenset({"/v1/carts/{cart_id}/items", "/v1/carts/{cart_id}/items/{line_id}",
+                           _CHECKOUT, "/v1/saved/{item_id}/move-to-cart"})
+
+
+def _error_code(body: bytes) -> str:
+    try:
+        return str(orjson.loads(body)["error"]["code"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "unknown"
+
+
 class MetricsMiddleware:
-    """Pure ASGI middleware: counts requests by route template and status, times them."""
+    """Pure ASGI middleware: counts requests by route template and status, times them; counts
+    carts created, checkouts by outcome and stock refusals (the error code of a refused cart
+    or checkout request is read from its API.md error body)."""
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
@@ -143,10 +225,19 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = [500]
+        metrics = self.metrics
 
         async def _send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            elif status[0] >= 400 and message["type"] == "http.response.body":
+                path = getattr(scope.get("route"), "path", None)
+                if path in _STOCK_ROUTES:
+                    code = _error_code(message.get("body", b""))
+                    if path == _CHECKOUT:
+                        metrics.checkouts.labels(code).inc()
+                    if code == "out_of_stock":
+                        metrics.stock_refused.labels(path).inc()
             await send(message)
 
         try:
@@ -155,5 +246,10 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(scope["method"], path, str(status[0])).inc()
+            if status[0] == 201:
+                if path == _CHECKOUT:
+                    metrics.checkouts.labels("paid").inc()
+                elif path == "/v1/carts":
+                    metrics.carts_created.inc()
             self.metrics.latency.labels(scope["method"], path).observe(
                 time.perf_counter() - start)

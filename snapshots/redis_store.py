@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+from actors import tracing
 from snapshots.codec import decode, encode
 from snapshots.store import PARTITIONS, Write
 
@@ -270,9 +271,10 @@ class RedisStore:
     async def commit(self, writes: list[Write]) -> list[int | None]:
         if not writes:
             return []
-        results = await self._scripts(self._commit, [
-            ([self.actor_key(w.key, w.partition), self.deadlines_key(w.partition),
-              self.events_key(w.partition)], self._args(w)) for w in writes])
+        with tracing.span("redis.commit", writes=len(writes)):
+            results = await self._scripts(self._commit, [
+                ([self.actor_key(w.key, w.partition), self.deadlines_key(w.partition),
+                  self.events_key(w.partition)], self._args(w)) for w in writes])
         return [None if int(x) < 0 else int(x) for x in results]
 
     async def due(self, now: float, limit: int,

@@ -25,6 +25,24 @@ ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "examples" / "catalog.json"
 
 
+@pytest.fixture(autouse=True)
+def _no_logging_left_behind() -> Iterator[None]:
+    """`cart-engine serve` configures the process's JSON logs (gateway.logging_setup); a test
+    that runs it must not hand that configuration, or its inherited level, to the next."""
+    yield
+    import logging
+
+    import structlog
+
+    from gateway.logging_setup import INHERITED
+
+    if structlog.is_configured():
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = []
+        logging.getLogger().setLevel(logging.WARNING)
+    os.environ.pop(INHERITED, None)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     url = os.environ.get("REDIS_URL")

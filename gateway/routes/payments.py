@@ -79,15 +79,17 @@ async def payment_webhook(request: Request, service: Service,
                           payment_signature: Annotated[str | None, Header()] = None
                           ) -> JSONResponse:
     """A signed provider event: moves a ``requires_action`` order to paid or
-    payment_failed, exactly once however often it is delivered."""
+    payment_failed, exactly once however often it is delivered. A signature that is missing,
+    does not match or is past the tolerance is 401 ``invalid_signature`` /
+    ``signature_expired``."""
     settings = request.app.state.settings
     body = await request.body()
     try:
         secret = (settings.webhook_secret or settings.auth_secret).get_secret_value()
         verify(secret, body, payment_signature, time.time(), settings.webhook_tolerance)
-    except ValidationFailed as e:
+    except ValidationFailed as e:  # the sender did not prove the secret: 401, as a bad token
         return JSONResponse({"error": {"code": e.code, "message": e.message,
-                                       "details": e.details}}, status_code=400)
+                                       "details": e.details}}, status_code=401)
     try:
         evt = WebhookEvent.model_validate(orjson.loads(body))
     except (orjson.JSONDecodeError, ValidationError) as e:

@@ -175,11 +175,11 @@ async def test_a_3ds_checkout_is_paid_once_by_a_webhook_delivered_three_times() 
         body, headers = _webhook(order["order_id"], "payment.succeeded", "evt_1")
         bad = dict(headers, **{"Payment-Signature": headers["Payment-Signature"][:-2] + "00"})
         r = await c.post("/v1/payments/webhook", content=body, headers=bad)
-        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_signature"
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_signature"
         old_body, old = _webhook(order["order_id"], "payment.succeeded", "evt_1",
                                  t=int(time.time()) - 3600)
         r = await c.post("/v1/payments/webhook", content=old_body, headers=old)
-        assert r.status_code == 400 and r.json()["error"]["code"] == "signature_expired"
+        assert r.status_code == 401 and r.json()["error"]["code"] == "signature_expired"
         changed = []
         for _ in range(3):
             r = await c.post("/v1/payments/webhook", content=body, headers=headers)
