@@ -12,7 +12,7 @@ Entry points (run from the project root with the project's venv):
                                    exit 1 if oversold or units unsold while buyers were refused
     python -m loadtest.peers.lua_peer | raw_asgi | redis_peer | memory_peer | ray_per_cart
                                    --port P
-                                   the baseline peers, each a FastAPI app (loadtest/peers/)
+                                   the baseline peers and the raw ASGI ceiling (loadtest/peers/)
 
 Modules: `client` (asyncio generator over `http1`, HdrHistogram latencies in microseconds, rich
 progress), `scenarios` (cart churn on shared carts, flash race, flash sale, read-heavy),

@@ -5,6 +5,7 @@ strongest peer's token cache and cart rendering."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from typing import Any
@@ -15,10 +16,22 @@ import pytest
 
 from gateway.metrics import Metrics
 from loadtest.bench import add_ratios, engine_counters, parse_args, summarize
+from loadtest.client import Reply
 from loadtest.peers import raw_asgi
 from loadtest.peers.domain import ApiError
 from loadtest.peers.lua_peer import TokenCache, render_cart
-from loadtest.scenarios import ADD_VIEW_MIX, EDIT_MIX, Item, ScenarioError, cart_items, pick
+from loadtest.scenarios import (
+    ADD_VIEW_MIX,
+    EDIT_MIX,
+    MAX_CHURN_UNITS,
+    GuestCart,
+    Item,
+    ScenarioError,
+    ShopperCart,
+    cart_items,
+    churn_step,
+    pick,
+)
 
 pytestmark = pytest.mark.unit
 SECRET = "unit-test-secret-of-at-least-32-bytes"
@@ -153,3 +166,44 @@ def test_a_cart_hash_renders_as_the_api_cart_in_the_order_lines_were_added() -> 
     assert cart["lines"][1]["line_total"] == {"amount": 750, "currency": "USD"}
     assert cart["totals"]["total"] == {"amount": 1750, "currency": "USD"}
     assert cart["version"] == 4 and cart["lines"][0]["options"] == {}
+
+
+class FakeShopper:
+    """A virtual user whose server keeps one cart's lines: answers like the API, records."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.lines: dict[str, int] = {}
+
+    async def call(self, method: str, path: str, *, json: Any = None, token: str | None = None,
+                   headers: dict[str, str] | None = None) -> Reply:
+        self.sent.append((method, path))
+        if method == "POST":
+            self.lines[json["variant_id"]] = self.lines.get(json["variant_id"], 0) + 1
+        elif method == "PATCH":
+            self.lines[path.rsplit("/ln_", 1)[1]] = json["quantity"]
+        elif method == "DELETE":
+            del self.lines[path.rsplit("/ln_", 1)[1]]
+        body = {"lines": [{"line_id": f"ln_{v}", "variant_id": v, "quantity": q}
+                          for v, q in self.lines.items()]}
+        return Reply(200, body, {})
+
+
+def test_churn_steps_keep_the_cart_near_its_size_and_its_lines_below_the_cap() -> None:
+    vu = FakeShopper()
+    shopper = ShopperCart(GuestCart("c1", "tok"), [Item("p", f"v{i}") for i in range(3)])
+    rng = random.Random(7)
+
+    def step(kind: str) -> str:
+        return asyncio.run(churn_step(vu, shopper, kind, rng))  # type: ignore[arg-type]
+
+    assert step("add") == "add" and step("delete") == "add"  # no delete while lines miss
+    assert step("add") == "add" and set(vu.lines) == {"v0", "v1", "v2"}  # missing ones first
+    assert shopper.line_ids == {f"v{i}": f"ln_v{i}" for i in range(3)}
+    assert step("delete") == "delete" and len(vu.lines) == 2 and len(shopper.line_ids) == 2
+    assert step("delete") == "add" and len(vu.lines) == 3  # the deleted line comes back first
+    assert step("patch") == "patch" and step("view") == "view"
+    assert vu.sent[-1] == ("GET", "/v1/carts/c1")
+    shopper.units["v0"] = MAX_CHURN_UNITS
+    shopper.items = [shopper.items[0]]
+    assert step("add") == "patch" and vu.lines["v0"] == 1 and shopper.units["v0"] == 1
