@@ -308,7 +308,11 @@ class ServerProcess:
             raise SystemFailed(f"{self.command[0]} does not exist")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            # the systems of this tree, not of wherever the venv's editable install points:
+            # `cart-engine` (and the Ray workers it starts) import from PYTHONPATH first
+            path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
+                                   if p)
+            env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
                 env=env, start_new_session=True,

@@ -8,6 +8,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import jwt
@@ -15,7 +16,14 @@ import orjson
 import pytest
 
 from gateway.metrics import Metrics
-from loadtest.bench import add_ratios, engine_counters, parse_args, summarize
+from loadtest.bench import (
+    SYSTEMS,
+    RunContext,
+    add_ratios,
+    engine_counters,
+    parse_args,
+    summarize,
+)
 from loadtest.client import Reply
 from loadtest.peers import raw_asgi
 from loadtest.peers.domain import ApiError
@@ -207,3 +215,16 @@ def test_churn_steps_keep_the_cart_near_its_size_and_its_lines_below_the_cap() -
     shopper.units["v0"] = MAX_CHURN_UNITS
     shopper.items = [shopper.items[0]]
     assert step("add") == "patch" and vu.lines["v0"] == 1 and shopper.units["v0"] == 1
+
+
+def test_the_engine_starts_on_its_own_defaults_unless_told_otherwise(tmp_path: Any) -> None:
+    ctx = RunContext(catalog_path=tmp_path / "c.json", auth_secret=SECRET,
+                     redis_url="redis://127.0.0.1:6379/15", hosts=None, ray_carts=16)
+    command = SYSTEMS["engine"].command(8000, ctx)
+    assert command[0].endswith("cart-engine") and command[1] == "serve"
+    assert "--placement" not in command and "--hosts" not in command
+    told = SYSTEMS["engine"].command(8000, replace(ctx, placement="local", hosts=2))
+    assert told[told.index("--placement") + 1] == "local" and told[told.index("--hosts") + 1] == "2"
+    assert "--placement" in SYSTEMS["engine-ray"].command(8000, ctx)
+    peer = SYSTEMS["lua-peer"].command(8000, replace(ctx, workers=3))
+    assert peer[peer.index("--workers") + 1] == "3"
