@@ -14,7 +14,8 @@ once, so the payment is authorized before the checkout script, which refuses a f
 without taking anything (`tok_slow` waits `SLOW_PAYMENT_S` first).
 
 Serves the API.md subset of `loadtest.peers.common` (guest carts, add / PATCH / DELETE / GET,
-checkout, products listing, admin product PUT and stock). The catalog file is loaded into
+checkout, products listing, admin product PUT and stock); an add without `variant_id` means
+the variant named like its product (no `variant_required` check). The catalog file is loaded into
 Redis once by the parent process before the workers start, so every worker sees the same
 catalog and admin changes.
 

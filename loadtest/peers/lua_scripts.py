@@ -60,10 +60,10 @@ local units = tonumber(ARGV[5])
 if q then
   units = units + tonumber(q)
 elseif n >= tonumber(ARGV[9]) then
-  return {'e', 422, 'too_many_lines', 'the cart holds its most lines'}
+  return {'e', 422, 'too_many_lines', 'a cart holds at most ' .. ARGV[9] .. ' lines'}
 end
 if units > tonumber(ARGV[10]) then
-  return {'e', 422, 'invalid_quantity', 'too many units on one line'}
+  return {'e', 422, 'invalid_quantity', 'a line holds at most ' .. ARGV[10] .. ' units'}
 end
 if not q then
   local seq = redis.call('HINCRBY', cart, 'seq', 1)
