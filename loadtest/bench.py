@@ -44,7 +44,8 @@ to `<out dir>/logs/<system>.log`. `--own-redis` starts a private redis-server fo
 
 Around the flash race the bench reads Redis `INFO commandstats` (EVALSHA calls, all calls but
 INFO) and, for the engine, its `/metrics` (actor turns and committed writes, summed over the
-hosts): the growth per buyer is what one purchase costs.
+hosts): the growth per buyer is what one purchase costs. INFO is server-wide: without
+`--own-redis` the counts include whatever else uses that Redis server meanwhile.
 
 Output: rich tables on stdout (with `--json`, on stderr, and the JSON document on stdout) and
 the JSON file `--out`: the machine (nproc, memory, CPU, Python and package versions, Redis
