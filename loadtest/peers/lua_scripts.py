@@ -15,16 +15,23 @@ and order keys it derives from the cart, which Redis Cluster would refuse):
     P:o:{order_id}     hash    the cart's fields at checkout plus order_id, paid_at
     P:i:{cart_id}:{key} string the order id a checkout with Idempotency-Key `key` made
 
-Every script answers a two-element array: ``{"ok", fields}`` (the cart hash as a flat
-field/value list) or ``{"e", status, code, message}``; the checkout adds ``{"replay",
-order fields}`` and ``{"short", {variant, requested, available, ...}}``.
+Every script answers ``{"ok", fields}``, the cart hash as ONE JSON object of its fields
+(one bulk string: the client decodes it with orjson instead of parsing a long RESP array in
+Python), or ``{"e", status, code, message}``; the checkout adds ``{"replay", order fields}``
+(JSON too) and ``{"short", {variant, requested, available, ...}}``.
 """
 
 from __future__ import annotations
 
-#: Shared prologue: the cart must exist, be the caller's and (for mutations) be active.
-#: KEYS[1] cart; ARGV[1] caller sub, ARGV[2] "1" when the token names this cart.
+#: Shared prologue: `as_json(key)` (a hash as one JSON object); the cart must exist and be
+#: the caller's. KEYS[1] cart; ARGV[1] caller sub, ARGV[2] "1" when the token names this cart.
 _GUARD = """
+local function as_json(key)
+  local flat = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  return cjson.encode(fields)
+end
 local cart = KEYS[1]
 local owner = redis.call('HGET', cart, 'owner')
 if not owner or (ARGV[2] ~= '1' and owner ~= ARGV[1]) then
@@ -32,6 +39,12 @@ if not owner or (ARGV[2] ~= '1' and owner ~= ARGV[1]) then
 end
 """
 
+#: The cart, read only. KEYS[1] cart; ARGV[1..2] as in the guard.
+VIEW_LUA = _GUARD + """
+return {'ok', as_json(cart)}
+"""
+
+#: Mutations need an active cart.
 _ACTIVE = """
 if redis.call('HGET', cart, 'status') ~= 'active' then
   return {'e', 409, 'cart_not_active', 'the cart is not active'}
@@ -75,7 +88,7 @@ end
 redis.call('HSET', cart, 'q:' .. lid, units, 't:' .. lid, ARGV[6], 'updated_at', ARGV[6])
 redis.call('HINCRBY', cart, 'version', 1)
 redis.call('EXPIRE', cart, ARGV[8])
-return {'ok', redis.call('HGETALL', cart)}
+return {'ok', as_json(cart)}
 """
 
 #: Set a line's units; 0 removes the line (PATCH with 0, and DELETE).
@@ -94,7 +107,7 @@ else
 end
 redis.call('HINCRBY', cart, 'version', 1)
 redis.call('EXPIRE', cart, ARGV[6])
-return {'ok', redis.call('HGETALL', cart)}
+return {'ok', as_json(cart)}
 """
 
 #: A whole checkout, every line or none: replay by Idempotency-Key, check the cart, check
@@ -105,7 +118,7 @@ return {'ok', redis.call('HGETALL', cart)}
 CHECKOUT_LUA = _GUARD + """
 local prior = redis.call('GET', KEYS[2])
 if prior then
-  return {'replay', redis.call('HGETALL', ARGV[7] .. 'o:' .. prior)}
+  return {'replay', as_json(ARGV[7] .. 'o:' .. prior)}
 end
 """ + _ACTIVE + """
 local fields = redis.call('HGETALL', cart)
@@ -148,7 +161,7 @@ redis.call('HSET', okey, 'order_id', ARGV[4], 'cart_id', string.sub(cart, #ARGV[
            'paid_at', ARGV[5], unpack(copy))
 redis.call('EXPIRE', okey, ARGV[6])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[6])
-return {'ok', copy}
+return {'ok', as_json(cart)}
 """
 
 #: KEYS[1] stock counter; ARGV[1] delta in units. {1, new} or {0, current} when a negative

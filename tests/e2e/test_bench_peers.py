@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -135,3 +136,38 @@ def test_a_short_bench_run_writes_ratios_cpu_and_counts_per_buyer(tmp_path: Path
     assert 2.0 <= flash["per_buyer"]["redis_evalsha"] <= 2.1
     assert flash["server_cpu_ms_per_buyer"] > 0
     assert document["config"]["peer_workers"] == 2 and document["config"]["lines_per_cart"] == 6
+
+
+def test_the_strongest_peer_refuses_what_the_contract_refuses(lua_peer: ServerProcess) -> None:
+    with httpx.Client(base_url=lua_peer.base_url, timeout=10) as client:
+        mine, theirs = client.post("/v1/carts").json(), client.post("/v1/carts").json()
+        auth = {"Authorization": f"Bearer {mine['token']}"}
+        items = f"/v1/carts/{mine['cart_id']}/items"
+        assert client.get(f"/v1/carts/{theirs['cart_id']}", headers=auth).status_code == 404
+        assert client.get(f"/v1/carts/{mine['cart_id']}").json()["error"]["code"] == \
+            "unauthenticated"
+        checkout = f"/v1/carts/{mine['cart_id']}/checkout"
+        body = {"payment": {"token": "tok_ok"}}
+        assert client.post(checkout, json=body, headers=auth).json()["error"]["code"] == \
+            "cart_empty"
+        line = {"product_id": "bench-p1", "variant_id": "bench-p1-v0", "quantity": 999}
+        assert client.post(items, json=line, headers=auth).status_code == 200
+        over = client.post(items, json=dict(line, quantity=1), headers=auth)
+        assert over.status_code == 422 and over.json()["error"]["code"] == "invalid_quantity"
+        wrong = client.post(items, json=dict(line, variant_id="bench-p2-v0"), headers=auth)
+        assert wrong.json()["error"]["code"] == "variant_not_found"
+        line_id = client.get(f"/v1/carts/{mine['cart_id']}", headers=auth).json()["lines"][0][
+            "line_id"]
+        patched = client.patch(f"{items}/{line_id}", json={"quantity": 2}, headers=auth).json()
+        assert patched["lines"][0]["quantity"] == 2 and patched["totals"]["total"]["amount"] == \
+            2 * 2499
+        declined = client.post(checkout, json={"payment": {"token": "tok_declined"}},
+                               headers=auth)
+        assert declined.status_code == 402
+        keyed = {**auth, "Idempotency-Key": "k-1"}
+        first = client.post(checkout, json=body, headers=keyed)
+        again = client.post(checkout, json=body, headers=keyed)
+        assert first.status_code == again.status_code == 201 and first.json() == again.json()
+        assert first.json()["totals"]["total"]["amount"] == 2 * 2499
+        after = client.get(f"/v1/carts/{mine['cart_id']}", headers=auth).json()
+        assert after["status"] == "checked_out"
