@@ -31,7 +31,8 @@ DELETE in the mix: 35% add, 15% PATCH, 10% DELETE, 40% view), churn-big (churn o
 `--units` units: guest cart, add one unit, checkout with tok_ok; checked for overselling),
 read (GETs of `--read-carts` prepared carts of 3 lines; memory per cart). Every measured
 phase is bounded by `--duration` seconds and `--requests` requests, every setup phase
-(making carts) by `--setup-timeout` seconds.
+(making carts) and the flash race (a fixed amount of work: its time is the figure) by
+`--setup-timeout` seconds.
 
 For each system the bench writes a catalog file (`--products` x `--variants`, ample stock),
 flushes Redis database `--redis-db` (default 15; lend it to this one bench run alone) before
