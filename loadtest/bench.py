@@ -1,25 +1,40 @@
-"""Comparative benchmark: the cart engine against baseline peers, same scenarios, same client.
+"""Comparative benchmark: the cart engine against the strongest peer and the HTTP ceiling.
 
 Usage (from the project root, with the project's venv):
 
-    python -m loadtest.bench [--systems engine-ray,engine-local,redis-peer,memory-peer,ray-per-cart]
-                             [--scenarios churn,flash,read] [--connections 64] [--duration 20]
-                             [--rate REQ_PER_S] [--out bench-results/bench.json]
+    python -m loadtest.bench [--systems engine,lua-peer,raw-asgi]
+                             [--scenarios churn,churn-edit,flash,read] [--big-carts]
+                             [--connections 64] [--duration 20] [--carts 500] [--lines 6]
+                             [--buyers 4000] [--units 1000] [--workers N] [--own-redis]
+                             [--json] [--out bench-results/bench.json]
 
 Systems (each started in turn as a subprocess on a free 127.0.0.1 port, stopped before the next):
 
-    engine-ray     cart-engine serve --placement ray   [--hosts N] --redis-url redis://.../DB
-    engine-local   cart-engine serve --placement local [--hosts N] --redis-url redis://.../DB
-    engine-ray-calls  (only when named) engine-ray with --ray-transport ray: batches as Ray
-                   actor calls instead of the hosts' direct TCP channels, for comparison
-    redis-peer     python -m loadtest.peers.redis_peer   (Redis hashes + Lua stock script)
-    memory-peer    python -m loadtest.peers.memory_peer  (a bare dict: the HTTP stack's ceiling)
-    ray-per-cart   python -m loadtest.peers.ray_per_cart (one Ray actor per cart; carts capped)
+    engine         cart-engine serve with its default flags (--placement P and --hosts N
+                   only when given here)
+    engine-ray, engine-local   (only when named) the same with --placement ray / local
+    engine-gateway    (only when named) engine-ray with --ingress gateway: one gateway process
+                      forwards every request to the hosts (the shape before an ingress on
+                      every host)
+    lua-peer       python -m loadtest.peers.lua_peer: the strongest conventional peer, FastAPI +
+                   redis.asyncio, one Lua script per mutation and per checkout, orjson, cached
+                   token checks, --workers uvicorn workers (default: one per core)
+    lua-peer-1w    (only when named) the same with one worker
+    raw-asgi       python -m loadtest.peers.raw_asgi: a bare ASGI app answering a fixed 1.2 KB
+                   JSON body, --workers workers: the HTTP ceiling (one `ceiling` row: the
+                   churn's requests, answered alike)
+    redis-peer, memory-peer, ray-per-cart   (only when named) the earlier peers: FastAPI +
+                   Redis with a read-modify-write per mutation, over a dict, a Ray actor per cart
 
-Scenarios (see `loadtest.scenarios`): churn (add / PATCH / DELETE / GET on own cart), flash
-(`--units` units to `--buyers` buyers, checked for overselling), read (GETs of prepared carts).
-Every measured phase is bounded by `--duration` seconds and `--requests` requests, every
-setup phase (making carts) by `--setup-timeout` seconds.
+Scenarios (see `loadtest.scenarios`): churn (`--carts` guest carts of `--lines` lines shared by
+the connections, 60% add one unit / 40% view), churn-edit (the same carts with PATCH and
+DELETE in the mix: 35% add, 15% PATCH, 10% DELETE, 40% view), churn-big (churn on carts of
+`--big-lines` lines, default 50; `--big-carts` adds it), flash (`--buyers` guests race for
+`--units` units: guest cart, add one unit, checkout with tok_ok; checked for overselling),
+read (GETs of `--read-carts` prepared carts of 3 lines; memory per cart). Every measured
+phase is bounded by `--duration` seconds and `--requests` requests, every setup phase
+(making carts) and the flash race (a fixed amount of work: its time is the figure) by
+`--setup-timeout` seconds.
 
 For each system the bench writes a catalog file (`--products` x `--variants`, ample stock),
 flushes Redis database `--redis-db` (default 15; lend it to this one bench run alone) before
@@ -27,23 +42,28 @@ start and after stop when the system uses Redis, waits for `GET /readyz` to answ
 (`--ready-timeout` s), runs the scenarios, then stops it: SIGTERM, `--stop-timeout` s,
 SIGKILL; its child processes are waited for and killed by pid if they outlive that. A system
 that cannot start or a scenario that fails becomes a failed row, not a crash. Server logs go
-to `<out dir>/logs/<system>.log`.
+to `<out dir>/logs/<system>.log`. `--own-redis` starts a private redis-server for the run
+(`snapshots.bundled`), so that its command counts and CPU are the systems' alone.
 
-Output: a rich table on stdout and a JSON file (`--out`) with the machine (nproc, memory, CPU,
-Python and package versions, Redis version, date), the configuration and one result dict per
-row. Columns: requests/s; p50/p99/p99.9 latency in ms; errors (unexpected statuses and
-transport errors); oversold units and checkouts/s (flash); requests/s as a ratio to redis-peer
-and to memory-peer on the same scenario; CPU ms per request of the server (its process tree,
-plus the Redis server's own CPU for systems that use Redis) and of the load generator; the
-server's resident memory in MB; on the read scenario, memory per active cart (`B/cart`: what
-the server's processes' resident memory plus its Redis data grew by while it made the
-`--read-carts` carts of 3 lines, per cart). On a small machine the generator shares the
-CPUs with the server: when the client's CPU ms/request is near the server's, requests/s is
-capped by the generator, and the server CPU per request is the figure to compare.
+Around the flash race the bench reads Redis `INFO commandstats` (EVALSHA calls, all calls but
+INFO) and, for the engine, its `/metrics` (actor turns and committed writes, summed over the
+hosts): the growth per buyer is what one purchase costs. INFO is server-wide: without
+`--own-redis` the counts include whatever else uses that Redis server meanwhile.
 
-Example, a quick check of the peers:
+Output: rich tables on stdout (with `--json`, on stderr, and the JSON document on stdout) and
+the JSON file `--out`: the machine (nproc, memory, CPU, Python and package versions, Redis
+version, date), the configuration, one result dict per row and `summary`: per system and
+scenario, requests/s (buyers/s for flash), p99 ms, server CPU ms per request and the ratios,
+so a regression shows as a number. Ratios: `x lua-peer` is requests/s (buyers/s for flash)
+over lua-peer's on the same scenario; `x raw` is requests/s over raw-asgi's `ceiling`. CPU
+ms per request: the server's process tree, plus the Redis server's own CPU for systems that
+use Redis, and the load generator's. On a small machine the generator shares the CPUs with
+the server: when the client's CPU ms/request is near the server's, requests/s is capped by
+the generator, and the server CPU per request is the figure to compare.
 
-    python -m loadtest.bench --systems redis-peer,memory-peer --duration 5
+Example, a short check (3 s phases, small sale):
+
+    python -m loadtest.bench --systems lua-peer,raw-asgi --duration 3 --buyers 400 --units 100
 """
 
 from __future__ import annotations
@@ -54,10 +74,12 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,19 +90,24 @@ from typing import Any
 
 import httpx
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
 from loadtest.client import run_async
 from loadtest.scenarios import (
+    ADD_VIEW_MIX,
+    EDIT_MIX,
     Target,
     cart_churn,
     catalog_items,
-    flash_sale,
+    flash_race,
     make_admin_token,
     make_catalog,
     read_heavy,
+    request_mix,
 )
+from snapshots.bundled import BundledRedis
 
 try:
     import psutil
@@ -89,9 +116,17 @@ except ImportError:  # pragma: no cover - psutil ships with Ray; the RSS column 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
-ALL_SYSTEMS = ("engine-ray", "engine-local", "redis-peer", "memory-peer", "ray-per-cart")
-ALL_SCENARIOS = ("churn", "flash", "read")
-BASELINES = ("redis-peer", "memory-peer")
+DEFAULT_SYSTEMS = ("engine", "lua-peer", "raw-asgi")
+ALL_SCENARIOS = ("churn", "churn-edit", "churn-big", "flash", "read")
+DEFAULT_SCENARIOS = ("churn", "churn-edit", "flash", "read")
+#: The strongest peer and the HTTP ceiling: every row's ratios are to these two.
+PEER, CEILING = "lua-peer", "raw-asgi"
+#: The ceiling's only row: the churn's requests, answered alike.
+CEILING_SCENARIO = "ceiling"
+#: Engine counters read from `/metrics` around the flash race: family name -> counter name.
+ENGINE_FAMILIES = {"cart_engine_host_turns": "engine_turns",
+                   "cart_engine_host_commit_writes": "engine_writes",
+                   "cart_engine_host_commit_flushes": "engine_flushes"}
 PACKAGES = ("cart-engine", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic",
             "httpx", "hdrhistogram", "rich", "redis", "ray", "msgpack", "PyJWT", "psutil")
 #: Seconds between two /readyz probes while a system starts.
@@ -106,44 +141,54 @@ console = Console() if sys.stdout.isatty() else Console(width=190)
 
 @dataclass(frozen=True)
 class RunContext:
-    """What every system is started with: catalog file, token secret, Redis URL, engine hosts."""
+    """What every system is started with: catalog file, token secret, Redis URL, the engine's
+    hosts and placement overrides (None: its defaults), the peers' uvicorn workers."""
 
     catalog_path: Path
     auth_secret: str
     redis_url: str
     hosts: int | None
     ray_carts: int
+    placement: str | None = None
+    workers: int = 1
 
 
 @dataclass(frozen=True)
 class SystemSpec:
-    """How to start one system: its command line, whether it uses Redis, its cart cap."""
+    """How to start one system: its command line, whether it uses Redis, its cart cap, and
+    its kind (``engine``: counters from `/metrics`; ``ceiling``: only the ceiling row)."""
 
     name: str
     command: Callable[[int, RunContext], list[str]]
     uses_redis: bool
     caps_carts: bool = False
+    kind: str = "peer"
 
 
-def engine_command(placement: str, *extra: str) -> Callable[[int, RunContext], list[str]]:
-    """The `cart-engine serve` command line for a placement (`ray` or `local`)."""
+def engine_command(placement: str | None = None, *extra: str
+                   ) -> Callable[[int, RunContext], list[str]]:
+    """The `cart-engine serve` command line: its default flags, plus `--placement` when
+    `placement` (else the bench's `--placement`, if given) and `--hosts` when given."""
 
     def command(port: int, ctx: RunContext) -> list[str]:
+        chosen = placement or ctx.placement
         return [str(BIN_DIR / "cart-engine"), "serve", "--port", str(port),
-                "--redis-url", ctx.redis_url, "--placement", placement,
+                "--redis-url", ctx.redis_url,
                 "--catalog", str(ctx.catalog_path), f"--auth-secret={ctx.auth_secret}",
+                *(["--placement", chosen] if chosen else []),
                 *(["--hosts", str(ctx.hosts)] if ctx.hosts is not None else []), *extra]
 
     return command
 
 
 def peer_command(module: str, *extra: str) -> Callable[[int, RunContext], list[str]]:
-    """The command line of a peer module; `extra` may use {redis_url} and {peer_carts} (the
-    cart cap of a peer: `ray_carts` for each scenario)."""
+    """The command line of a peer module; `extra` may use {redis_url}, {workers} and
+    {peer_carts} (the cart cap of a peer: `ray_carts` for each scenario)."""
 
     def command(port: int, ctx: RunContext) -> list[str]:
         peer_carts = ctx.ray_carts * len(ALL_SCENARIOS)
-        filled = [arg.format(redis_url=ctx.redis_url, peer_carts=peer_carts) for arg in extra]
+        filled = [arg.format(redis_url=ctx.redis_url, peer_carts=peer_carts,
+                             workers=ctx.workers) for arg in extra]
         return [sys.executable, "-m", f"loadtest.peers.{module}", "--port", str(port),
                 "--catalog", str(ctx.catalog_path), f"--auth-secret={ctx.auth_secret}", *filled]
 
@@ -153,10 +198,21 @@ def peer_command(module: str, *extra: str) -> Callable[[int, RunContext], list[s
 SYSTEMS: dict[str, SystemSpec] = {
     spec.name: spec
     for spec in (
-        SystemSpec("engine-ray", engine_command("ray"), uses_redis=True),
-        SystemSpec("engine-ray-calls", engine_command("ray", "--ray-transport", "ray"),
+        SystemSpec("engine", engine_command(), uses_redis=True, kind="engine"),
+        SystemSpec("engine-ray", engine_command("ray"), uses_redis=True, kind="engine"),
+        # The shape before: the gateway's process plus one host per CPU left (1 on 2 cores).
+        SystemSpec("engine-gateway", engine_command(
+            "ray", "--ingress", "gateway", "--hosts", str(max(1, (os.cpu_count() or 2) - 1))),
+                   uses_redis=True, kind="engine"),
+        SystemSpec("engine-local", engine_command("local"), uses_redis=True, kind="engine"),
+        SystemSpec("lua-peer", peer_command("lua_peer", "--redis-url", "{redis_url}",
+                                            "--key-prefix", "lp:", "--workers", "{workers}"),
                    uses_redis=True),
-        SystemSpec("engine-local", engine_command("local"), uses_redis=True),
+        SystemSpec("lua-peer-1w", peer_command("lua_peer", "--redis-url", "{redis_url}",
+                                               "--key-prefix", "lp:", "--workers", "1"),
+                   uses_redis=True),
+        SystemSpec("raw-asgi", peer_command("raw_asgi", "--workers", "{workers}"),
+                   uses_redis=False, kind="ceiling"),
         SystemSpec("redis-peer", peer_command("redis_peer", "--redis-url", "{redis_url}",
                                               "--key-prefix", "bench:"), uses_redis=True),
         SystemSpec("memory-peer", peer_command("memory_peer"), uses_redis=False),
@@ -209,6 +265,37 @@ def redis_used_bytes(url: str) -> int | None:
         client.close()
 
 
+def redis_command_counts(url: str) -> dict[str, float]:
+    """Redis calls so far (INFO commandstats, server-wide, commands run by scripts included):
+    ``redis_evalsha`` (EVALSHA + EVAL) and ``redis_commands`` (every command but INFO, which
+    the bench itself sends). Empty if Redis does not answer."""
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        stats = client.info("commandstats")
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+    calls = {name.removeprefix("cmdstat_"): int(entry.get("calls", 0))
+             for name, entry in stats.items() if isinstance(entry, dict)}
+    return {"redis_evalsha": float(calls.get("evalsha", 0) + calls.get("eval", 0)),
+            "redis_commands": float(sum(n for name, n in calls.items() if name != "info"))}
+
+
+def engine_counters(metrics_text: str) -> dict[str, float]:
+    """The engine's counters summed over its hosts from a `/metrics` page (Prometheus text):
+    actor turns, committed writes and group-commit flushes (`ENGINE_FAMILIES`); a family the
+    page lacks is left out."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        name = ENGINE_FAMILIES.get(family.name)
+        if name is None:
+            continue
+        found[name] = float(sum(sample.value for sample in family.samples
+                                if not sample.name.endswith("_created")))
+    return found
+
+
 class ServerProcess:
     """A system under test running as a subprocess in its own process group."""
 
@@ -227,7 +314,11 @@ class ServerProcess:
             raise SystemFailed(f"{self.command[0]} does not exist")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            # the systems of this tree, not of wherever the venv's editable install points:
+            # `cart-engine` (and the Ray workers it starts) import from PYTHONPATH first
+            path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
+                                   if p)
+            env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
                 env=env, start_new_session=True,
@@ -282,6 +373,22 @@ class ServerProcess:
             return own
         used = redis_cpu_seconds(self.redis_url)
         return None if used is None else own + used
+
+    async def counters(self) -> dict[str, float]:
+        """Cumulative counters now: Redis calls (systems on Redis) and, for the engine, its
+        actor turns and writes from `/metrics` (left out when it does not answer)."""
+        found: dict[str, float] = {}
+        if self.redis_url is not None:
+            found.update(await asyncio.to_thread(redis_command_counts, self.redis_url))
+        if self.spec.kind == "engine":
+            try:
+                async with httpx.AsyncClient(base_url=self.base_url, timeout=10.0) as client:
+                    reply = await client.get("/metrics")
+                if reply.status_code == 200:
+                    found.update(engine_counters(reply.text))
+            except httpx.HTTPError:
+                pass
+        return found
 
     def stop(self, timeout_s: float) -> None:
         """SIGTERM, wait up to `timeout_s` s, SIGKILL; then wait for (or kill) its descendants.
@@ -353,14 +460,21 @@ class BenchPlan:
     stop_timeout_s: float
     out: Path
     rate: float | None = None
+    carts: int = 500
+    lines: int = 6
+    big_lines: int = 50
 
 
 async def run_scenario(name: str, target: Target, plan: BenchPlan, items: list) -> dict[str, Any]:
     """Run one scenario against a ready system; bounded by a safety timeout."""
-    if name == "churn":
-        job = cart_churn(target, items)
+    if name == CEILING_SCENARIO:
+        job = request_mix(target, items, mix=ADD_VIEW_MIX, scenario=name)
+    elif name in ("churn", "churn-edit", "churn-big"):
+        job = cart_churn(target, items, carts=plan.carts,
+                         lines=plan.big_lines if name == "churn-big" else plan.lines,
+                         mix=EDIT_MIX if name == "churn-edit" else ADD_VIEW_MIX, scenario=name)
     elif name == "flash":
-        job = flash_sale(target, buyers=plan.buyers, units=plan.units)
+        job = flash_race(target, buyers=plan.buyers, units=plan.units)
     else:
         job = read_heavy(target, items, carts=plan.read_carts)
     return await asyncio.wait_for(job, timeout=2 * plan.duration_s + 2 * plan.setup_s + 60)
@@ -371,11 +485,17 @@ def failed_row(system: str, scenario: str, reason: str) -> dict[str, Any]:
     return {"system": system, "scenario": scenario, "failed": reason[:2000]}
 
 
+def scenarios_of(spec: SystemSpec, plan: BenchPlan) -> list[str]:
+    """What a system runs: the plan's scenarios, or the ceiling's one row."""
+    return [CEILING_SCENARIO] if spec.kind == "ceiling" else plan.scenarios
+
+
 async def run_system(
     spec: SystemSpec, ctx: RunContext, plan: BenchPlan, items: list
 ) -> list[dict[str, Any]]:
     """Start one system, run the scenarios on it, stop it; one row per scenario."""
     server = ServerProcess(spec, ctx, plan.out.parent / "logs" / f"{spec.name}.log")
+    scenarios = scenarios_of(spec, plan)
     rows: list[dict[str, Any]] = []
     try:
         if spec.uses_redis:
@@ -395,12 +515,13 @@ async def run_system(
             server_cpu=server.cpu_seconds,
             server_memory=server.memory_bytes,
             rate=plan.rate,
+            counters=server.counters,
         )
-        for scenario in plan.scenarios:
+        for scenario in scenarios:
             rows.append(await run_one(scenario, target, plan, items, server))
             console.print(describe(rows[-1]))
     except (SystemFailed, OSError, redis.RedisError) as exc:
-        rows = [failed_row(spec.name, s, f"{type(exc).__name__}: {exc}") for s in plan.scenarios]
+        rows = [failed_row(spec.name, s, f"{type(exc).__name__}: {exc}") for s in scenarios]
     finally:
         await asyncio.to_thread(server.stop, plan.stop_timeout_s)
         if spec.uses_redis:
@@ -417,6 +538,11 @@ async def run_one(
     except Exception as exc:  # noqa: BLE001 - any failure of a system under test is a row
         return failed_row(target.system, scenario, f"{type(exc).__name__}: {exc}")
     row["server_rss_mb"] = server.rss_mb()
+    if scenario == "flash":
+        cpu = row.get("server_cpu_ms_per_request")
+        served = row["buyers"] - row["untried"]
+        row["server_cpu_ms_per_buyer"] = (round(cpu * row["requests"] / served, 3)
+                                          if cpu is not None and served else None)
     return row
 
 
@@ -424,21 +550,55 @@ def describe(row: dict[str, Any]) -> str:
     """A one-line account of a row, printed as the bench goes."""
     if "failed" in row:
         return f"  [red]{row['scenario']}: FAILED[/] {row['failed'][:200]}"
+    extra = ""
+    if row["scenario"] == "flash":
+        extra = (f", {row['buyers_per_s']} buyers/s, paid {row['paid_orders']}, "
+                 f"oversold {row['oversold_units']}, per buyer {row['per_buyer']}")
     return (f"  {row['scenario']}: {row['requests']} req in {row['seconds']} s, "
             f"{row['requests_per_s']} req/s, p99 {fmt(row['p99_ms'])} ms, "
             f"errors {row['error_count']}, CPU ms/req: server "
             f"{fmt(row['server_cpu_ms_per_request'])}, "
-            f"client {fmt(row['client_cpu_ms_per_request'])}")
+            f"client {fmt(row['client_cpu_ms_per_request'])}{extra}")
+
+
+def headline(row: dict[str, Any]) -> float | None:
+    """The figure a row is compared by: buyers/s for a flash race, else requests/s."""
+    return row.get("buyers_per_s") if row["scenario"] == "flash" else row.get("requests_per_s")
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Set `vs_<baseline>`: requests/s divided by the baseline's for the same scenario."""
-    for baseline in BASELINES:
-        base = {r["scenario"]: r.get("requests_per_s") for r in rows
-                if r["system"] == baseline and "failed" not in r}
-        for row in rows:
-            rps, ref = row.get("requests_per_s"), base.get(row["scenario"])
-            row[f"vs_{baseline}"] = round(rps / ref, 2) if rps and ref else None
+    """Set `vs_lua-peer` (the row's headline over lua-peer's on the same scenario) and
+    `vs_raw-asgi` (requests/s over the ceiling row's requests/s)."""
+    peer = {r["scenario"]: headline(r) for r in rows
+            if r["system"] == PEER and "failed" not in r}
+    ceiling = next((r.get("requests_per_s") for r in rows
+                    if r["system"] == CEILING and "failed" not in r), None)
+    for row in rows:
+        if "failed" in row:
+            continue
+        mine, ref = headline(row), peer.get(row["scenario"])
+        row[f"vs_{PEER}"] = round(mine / ref, 2) if mine and ref else None
+        rps = row.get("requests_per_s")
+        row[f"vs_{CEILING}"] = round(rps / ceiling, 3) if rps and ceiling else None
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per system and scenario, the figures a regression shows in: requests/s (and buyers/s),
+    p99 ms, server CPU ms per request, the ratios, and for flash the counts per buyer."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        if "failed" in row:
+            out.setdefault(row["system"], {})[row["scenario"]] = {"failed": True}
+            continue
+        figures = {key: row.get(key) for key in (
+            "requests_per_s", "p50_ms", "p99_ms", "error_count", "server_cpu_ms_per_request",
+            "client_cpu_ms_per_request", f"vs_{PEER}", f"vs_{CEILING}")}
+        if row["scenario"] == "flash":
+            figures.update({key: row.get(key) for key in (
+                "buyers_per_s", "purchase_p50_ms", "purchase_p99_ms", "paid_orders",
+                "oversold_units", "server_cpu_ms_per_buyer", "per_buyer")})
+        out.setdefault(row["system"], {})[row["scenario"]] = figures
+    return out
 
 
 # --------------------------------------------------------------------------- reporting
@@ -456,24 +616,52 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 
 def results_table(rows: list[dict[str, Any]]) -> Table:
-    """The rich table of all rows."""
-    table = Table(title="cart engine benchmark (requests/s ratios to the baselines)")
+    """The table of the request-rate rows (churn, read, ceiling)."""
+    table = Table(title=f"requests/s; ratios to {PEER} (same scenario) and {CEILING} "
+                        f"(the HTTP ceiling)")
     for header in ("system", "scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors",
-                   "oversold", "checkouts/s", "x redis-peer", "x memory-peer",
-                   "srv CPU ms/req", "cli CPU ms/req", "RSS MB", "B/cart"):
+                   f"x {PEER}", f"x {CEILING}", "srv CPU ms/req", "cli CPU ms/req", "RSS MB",
+                   "B/cart"):
         table.add_column(header, justify="left" if header in ("system", "scenario") else "right")
     for row in rows:
+        if row["scenario"] == "flash":
+            continue
         if "failed" in row:
-            table.add_row(row["system"], row["scenario"], "[red]FAILED", *([""] * 12))
+            table.add_row(row["system"], row["scenario"], "[red]FAILED", *([""] * 10))
             continue
         table.add_row(
             row["system"], row["scenario"], fmt(row["requests_per_s"], 0),
             fmt(row["p50_ms"]), fmt(row["p99_ms"]), fmt(row["p999_ms"]),
-            fmt(row["error_count"]), fmt(row.get("oversold_units")),
-            fmt(row.get("checkouts_per_s"), 0), fmt(row.get("vs_redis-peer")),
-            fmt(row.get("vs_memory-peer")), fmt(row.get("server_cpu_ms_per_request")),
-            fmt(row.get("client_cpu_ms_per_request")), fmt(row.get("server_rss_mb"), 0),
-            fmt(row.get("bytes_per_cart")),
+            fmt(row["error_count"]), fmt(row.get(f"vs_{PEER}")), fmt(row.get(f"vs_{CEILING}"), 3),
+            fmt(row.get("server_cpu_ms_per_request")), fmt(row.get("client_cpu_ms_per_request")),
+            fmt(row.get("server_rss_mb"), 0), fmt(row.get("bytes_per_cart")),
+        )
+    return table
+
+
+def flash_table(rows: list[dict[str, Any]]) -> Table:
+    """The table of the flash races: buyers/s, purchase latency, the ledger, and what one
+    purchase costs (Redis calls, engine actor turns and writes, server CPU)."""
+    table = Table(title=f"flash race: buyers/s (ratio to {PEER}); per buyer: Redis calls, "
+                        "actor turns and writes, server CPU")
+    for header in ("system", "buyers/s", "seconds", "p50 ms", "p99 ms", "paid", "oversold",
+                   "errors", f"x {PEER}", "EVALSHA/buyer", "Redis cmds/buyer", "turns/buyer",
+                   "writes/buyer", "srv CPU ms/buyer"):
+        table.add_column(header, justify="left" if header == "system" else "right")
+    for row in rows:
+        if row["scenario"] != "flash":
+            continue
+        if "failed" in row:
+            table.add_row(row["system"], "[red]FAILED", *([""] * 12))
+            continue
+        per = row.get("per_buyer") or {}
+        table.add_row(
+            row["system"], fmt(row.get("buyers_per_s"), 0), fmt(row["seconds"]),
+            fmt(row.get("purchase_p50_ms")), fmt(row.get("purchase_p99_ms")),
+            fmt(row["paid_orders"]), fmt(row["oversold_units"]), fmt(row["error_count"]),
+            fmt(row.get(f"vs_{PEER}")), fmt(per.get("redis_evalsha")),
+            fmt(per.get("redis_commands")), fmt(per.get("engine_turns")),
+            fmt(per.get("engine_writes")), fmt(row.get("server_cpu_ms_per_buyer")),
         )
     return table
 
@@ -530,19 +718,20 @@ def redis_version(url: str) -> str | None:
         client.close()
 
 
-def write_json(path: Path, plan: BenchPlan, ctx: RunContext, rows: list[dict[str, Any]]) -> None:
-    """The results file: machine, configuration and rows."""
+def bench_document(plan: BenchPlan, ctx: RunContext, rows: list[dict[str, Any]]
+                   ) -> dict[str, Any]:
+    """The results document: machine, configuration, summary and rows."""
     config = {
         "systems": plan.systems, "scenarios": plan.scenarios,
         "connections": plan.connections, "duration_s": plan.duration_s, "rate": plan.rate,
         "max_requests": plan.max_requests, "buyers": plan.buyers, "units": plan.units,
-        "read_carts": plan.read_carts,
-        "engine_hosts": ctx.hosts or max(1, (os.cpu_count() or 2) - 1),
+        "carts": plan.carts, "lines_per_cart": plan.lines, "big_lines": plan.big_lines,
+        "read_carts": plan.read_carts, "engine_hosts": ctx.hosts,
+        "engine_placement": ctx.placement, "peer_workers": ctx.workers,
         "ray_per_cart_max_carts": ctx.ray_carts, "redis_url": ctx.redis_url,
     }
-    document = {"machine": machine_info(ctx.redis_url), "config": config, "results": rows}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    return {"machine": machine_info(ctx.redis_url), "config": config,
+            "summary": summarize(rows), "results": rows}
 
 
 # --------------------------------------------------------------------------- command line
@@ -553,8 +742,12 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
-    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                        help=f"comma-separated, from: {', '.join(SYSTEMS)}")
+    parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                        help=f"comma-separated, from: {', '.join(ALL_SCENARIOS)}")
+    parser.add_argument("--big-carts", action="store_true",
+                        help="also run churn-big (churn on carts of --big-lines lines)")
     parser.add_argument("--connections", type=int, default=64,
                         help="keep-alive connections = concurrent virtual users")
     parser.add_argument("--duration", type=float, default=20.0,
@@ -564,33 +757,55 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
     parser.add_argument("--rate", type=float, default=None,
                         help="pace churn and read at this many requests/s over all "
                              "connections (latency at an offered load; default: flat out)")
-    parser.add_argument("--buyers", type=int, default=16_000, help="flash sale buyers")
-    parser.add_argument("--units", type=int, default=4000, help="flash sale units on sale")
+    parser.add_argument("--carts", type=int, default=500,
+                        help="churn: distinct guest carts shared by the connections")
+    parser.add_argument("--lines", type=int, default=6, help="churn: lines per cart")
+    parser.add_argument("--big-lines", type=int, default=50, help="churn-big: lines per cart")
+    parser.add_argument("--buyers", type=int, default=4000, help="flash: buyers")
+    parser.add_argument("--units", type=int, default=1000, help="flash: units on sale")
     parser.add_argument("--read-carts", type=int, default=4000,
                         help="carts read-heavy reads (and memory per active cart is measured on)")
     parser.add_argument("--ray-carts", type=int, default=16,
                         help="cart cap per scenario for ray-per-cart (a Ray process per cart)")
     parser.add_argument("--products", type=int, default=50, help="catalog products")
     parser.add_argument("--variants", type=int, default=4, help="variants per product")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="uvicorn workers of lua-peer and raw-asgi (default: one per core)")
     parser.add_argument("--hosts", type=int, default=None,
-                        help="engine hosts (--hosts of cart-engine serve; default: its own, "
-                             "one per CPU left after the gateway's)")
+                        help="engine hosts (--hosts of cart-engine serve; default: its own)")
+    parser.add_argument("--placement", default=None,
+                        help="the engine's --placement (default: its own)")
     parser.add_argument("--redis-host", default="127.0.0.1:6379")
     parser.add_argument("--redis-db", type=int, default=15,
                         help="Redis database the bench flushes and lends to the systems")
+    parser.add_argument("--own-redis", action="store_true",
+                        help="start a private redis-server for the run (exact command counts)")
     parser.add_argument("--setup-timeout", type=float, default=120.0,
                         help="time limit of each setup phase (making carts), seconds")
     parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds")
     parser.add_argument("--stop-timeout", type=float, default=30.0, help="seconds")
+    parser.add_argument("--json", action="store_true",
+                        help="print the results document as JSON on stdout (tables on stderr)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
+    scenarios = checked(args.scenarios, ALL_SCENARIOS, parser)
+    if args.big_carts and "churn-big" not in scenarios:
+        scenarios.append("churn-big")
+    for flag, value in (("--carts", args.carts), ("--lines", args.lines),
+                        ("--big-lines", args.big_lines), ("--buyers", args.buyers),
+                        ("--workers", args.workers), ("--connections", args.connections)):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1")
+    if args.units < 0:
+        parser.error("--units must be at least 0")
     plan = BenchPlan(
         systems=checked(args.systems, tuple(SYSTEMS), parser),
-        scenarios=checked(args.scenarios, ALL_SCENARIOS, parser),
+        scenarios=scenarios,
         connections=args.connections, duration_s=args.duration, max_requests=args.requests,
         buyers=args.buyers, units=args.units, read_carts=args.read_carts,
         setup_s=args.setup_timeout, ready_timeout_s=args.ready_timeout,
         stop_timeout_s=args.stop_timeout, out=args.out, rate=args.rate,
+        carts=args.carts, lines=args.lines, big_lines=args.big_lines,
     )
     return plan, args
 
@@ -606,30 +821,52 @@ def checked(csv: str, allowed: tuple[str, ...], parser: argparse.ArgumentParser)
 
 async def run_bench(plan: BenchPlan, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Write the catalog, run every system in turn, report and save."""
+    global console
+    if args.json:
+        console = Console(stderr=True, width=190)
     entries = make_catalog(args.products, args.variants, stock=10_000_000)
     catalog_path = plan.out.parent / "bench-catalog.json"
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     catalog_path.write_text(json.dumps(entries))
-    ctx = RunContext(
-        catalog_path=catalog_path.resolve(),
-        auth_secret=secrets.token_urlsafe(32),
-        redis_url=f"redis://{args.redis_host}/{args.redis_db}",
-        hosts=args.hosts,
-        ray_carts=args.ray_carts,
-    )
-    items = catalog_items(entries)
-    rows: list[dict[str, Any]] = []
-    for name in plan.systems:
-        console.rule(name)
-        rows.extend(await run_system(SYSTEMS[name], ctx, plan, items))
-    add_ratios(rows)
-    console.print(results_table(rows))
-    for row in rows:
-        if "failed" in row:
-            reason = row["failed"][:300]
-            console.print(f"[red]failed[/] {row['system']} {row['scenario']}: {reason}")
-    write_json(plan.out, plan, ctx, rows)
+    own, own_dir = None, None
+    redis_url = f"redis://{args.redis_host}/{args.redis_db}"
+    if args.own_redis:
+        own_dir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+        own = BundledRedis(own_dir)
+        redis_url = own.start()
+    try:
+        ctx = RunContext(
+            catalog_path=catalog_path.resolve(),
+            auth_secret=secrets.token_urlsafe(32),
+            redis_url=redis_url,
+            hosts=args.hosts,
+            ray_carts=args.ray_carts,
+            placement=args.placement,
+            workers=args.workers,
+        )
+        items = catalog_items(entries)
+        rows: list[dict[str, Any]] = []
+        for name in plan.systems:
+            console.rule(name)
+            rows.extend(await run_system(SYSTEMS[name], ctx, plan, items))
+        add_ratios(rows)
+        console.print(results_table(rows))
+        if any(row["scenario"] == "flash" for row in rows):
+            console.print(flash_table(rows))
+        for row in rows:
+            if "failed" in row:
+                reason = row["failed"][:300]
+                console.print(f"[red]failed[/] {row['system']} {row['scenario']}: {reason}")
+        document = bench_document(plan, ctx, rows)
+    finally:
+        if own is not None:
+            own.stop()
+            shutil.rmtree(own_dir, ignore_errors=True)
+    plan.out.parent.mkdir(parents=True, exist_ok=True)
+    plan.out.write_text(json.dumps(document, indent=2) + "\n")
     console.print(f"results written to {plan.out}")
+    if args.json:
+        print(json.dumps(document, indent=2))
     return rows
 
 

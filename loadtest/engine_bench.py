@@ -2,8 +2,9 @@
 
 Usage (from the project root, with the project's venv):
 
-    python -m loadtest.engine_bench [ops] [memory] [persistence]
+    python -m loadtest.engine_bench [ops] [memory] [persistence] [linecost]
         [--carts 100000] [--ops 200000] [--per-cart 1,10,50]
+        [--big-cart 50] [--rounds 15] [--samples 100]
         [--redis-url redis://127.0.0.1:6379/15]
         [--out bench-results/engine.json]
 
@@ -18,6 +19,9 @@ Usage (from the project root, with the project's venv):
 - ``persistence``: time to persist one new reservation on an inventory actor that holds 0
   open reservations and on one that holds 10,000 (Redis, ``--redis-url``), in alternating
   rounds: O(change) means a ratio near 1.
+- ``linecost``: time to add one new line to a ``--big-cart``-line cart (default 50) and to a
+  1-line cart, one ``add_item`` call each on the in-memory store, in alternating rounds
+  (median of the rounds' means, and their ratio: issue 11 asks for at most 2).
 
 The process runs with `actors.runtime.tune_gc` applied, as the served engine does;
 ``--default-gc`` keeps CPython's collector defaults instead, for comparison.
@@ -202,8 +206,51 @@ async def bench_persistence(redis_url: str, open_reservations: int = 10_000,
     ]
 
 
+async def bench_line_cost(big: int = 50, rounds: int = 15, samples: int = 100,
+                          store: Any = None) -> list[dict[str, Any]]:
+    """Seconds to add one new line to a cart of ``big`` lines and to a cart of 1 line
+    (embedded, one ``add_item`` call each, answering the priced cart), in alternating rounds
+    of ``samples``: each sample adds the line (timed) and removes it (untimed), so the carts
+    keep their sizes. Reports the median of the rounds' means and their ratio: a cost that
+    does not grow with the cart means a ratio near 1 (issue 11's target: at most 2)."""
+    svc = await _service(store if store is not None else MemoryStore())
+    for i in range(big + 1):
+        await svc.put_product(f"line-{i}", dict(PRODUCT, name=f"Line {i}"))
+    carts = {1: (f"guest_{1:020x}", cart_id(1)), big: (f"guest_{big:020x}", cart_id(big))}
+    for size, (owner, cid) in carts.items():
+        await svc.call("cart", cid, "create", {"owner": owner})
+        for i in range(1, size + 1):
+            await svc.add_item(owner, cid, product_id=f"line-{i}", quantity=1)
+    means: dict[int, list[float]] = {1: [], big: []}
+    for r in range(rounds):
+        order = (1, big) if r % 2 == 0 else (big, 1)  # neither size always goes first
+        for size in order:
+            owner, cid = carts[size]
+            spent = 0.0
+            for _ in range(samples):
+                t = time.perf_counter()
+                view = await svc.add_item(owner, cid, product_id="line-0", quantity=1)
+                spent += time.perf_counter() - t
+                line = next(li["line_id"] for li in view["lines"]
+                            if li["product_id"] == "line-0")
+                await svc.remove_line(owner, cid, line)
+            means[size].append(spent / samples)
+    await svc.close()
+    small_s, big_s = (sorted(m)[len(m) // 2] for m in means.values())
+    return [
+        {"figure": "add a line to a 1-line cart", "value": round(small_s * 1e6),
+         "unit": "us", "rounds": rounds, "samples_per_round": samples},
+        {"figure": f"add a line to a {big}-line cart", "value": round(big_s * 1e6),
+         "unit": "us", "rounds": rounds, "samples_per_round": samples},
+        {"figure": f"ratio, {big}-line to 1-line cart", "value": round(big_s / small_s, 2),
+         "unit": "x"},
+    ]
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    if "linecost" in args.what:
+        rows += await bench_line_cost(args.big_cart, args.rounds, args.samples)
     if "ops" in args.what:
         rows.append(await bench_ops(args.carts, args.ops, MemoryStore(), "memory store"))
         for per_cart in args.per_cart:
@@ -228,13 +275,18 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="*", default=["ops", "memory", "persistence"])
+    p.add_argument("what", nargs="*", default=["ops", "memory", "persistence", "linecost"],
+                   choices=["ops", "memory", "persistence", "linecost"])
     p.add_argument("--carts", type=int, default=100_000)
     p.add_argument("--ops", type=int, default=300_000)
     p.add_argument("--per-cart", type=lambda v: [int(x) for x in v.split(",")],
                    default=[1, 10, 50],
                    help="apply: ops per cart per batch, comma-separated (default 1,10,50)")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    p.add_argument("--big-cart", type=int, default=50,
+                   help="linecost: lines of the big cart (default 50)")
+    p.add_argument("--rounds", type=int, default=15, help="linecost: alternating rounds")
+    p.add_argument("--samples", type=int, default=100, help="linecost: additions per round")
     p.add_argument("--default-gc", action="store_true",
                    help="keep CPython's garbage-collector defaults (no tune_gc)")
     p.add_argument("--out", type=Path, default=Path("bench-results/engine.json"))

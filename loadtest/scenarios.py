@@ -1,10 +1,14 @@
-"""The three load-test scenarios, spoken over the API.md routes through `loadtest.client`.
+"""The load-test scenarios, spoken over the API.md routes through `loadtest.client`.
 
-- `cart_churn`: virtual users each make a guest cart, then loop add item / PATCH quantity /
-  DELETE line / GET cart over a set of product variants.
-- `flash_sale`: the stock of one variant is set to `units`; `buyers` guests each make a cart
-  with one unit, then all check out with `tok_ok` at once; the paid orders and the admin stock
-  answer (`{"delta": 0}`) must agree: units sold = paid units, on_hand + sold = units.
+- `cart_churn`: hundreds of guest carts of several lines (default 500 carts of 6 lines),
+  shared by the connections, one request at a time per cart: 60% add one unit / 40% view
+  (`ADD_VIEW_MIX`), or the same with PATCH and DELETE in the mix (`EDIT_MIX`).
+- `request_mix`: the churn's requests without its state, for the raw ASGI ceiling.
+- `flash_race`: `buyers` guests race for `units` units, each making a guest cart, adding one
+  unit and checking out with `tok_ok`; the whole purchase is measured, and the sale's ledger
+  checked (units sold = paid units, on_hand + sold = units).
+- `flash_sale`: the operator's variant (`loadtest.flash_sale`): every buyer first gets a cart
+  holding one unit, then all check out at once.
 - `read_heavy`: carts prepared with a few lines, then many `GET /v1/carts/{id}`.
 
 Each returns a result dict: `scenario`, `system`, `requests`, `seconds`, `requests_per_s`,
@@ -19,16 +23,20 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import orjson
+from hdrh.histogram import HdrHistogram
 
-from loadtest.client import CpuProbe, HttpSession, Phase, Reply, User
+from loadtest.client import MAX_LATENCY_US, CpuProbe, HttpSession, Phase, Reply, User
 
 #: Bytes a system holds now, by where: ``{"processes": ..., "redis": ...}`` (what is known).
 MemoryProbe = Callable[[], dict[str, float]]
+#: Cumulative counters of a system now, by name (Redis commands, engine actor turns, ...).
+CounterProbe = Callable[[], Awaitable[dict[str, float]]]
 
 #: Unit price of generated products, in minor units (USD cents).
 PRICE_MINOR = 2499
@@ -74,6 +82,8 @@ class Target:
     offered load rather than at saturation (flash sales stay a burst).
     `server_memory` (if set) answers the bytes the system holds now by where they are:
     ``{"processes": resident memory, "redis": Redis data}``, to meter memory per active cart.
+    `counters` (if set) answers cumulative counters by name (Redis commands by kind, engine
+    actor turns and writes), read around a flash race to count what one purchase costs.
     """
 
     base_url: str
@@ -87,6 +97,7 @@ class Target:
     server_cpu: CpuProbe | None = field(default=None, compare=False)
     rate: float | None = None
     server_memory: MemoryProbe | None = field(default=None, compare=False)
+    counters: CounterProbe | None = field(default=None, compare=False)
 
     def carts(self, wanted: int) -> int:
         """`wanted`, capped by `max_carts`."""
@@ -247,36 +258,206 @@ def setup_summary(phase: Phase) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- cart churn
 
+#: Share of each operation in a churn mix (sums to 1): `add` (one unit), `patch` (a line's
+#: quantity), `delete` (a line), `view` (GET the cart).
+ADD_VIEW_MIX = {"add": 0.6, "view": 0.4}
+EDIT_MIX = {"add": 0.35, "patch": 0.15, "delete": 0.1, "view": 0.4}
+#: A line's units the churn lets grow before it sets the line back to one (the engine and the
+#: peers refuse more than 999 units on a line).
+MAX_CHURN_UNITS = 900
 
-async def cart_churn(target: Target, items: list[Item]) -> dict[str, Any]:
-    """Virtual users churning their own cart: add, PATCH quantity, DELETE line, GET.
 
-    Figures: `users` (virtual users, one cart each), `iterations` (completed 4-call loops).
-    """
-    users = target.carts(target.connections)
-    iterations: Counter[str] = Counter()
+@dataclass
+class ShopperCart:
+    """A prepared cart of the churn: its items (one line each when all are present), the line
+    id of each present item, and the units the client believes each line holds."""
 
-    async def user(vu: User, index: int) -> None:
+    cart: GuestCart
+    items: list[Item]
+    line_ids: dict[str, str] = field(default_factory=dict)
+    units: Counter[str] = field(default_factory=Counter)
+
+    def missing(self) -> list[Item]:
+        """Items whose line is not in the cart now (deleted by an edit)."""
+        return [item for item in self.items if item.variant_id not in self.line_ids]
+
+
+def cart_items(items: list[Item], index: int, lines: int) -> list[Item]:
+    """The `lines` distinct items of prepared cart `index` (consecutive in `items`, starting
+    at a stride so that carts differ)."""
+    if lines > len(items):
+        raise ScenarioError(f"{lines} lines per cart need {lines} variants, the catalog has "
+                            f"{len(items)}")
+    start = (index * 7) % len(items)
+    return [items[(start + k) % len(items)] for k in range(lines)]
+
+
+def pick(mix: dict[str, float], draw: float) -> str:
+    """The operation of `mix` that a uniform `draw` in [0, 1) falls on."""
+    for kind, share in mix.items():
+        if draw < share:
+            return kind
+        draw -= share
+    return next(reversed(mix))
+
+
+async def prepare_shopper_carts(
+    session: HttpSession, target: Target, items: list[Item], carts: int, lines: int
+) -> tuple[list[ShopperCart], Phase]:
+    """`carts` guest carts of `lines` lines (one unit each), made `connections` at a time in a
+    setup phase; answers the carts made and the phase."""
+    made: list[ShopperCart] = []
+
+    async def prepare(vu: User, index: int) -> None:
         cart = await guest_cart(vu)
         if cart is None:
             return
-        for step in range(index, index + target.max_requests):
-            item = items[step % len(items)]
-            line_id = line_of(await add_item(vu, cart, item, 1), item.variant_id)
-            if line_id is None:
-                continue
-            path = f"/v1/carts/{cart.cart_id}/items/{line_id}"
-            await vu.call("PATCH", path, json={"quantity": 2 + step % 3}, token=cart.token)
-            await vu.call("DELETE", path, token=cart.token)
-            await vu.call("GET", f"/v1/carts/{cart.cart_id}", token=cart.token)
-            iterations["done"] += 1
+        shopper = ShopperCart(cart, cart_items(items, index, lines))
+        for item in shopper.items:
+            await shopper_add(vu, shopper, item)
+        if len(shopper.line_ids) == lines:
+            made.append(shopper)
 
+    setup = session.phase("churn/carts", max_requests=carts * (lines + 1),
+                          duration_s=target.setup_s)
+    await setup.run_pool(range(carts), prepare, workers=target.connections)
+    if not made:
+        raise ScenarioError(f"no cart of {lines} lines could be prepared: "
+                            f"{setup.result()['statuses']}")
+    return made, setup
+
+
+async def shopper_add(vu: User, shopper: ShopperCart, item: Item) -> Reply | None:
+    """Add one unit of `item` to the cart; remember its line and units from the answer."""
+    reply = await add_item(vu, shopper.cart, item, 1)
+    line_id = line_of(reply, item.variant_id)
+    if line_id is not None:
+        shopper.line_ids[item.variant_id] = line_id
+        shopper.units[item.variant_id] += 1
+    return reply
+
+
+async def churn_step(vu: User, shopper: ShopperCart, kind: str, rng: random.Random) -> str:
+    """One operation of kind `kind` on `shopper`'s cart; answers the kind actually sent.
+
+    `add` re-adds a deleted line first, else adds one unit to a line (a line at
+    MAX_CHURN_UNITS is set back to one unit instead: `patch`); `delete` keeps at least all
+    lines but one (else it becomes an `add`); `patch` sets a line to 1..5 units.
+    """
+    cart = shopper.cart
+    if kind in ("patch", "delete") and not shopper.line_ids:
+        kind = "add"
+    if kind == "delete" and len(shopper.line_ids) < len(shopper.items):
+        kind = "add"
+    if kind == "add":
+        missing = shopper.missing()
+        item = missing[0] if missing else shopper.items[rng.randrange(len(shopper.items))]
+        if shopper.units[item.variant_id] < MAX_CHURN_UNITS:
+            await shopper_add(vu, shopper, item)
+            return "add"
+        kind, quantity, variant = "patch", 1, item.variant_id
+    elif kind in ("patch", "delete"):
+        variant = rng.choice(list(shopper.line_ids))
+        quantity = 1 + rng.randrange(5)
+    if kind == "view":
+        await vu.call("GET", f"/v1/carts/{cart.cart_id}", token=cart.token)
+        return "view"
+    path = f"/v1/carts/{cart.cart_id}/items/{shopper.line_ids[variant]}"
+    if kind == "patch":
+        reply = await vu.call("PATCH", path, json={"quantity": quantity}, token=cart.token)
+        if reply is not None and reply.ok:
+            shopper.units[variant] = quantity
+        return "patch"
+    reply = await vu.call("DELETE", path, token=cart.token)
+    if reply is not None and reply.ok:
+        del shopper.line_ids[variant]
+        shopper.units.pop(variant, None)
+    return "delete"
+
+
+async def cart_churn(
+    target: Target,
+    items: list[Item],
+    *,
+    carts: int = 500,
+    lines: int = 6,
+    mix: dict[str, float] | None = None,
+    scenario: str = "churn",
+) -> dict[str, Any]:
+    """Realistic churn: `carts` guest carts of `lines` lines shared by the connections.
+
+    Setup makes the carts (one unit on each of `lines` distinct variants). In the measured
+    phase every connection in turn takes a random cart nobody is using (a shopper makes one
+    request at a time), sends one operation drawn from `mix` (default `ADD_VIEW_MIX`: 60% add
+    one unit to one of its lines, 40% view; `EDIT_MIX` adds PATCH and DELETE) and gives the
+    cart back. Carts keep `lines` lines (`lines - 1` just after a DELETE, until the next add).
+
+    Figures: `carts` (prepared), `lines_per_cart`, `mix`, `operations` (sent, by kind) and
+    `setup`. Raises ScenarioError when no cart could be prepared.
+    """
+    mix = mix or ADD_VIEW_MIX
+    carts = target.carts(carts)
+    operations: Counter[str] = Counter()
     async with target.session() as session:
-        phase = session.phase("churn", max_requests=target.max_requests,
+        shoppers, setup = await prepare_shopper_carts(session, target, items, carts, lines)
+        idle = list(shoppers)
+
+        async def connection(vu: User, index: int) -> None:
+            rng = random.Random(index)
+            while True:
+                if not idle:  # more connections than carts: this one has no cart to use
+                    return
+                shopper = idle.pop(rng.randrange(len(idle)))
+                try:
+                    operations[await churn_step(vu, shopper, pick(mix, rng.random()), rng)] += 1
+                finally:
+                    idle.append(shopper)
+
+        phase = session.phase(scenario, max_requests=target.max_requests,
                               duration_s=target.duration_s, expected=(200, 201, 204),
                               rate=target.rate)
-        await phase.run_users(users, user)
-    return result("churn", target, phase, users=users, iterations=iterations["done"])
+        await phase.run_users(target.connections, connection)
+    return result(scenario, target, phase, carts=len(shoppers), lines_per_cart=lines,
+                  mix=mix, operations=dict(operations), setup=setup_summary(setup))
+
+
+async def request_mix(target: Target, items: list[Item], *, mix: dict[str, float] | None = None,
+                      scenario: str = "ceiling") -> dict[str, Any]:
+    """The churn's requests without its state, for a server that answers every request alike
+    (`raw-asgi`): each connection sends `mix`'s adds (a POST with a JSON body) and views (a
+    GET), with a bearer token of a guest's size, as fast as it is answered. No setup.
+
+    Figures: `operations` (sent, by kind), `body_bytes` (size of the first answer's JSON
+    body, re-encoded).
+    """
+    mix = mix or ADD_VIEW_MIX
+    token = make_admin_token("x" * 32, sub="guest_" + "0" * 32)
+    operations: Counter[str] = Counter()
+    sizes: list[int] = []
+
+    async def connection(vu: User, index: int) -> None:
+        rng = random.Random(index)
+        while True:
+            item = items[rng.randrange(len(items))]
+            cart = f"/v1/carts/cart_{index:032x}"
+            if pick(mix, rng.random()) == "view":
+                reply = await vu.call("GET", cart, token=token)
+                operations["view"] += 1
+            else:
+                body = {"product_id": item.product_id, "variant_id": item.variant_id,
+                        "quantity": 1}
+                reply = await vu.call("POST", f"{cart}/items", json=body, token=token)
+                operations["add"] += 1
+            if reply is not None and not sizes:
+                sizes.append(len(orjson.dumps(reply.body)))
+
+    async with target.session() as session:
+        phase = session.phase(scenario, max_requests=target.max_requests,
+                              duration_s=target.duration_s, expected=(200, 201, 204),
+                              rate=target.rate)
+        await phase.run_users(target.connections, connection)
+    return result(scenario, target, phase, mix=mix, operations=dict(operations),
+                  body_bytes=sizes[0] if sizes else None)
 
 
 # --------------------------------------------------------------------------- flash sale
@@ -355,6 +536,88 @@ async def flash_sale(
                   checkouts_per_s=burst.result()["requests_per_s"],
                   product_id=item.product_id, variant_id=item.variant_id,
                   setup=setup_summary(carts))
+
+
+async def flash_race(
+    target: Target,
+    *,
+    buyers: int = 4000,
+    units: int = 1000,
+) -> dict[str, Any]:
+    """A flash sale as shoppers live it: `buyers` guests race for `units` units of a fresh
+    one-variant product, `connections` at a time, each making a guest cart, adding one unit
+    and checking out with `tok_ok` (own Idempotency-Key). The measured phase is the whole
+    purchase of every buyer; its requests are the three calls of each. It is bounded by the
+    longer of `target.duration_s` and `target.setup_s` (seconds): the race is a fixed amount
+    of work, and the time it takes is the figure.
+
+    With `target.counters`, the cumulative counters it answers (Redis commands, engine actor
+    turns) are read just before and after that phase, and their growth is reported whole
+    (`counted`) and per buyer (`per_buyer`).
+
+    Figures: those of `flash_figures`, plus `buyers_per_s` (buyers served per second, bought
+    or refused), `purchase_p50_ms` / `purchase_p99_ms` (a buyer's three calls, end to end),
+    `counted`, `per_buyer`. When `target.max_carts` caps the buyers, `units` shrinks in
+    proportion.
+    """
+    capped = target.carts(buyers)
+    units = max(1, units * capped // buyers) if capped < buyers else units
+    buyers = capped
+    outcomes: Counter[str] = Counter()
+    sold: Counter[str] = Counter()
+    purchases = HdrHistogram(1, MAX_LATENCY_US, 3)
+    counters = target.counters
+
+    async with target.session() as session:
+        admin = session.phase("flash/admin", max_requests=10, duration_s=target.setup_s)
+        item = await create_flash_product(admin, target.admin_token)
+        await set_stock(admin, target.admin_token, item.variant_id, units)
+
+        async def buy(vu: User, _index: int) -> None:
+            started = time.perf_counter()
+            cart = await guest_cart(vu)
+            if cart is None:
+                outcomes["no_cart"] += 1
+                return
+            reply = await add_item(vu, cart, item, 1)
+            if reply is not None and reply.ok:
+                reply = await vu.call(
+                    "POST", f"/v1/carts/{cart.cart_id}/checkout",
+                    json={"payment": {"token": "tok_ok"}},
+                    token=cart.token, headers={"Idempotency-Key": uuid.uuid4().hex},
+                )
+            if reply is not None and reply.status == 201:
+                outcomes["paid"] += 1
+                sold["units"] += units_of(reply.body, item.variant_id)
+            else:
+                outcomes[error_code(reply)] += 1
+            elapsed_us = int((time.perf_counter() - started) * 1_000_000)
+            purchases.record_value(min(max(elapsed_us, 1), MAX_LATENCY_US))
+
+        before = await counters() if counters is not None else None
+        # a fixed amount of work whose time is the figure: bounded like a setup phase, so a
+        # short --duration does not cut the race and leave buyers untried
+        race = session.phase("flash", max_requests=3 * buyers,
+                             duration_s=max(target.duration_s, target.setup_s),
+                             expected=(200, 201, 409))
+        await race.run_pool(range(buyers), buy, workers=target.connections)
+        after = await counters() if counters is not None else None
+        level = await read_stock(admin, target.admin_token, item.variant_id)
+
+    figures = flash_figures(units, buyers, outcomes, sold["units"], level)
+    served = buyers - figures["untried"]
+    seconds = race.result()["seconds"]
+    counted = ({name: after[name] - before[name] for name in after if name in before}
+               if before is not None and after is not None else {})
+    return result(
+        "flash", target, race, **figures,
+        buyers_per_s=round(served / seconds, 1) if seconds else None,
+        purchase_p50_ms=purchases.get_value_at_percentile(50) / 1000 if served else None,
+        purchase_p99_ms=purchases.get_value_at_percentile(99) / 1000 if served else None,
+        counted=counted,
+        per_buyer={name: round(n / served, 2) for name, n in counted.items()} if served else {},
+        product_id=item.product_id, variant_id=item.variant_id,
+    )
 
 
 def units_of(order: Any, variant_id: str) -> int:

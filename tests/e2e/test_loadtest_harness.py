@@ -1,16 +1,27 @@
-"""The load-test harness against a real server: the operator's flash-sale proof and the
-read-heavy scenario's figures (including memory per active cart)."""
+"""The load-test harness against a real server: the operator's flash-sale proof, the
+read-heavy scenario's figures (including memory per active cart), and the bench's realistic
+churn and flash race with the engine's actor turns per buyer."""
 
 from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 
+from loadtest.bench import engine_counters
 from loadtest.client import run_async
 from loadtest.flash_sale import main as flash_sale_main
 from loadtest.flash_sale import problems
-from loadtest.scenarios import Item, Target, make_admin_token, read_heavy
+from loadtest.scenarios import (
+    EDIT_MIX,
+    Item,
+    Target,
+    cart_churn,
+    flash_race,
+    make_admin_token,
+    read_heavy,
+)
 from tests.e2e.server import SECRET, Server
 
 pytestmark = pytest.mark.e2e
@@ -64,3 +75,35 @@ def test_read_heavy_prepares_its_carts_and_meters_memory_per_cart(server: Server
     assert row["carts"] == 15 and row["error_count"] == 0 and row["requests"] == 200
     assert row["bytes_per_cart_parts"] == {"processes": 2000}
     assert row["bytes_per_cart"] == 2000
+
+
+def test_the_engine_churns_shared_carts_and_a_race_counts_its_turns_per_buyer(
+        server: Server) -> None:
+    tag = uuid.uuid4().hex[:8]
+    items = [Item(f"churn-{tag}-{i}", f"churn-{tag}-{i}") for i in range(8)]
+    with server.client("ops", admin=True) as admin:
+        for item in items:
+            admin.put(f"/v1/admin/products/{item.product_id}", json={
+                "name": "Churn Sock", "category": "apparel", "stock": 100_000,
+                "price": {"amount": 900, "currency": "USD"}}).raise_for_status()
+
+    async def counters() -> dict[str, float]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            return engine_counters((await client.get("/metrics")).text)
+
+    target = Target(base_url=server.url, admin_token=make_admin_token(SECRET), system="e2e",
+                    connections=8, duration_s=60, max_requests=300, counters=counters)
+    churn = run_async(cart_churn(target, items, carts=12, lines=6))
+    assert churn["error_count"] == 0 and churn["requests"] == 300 and churn["carts"] == 12
+    assert churn["setup"]["requests"] == 12 * 7
+    edit = run_async(cart_churn(target, items, carts=12, lines=6, mix=EDIT_MIX,
+                                scenario="churn-edit"))
+    assert edit["error_count"] == 0 and edit["operations"]["delete"] > 0
+
+    sale = run_async(flash_race(target, buyers=30, units=10))
+    assert sale["error_count"] == 0 and sale["untried"] == 0
+    assert sale["paid_orders"] == 10 and sale["units_sold"] == 10
+    assert sale["oversold_units"] == 0 and sale["ledger_gap"] == 0
+    # a purchase is several actor turns (cart, add, reserve, order, ...), each persisted
+    assert sale["per_buyer"]["engine_turns"] >= 3
+    assert sale["counted"]["engine_writes"] > 0

@@ -7,7 +7,13 @@ import uuid
 import pytest
 import redis
 
-from loadtest.engine_bench import bench_apply, bench_memory, bench_ops, bench_persistence
+from loadtest.engine_bench import (
+    bench_apply,
+    bench_line_cost,
+    bench_memory,
+    bench_ops,
+    bench_persistence,
+)
 from snapshots.memory_store import MemoryStore
 
 pytestmark = pytest.mark.integration
@@ -41,3 +47,12 @@ async def test_the_persistence_figure_compares_both_ledgers_and_leaves_redis_cle
     client = redis.Redis.from_url(redis_url)
     assert list(client.scan_iter(f"{prefix}*")) == []
     client.close()
+
+
+async def test_the_line_cost_figure_compares_a_big_cart_with_a_one_line_cart() -> None:
+    small, big, ratio = await bench_line_cost(big=12, rounds=3, samples=5)
+    assert small["figure"] == "add a line to a 1-line cart"
+    assert big["figure"] == "add a line to a 12-line cart"
+    assert small["value"] > 0 and big["value"] > 0
+    assert ratio["unit"] == "x" and ratio["value"] == pytest.approx(
+        big["value"] / small["value"], rel=0.1)
