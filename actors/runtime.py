@@ -215,6 +215,11 @@ class Actor:
         """Let the store drop this actor's record ``seconds`` from now (finished carts)."""
         self._expire_after = seconds
 
+    def retention(self) -> float | None:
+        """Seconds the store keeps this actor's record after each write (None: for good);
+        a turn's `expire_record_after` wins."""
+        return None
+
     @property
     def now(self) -> float:
         return self.ctx.clock.now()
@@ -222,7 +227,8 @@ class Actor:
     # -- runtime side ----------------------------------------------------------------------
     def _take_write(self, storage_key: str) -> Write | None:
         w = Write(key=storage_key, epoch=self.epoch, events=self._events or [],
-                  expire_after=self._expire_after, partition=partition_of(self.kind, self.key))
+                  expire_after=self._expire_after if self._expire_after is not None
+                  else self.retention(), partition=partition_of(self.kind, self.key))
         for name in self._dirty or ():
             value = (self._idem or {}).get(name[2:]) if name.startswith("i:") else \
                 self.field_value(name)
@@ -311,17 +317,21 @@ class _Committer:
             w.epoch = actor.epoch
         self.flushes += 1
         self.writes += len(entries)
+        down: Exception | None = None
         try:
             results = await self.store.commit([w for _, w, _ in entries])
         except Exception as e:  # noqa: BLE001 - the store is down: every waiter learns it
             log.warning("snapshot commit failed: %s", e)
-            results = [e] * len(entries)  # type: ignore[list-item]
+            down = e
+            results = [e] * len(entries)
         for (actor, _, futs), res in zip(entries, results, strict=True):
             if isinstance(res, int):
                 actor.epoch = res
                 for f in futs:
                     f.set_result(None)
                 continue
+            if isinstance(res, Exception) and res is not down:  # this write alone failed
+                log.warning("write of %s:%s refused: %s", actor.kind, actor.key, res)
             actor.ctx.host._poison(actor)
             error = Unavailable("store_unavailable", "state could not be persisted; retry") \
                 if isinstance(res, Exception) else \

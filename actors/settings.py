@@ -15,6 +15,8 @@ class EngineSettings:
     reservation_ttl: float = 600.0
     #: How long a finished (expired, merged, checked-out) cart record is kept in the store.
     finished_cart_retention: float = 7 * 24 * 3600.0
+    #: How long a guest's user record is kept after its last change (a guest token's life).
+    guest_retention: float = 30 * 24 * 3600.0
     #: Flat shipping per currency and the subtotal from which shipping is free.
     shipping_flat: dict[str, int] = field(default_factory=lambda: {"USD": 499, "EUR": 499,
                                                                   "GBP": 399})

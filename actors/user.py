@@ -18,6 +18,8 @@ from engine.money import check_currency
 from engine.timefmt import rfc3339
 
 MERGE_STRATEGIES = ("sum", "larger", "keep_user")
+#: User ids of guests (`gateway.auth`): their records expire.
+GUEST_PREFIX = "guest_"
 
 
 def new_cart_id() -> str:
@@ -55,6 +57,12 @@ class UserActor(Actor):
 
     def exists(self) -> bool:
         return self.active is not None or bool(self.saved) or bool(self.waiting)
+
+    def retention(self) -> float | None:
+        """A guest's record lasts as long as a guest token can (`guest_retention`, renewed
+        by each write); a registered shopper's is kept."""
+        return self.ctx.settings.guest_retention if self.key.startswith(GUEST_PREFIX) \
+            else None
 
     async def _active_view(self, currency: str | None,
                            groups: list[str] | None) -> tuple[dict[str, Any], bool]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from actors.user import GUEST_PREFIX
 from engine.errors import DomainError
 
 ALGORITHM = "HS256"
@@ -56,7 +57,7 @@ def new_guest_id() -> str:
     """A new guest's id: 80 random bits, never derived from anything the client sent (a
     guest id computed from an Idempotency-Key would hand the guest's cart to whoever replays
     that key)."""
-    return "guest_" + secrets.token_hex(10)
+    return GUEST_PREFIX + secrets.token_hex(10)
 
 
 def decode_token(secret: str, token: str) -> Caller:

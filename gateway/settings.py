@@ -104,4 +104,5 @@ class GatewaySettings(BaseSettings):
                               tax_rate_bp=self.tax_rate_bp, tax_rates=dict(self.tax_rates),
                               prices_include_tax=self.prices_include_tax,
                               payment_provider=self.payment_provider,
-                              payment_capture=self.payment_capture)
+                              payment_capture=self.payment_capture,
+                              guest_retention=self.guest_token_ttl)

@@ -35,13 +35,19 @@ class MemoryStore:
         self.epochs[key] += 1
         return self.epochs[key], {f: decode(v) for f, v in self.hashes[key].items()}
 
-    async def commit(self, writes: list[Write]) -> list[int | None]:
+    async def commit(self, writes: list[Write]) -> list[int | None | Exception]:
         if self.fail_next is not None:
             err, self.fail_next = self.fail_next, None
             raise err
         self.commits += 1
-        out: list[int | None] = []
+        out: list[int | None | Exception] = []
         for w in writes:
+            try:  # encoded first: a write the codec cannot hold fails alone, changing nothing
+                fields = {f: encode(v) for f, v in w.hset.items()}
+                events = [json.loads(json.dumps(e)) for e in w.events]
+            except Exception as e:  # noqa: BLE001 - as the Redis store does
+                out.append(e)
+                continue
             cur = self.epochs.get(w.key)
             if w.epoch == NEW_EPOCH:
                 if cur is not None:
@@ -53,8 +59,7 @@ class MemoryStore:
                 out.append(None)
                 continue
             h = self.hashes[w.key]
-            for f, v in w.hset.items():
-                h[f] = encode(v)
+            h.update(fields)
             for f in w.hdel:
                 h.pop(f, None)
             if w.deadline is not None:
@@ -63,8 +68,7 @@ class MemoryStore:
                     self.deadlines.pop(member, None)
                 else:
                     self.deadlines[member] = (when, w.partition)
-            for e in w.events:
-                self.outbox.append(json.loads(json.dumps(e)))
+            self.outbox.extend(events)
             out.append(cur)
         return out
 

@@ -214,7 +214,8 @@ class RedisStore:
                 if not fut.done():
                     fut.set_result(res)
 
-    async def _scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    async def _scripts(self, script: Any, calls: list[tuple[list[str], list[Any]]],
+                       isolate: bool = False) -> list[Any]:
         """Run ``script`` once per ``(keys, args)`` in one pipeline, by SHA (EVALSHA).
 
         One round trip (one per node on a cluster): redis-py's own script pipelining asks
@@ -224,7 +225,9 @@ class RedisStore:
         every primary of a cluster) and send those calls, and only those, again.
 
         Raises the first other error (after a node failure, a cluster client re-reads the
-        topology on its next use); the calls that succeeded stay applied.
+        topology on its next use); the calls that succeeded stay applied. ``isolate``: a
+        call the server refused (a ``ResponseError``: its script failed) answers that
+        exception in its place instead, the others theirs.
         """
         results = await self._evalsha_pipeline(script, calls)
         missing = [i for i, res in enumerate(results) if isinstance(res, NoScriptError)]
@@ -235,6 +238,8 @@ class RedisStore:
                 results[i] = res
         for res in results:
             if isinstance(res, Exception):
+                if isolate and type(res) is ResponseError:
+                    continue
                 if self.cluster and isinstance(res, _TOPOLOGY_ERRORS):
                     await self.r.aclose()  # reconnects and re-reads the slots on next use
                 raise res
@@ -268,14 +273,28 @@ class RedisStore:
         args.append("" if w.expire_after is None else int(w.expire_after))
         return args
 
-    async def commit(self, writes: list[Write]) -> list[int | None]:
+    async def commit(self, writes: list[Write]) -> list[int | None | Exception]:
+        """Per write: its new epoch, None if fenced out, or the exception that failed it
+        alone (a value the codec cannot hold, a refused command): the other writes of the
+        batch are applied all the same. Raises when Redis cannot be reached."""
         if not writes:
             return []
+        out: list[int | None | Exception] = [None] * len(writes)
+        calls, sent = [], []
+        for i, w in enumerate(writes):
+            try:
+                args = self._args(w)
+            except Exception as e:  # noqa: BLE001 - this write alone cannot be stored
+                out[i] = e
+                continue
+            calls.append(([self.actor_key(w.key, w.partition), self.deadlines_key(w.partition),
+                           self.events_key(w.partition)], args))
+            sent.append(i)
         with tracing.span("redis.commit", writes=len(writes)):
-            results = await self._scripts(self._commit, [
-                ([self.actor_key(w.key, w.partition), self.deadlines_key(w.partition),
-                  self.events_key(w.partition)], self._args(w)) for w in writes])
-        return [None if int(x) < 0 else int(x) for x in results]
+            results = await self._scripts(self._commit, calls, isolate=True) if calls else []
+        for i, x in zip(sent, results, strict=True):
+            out[i] = x if isinstance(x, Exception) else (None if int(x) < 0 else int(x))
+        return out
 
     async def due(self, now: float, limit: int,
                   partitions: Sequence[int] | None = None) -> list[tuple[str, float]]:

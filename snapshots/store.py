@@ -60,8 +60,10 @@ class SnapshotStore(Protocol):
         ``(NEW_EPOCH, {})`` if it has no state yet."""
         ...
 
-    async def commit(self, writes: list[Write]) -> list[int | None]:
-        """Apply ``writes`` in one round trip; per write the new epoch, or None if fenced out."""
+    async def commit(self, writes: list[Write]) -> list[int | None | Exception]:
+        """Apply ``writes`` in one round trip; per write the new epoch, None if fenced out, or
+        the exception that failed that write alone (the others are applied). Raises when the
+        store cannot be reached (then none was)."""
         ...
 
     async def due(self, now: float, limit: int,
