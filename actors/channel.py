@@ -34,10 +34,12 @@ between two nodes could read or alter them (as Ray's own traffic without TLS).
 
     frame = header (body length: u32, batch id: u64, network order) + body (msgpack)
 
-A request's body is the list of messages, each a 6-item array; the reply, under the same
-batch id, is ``[true, replies]`` (each a 2-item array), or ``[false, description]`` when the
-host failed the whole batch (the caller raises RuntimeError). The two ends turn those arrays
-back into the runtime's tuples; inside a message or a reply every value keeps its type.
+A request's body is the list of messages, each a 6-item array; replies come under the same
+batch id as each message finishes, ``[true, [[index, status, value], ...]]`` (those ready
+together share a frame; a batch never waits for its slowest message), or
+``[false, description]`` when the host failed the batch (the caller raises RuntimeError).
+The two ends turn those arrays back into the runtime's tuples; inside a message or a reply
+every value keeps its type.
 Bodies are plain data (`actors.wire`): decoding one builds values, never runs code, whoever
 sent it. A reply that cannot be encoded fails its batch alone; a body that cannot be decoded,
 or an oversized frame, closes the connection. Replies may come back in any order.
@@ -175,12 +177,13 @@ def _batch_from_wire(body: Any) -> list[Message] | None:
     return messages
 
 
-def _replies_from_wire(value: Any) -> list[Reply]:
-    """A reply body's replies as the runtime's ``(status, value)`` tuples. Raises ValueError
-    when they are not that shape."""
-    if type(value) is not list or not all(type(r) is list and len(r) == 2 for r in value):
+def _replies_from_wire(value: Any) -> list[tuple[int, Reply]]:
+    """A reply frame's ``[index, status, value]`` entries as ``(index, (status, value))``.
+    Raises ValueError when they are not that shape."""
+    if type(value) is not list or not all(
+            type(r) is list and len(r) == 3 and type(r[0]) is int for r in value):
         raise ValueError("a frame that is not a batch's replies")
-    return [tuple(r) for r in value]
+    return [(r[0], (r[1], r[2])) for r in value]
 
 
 class ChannelServer:
@@ -315,25 +318,70 @@ class ChannelServer:
 
     async def _answer(self, writer: asyncio.StreamWriter, batch_id: int,
                       messages: list[Message]) -> None:
-        try:
-            replies = await self.handler(messages)
-        except Exception as e:  # noqa: BLE001 - the caller learns it, the connection lives on
-            log.exception("channel: a batch failed on this host")
-            data = wire.pack([False, f"{type(e).__name__}: {e}"])
-        else:
+        """Run each message of the batch on its own and send its reply as soon as it is
+        ready (replies that finish together share a frame): a batch never waits for its
+        slowest message. Waiting for the whole batch would couple unrelated turns: a turn of
+        this batch that asks, on the caller's host, an actor whose turn waits for another
+        message of this same batch would wait for itself (a deadlock across hosts)."""
+        ready: list[list[Any]] = []
+        state = {"failed": False, "scheduled": False}
+        loop = asyncio.get_running_loop()
+
+        def send(body: list[Any]) -> None:
+            if writer.is_closing():
+                return
             try:
-                data = wire.pack([True, [[status, value] for status, value in replies]])
+                data = wire.pack(body)
             except (wire.WireError, TypeError, ValueError) as e:
                 # a reply that cannot travel fails its batch alone
                 log.error("channel: a reply could not be encoded: %s", e)
+                state["failed"] = True
                 data = wire.pack([False, f"unencodable reply: {e}"])
-        if writer.is_closing():
-            return
-        writer.write(HEADER.pack(len(data), batch_id) + data)
+            writer.write(HEADER.pack(len(data), batch_id) + data)
+
+        def flush() -> None:
+            state["scheduled"] = False
+            if ready and not state["failed"]:
+                send([True, list(ready)])
+            ready.clear()
+
+        async def one(i: int, message: Message) -> None:
+            status, value = (await self.handler([message]))[0]
+            ready.append([i, status, value])
+            if not state["scheduled"]:
+                state["scheduled"] = True
+                loop.call_soon(flush)
+
+        outcomes = await asyncio.gather(*(one(i, m) for i, m in enumerate(messages)),
+                                        return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures and not state["failed"]:
+            e = failures[0]
+            log.error("channel: a batch failed on this host: %r", e)
+            state["failed"] = True
+            send([False, f"{type(e).__name__}: {e}"])
+        flush()
         try:
             await writer.drain()
         except ConnectionError:
             pass
+
+
+#: Called with (position in the batch, reply) as each reply arrives.
+OnReply = Callable[[int, Reply], None]
+
+
+class _Batch:
+    """A batch in flight: its replies by position as they arrive."""
+
+    __slots__ = ("fut", "replies", "missing", "on_reply")
+
+    def __init__(self, fut: asyncio.Future[list[Reply]], n: int,
+                 on_reply: OnReply | None) -> None:
+        self.fut = fut
+        self.replies: list[Reply | None] = [None] * n
+        self.missing = n
+        self.on_reply = on_reply
 
 
 class ChannelClient:
@@ -353,11 +401,13 @@ class ChannelClient:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Lock | None = None
-        self._pending: dict[int, asyncio.Future[list[Reply]]] = {}
+        self._pending: dict[int, _Batch] = {}
         self._next_id = 0
 
-    async def call(self, messages: list[Message]) -> list[Reply]:
-        """Send one batch and await its replies, in order.
+    async def call(self, messages: list[Message], on_reply: OnReply | None = None
+                   ) -> list[Reply]:
+        """Send one batch and await its replies, in order; ``on_reply(i, reply)`` hears each
+        as it arrives (a caller need not wait for the batch's slowest message).
 
         Raises `actors.router.NotSent` (a ConnectionError) when the host cannot be reached or
         does not prove the shared secret (the batch never left), ConnectionError when the
@@ -377,7 +427,7 @@ class ChannelClient:
         self._next_id += 1
         batch_id = self._next_id
         fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
-        self._pending[batch_id] = fut
+        self._pending[batch_id] = _Batch(fut, len(messages), on_reply)
         try:
             writer.write(HEADER.pack(len(data), batch_id) + data)
             await writer.drain()
@@ -435,14 +485,21 @@ class ChannelClient:
                 if type(answer) is not list or len(answer) != 2 or type(answer[0]) is not bool:
                     raise ValueError("a frame that is not a reply")
                 answered, value = answer
-                if answered:
-                    value = _replies_from_wire(value)
-                fut = self._pending.get(batch_id)
-                if fut is not None and not fut.done():
-                    if answered:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(RuntimeError(f"host {self.address}: {value}"))
+                batch = self._pending.get(batch_id)
+                if batch is None or batch.fut.done():
+                    continue
+                if not answered:
+                    batch.fut.set_exception(RuntimeError(f"host {self.address}: {value}"))
+                    continue
+                for i, reply in _replies_from_wire(value):
+                    if not 0 <= i < len(batch.replies) or batch.replies[i] is not None:
+                        raise ValueError("a reply for no message of its batch")
+                    batch.replies[i] = reply
+                    batch.missing -= 1
+                    if batch.on_reply is not None:
+                        batch.on_reply(i, reply)
+                if not batch.missing:
+                    batch.fut.set_result(batch.replies)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             error = ConnectionError(f"channel to {self.address} closed")
             raise
@@ -452,9 +509,9 @@ class ChannelClient:
             writer.close()
             if self._writer is writer:
                 self._writer = None
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(error)
+            for batch in self._pending.values():
+                if not batch.fut.done():
+                    batch.fut.set_exception(error)
 
     async def close(self) -> None:
         if self._reader_task is not None:

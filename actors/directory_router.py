@@ -55,19 +55,20 @@ class DirectoryRouter:
         self.resendable = resendable
         self.deadline = deadline
         self.batcher = BatchingRouter(self._call, max_delay=max_delay, max_batch=max_batch,
-                                      max_queue=max_queue)
+                                      max_queue=max_queue, stream_replies=True)
         self._clients: dict[tuple[str, int], Any] = {}
         self.resent = 0
         self.gave_up = 0
 
-    async def _call(self, host_id: str, batch: list[Message]) -> list[Reply]:
+    async def _call(self, host_id: str, batch: list[Message],
+                    on_reply: Callable[[int, Reply], None]) -> list[Reply]:
         address = self.view.address(host_id)
         if address is None:
             raise NotSent(f"host {host_id} is not in the directory")
         client = self._clients.get(address)
         if client is None:
             client = self._clients[address] = self.connect(address)
-        return await client.call(batch)  # type: ignore[no-any-return]
+        return await client.call(batch, on_reply)  # type: ignore[no-any-return]
 
     async def send(self, msg: Message) -> Reply:
         """Deliver ``msg`` to the owner of its actor (or, for `SYSTEM` messages, to the host

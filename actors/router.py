@@ -46,8 +46,11 @@ class BatchingRouter:
 
     def __init__(self, call: BatchCall, n_hosts: int = 1, max_delay: float = 0.001,
                  max_batch: int = 256, max_queue: int = 20_000,
-                 max_in_flight: int = 2) -> None:
+                 max_in_flight: int = 2, stream_replies: bool = False) -> None:
         self.call = call
+        #: ``call`` takes a third argument, ``on_reply(i, reply)``, and calls it as each reply
+        #: arrives: a caller gets its answer without waiting for the batch's slowest message.
+        self.stream_replies = stream_replies
         self.n_hosts = n_hosts
         self.max_delay = max_delay
         self.max_batch = max_batch
@@ -120,8 +123,16 @@ class BatchingRouter:
                        batch: list[tuple[Message, asyncio.Future[Reply]]]) -> None:
         self.batches += 1
         self.messages += len(batch)
+        def answer(k: int, reply: Reply) -> None:
+            fut = batch[k][1]
+            if not fut.done():
+                fut.set_result(reply)
+
         try:
-            replies: Sequence[Any] = await self.call(i, [m for m, _ in batch])
+            if self.stream_replies:
+                replies: Sequence[Any] = await self.call(i, [m for m, _ in batch], answer)
+            else:
+                replies = await self.call(i, [m for m, _ in batch])
         except Exception as e:  # noqa: BLE001 - the host died: every caller learns it
             log.warning("batch to host %s failed: %s", i, e)
             self.failed_batches += 1

@@ -152,6 +152,22 @@ async def guest_cart(vu: Caller) -> GuestCart | None:
     return GuestCart(reply.body["cart_id"], reply.body["token"])
 
 
+async def check_out(vu: User, cart: GuestCart, item: Item, outcomes: Counter[str],
+                    sold: dict[str, int]) -> None:
+    """Check ``cart`` out with ``tok_ok`` and a fresh key; count the outcome and the units of
+    ``item`` sold (a paid order, else the error code)."""
+    reply = await vu.call(
+        "POST", f"/v1/carts/{cart.cart_id}/checkout",
+        json={"payment": {"token": "tok_ok"}},
+        token=cart.token, headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    if reply is not None and reply.status == 201:
+        outcomes["paid"] += 1
+        sold["units"] += units_of(reply.body, item.variant_id)
+    else:
+        outcomes[error_code(reply)] += 1
+
+
 async def add_item(vu: Caller, cart: GuestCart, item: Item, quantity: int) -> Reply | None:
     """`POST /v1/carts/{id}/items` with `quantity` units of `item`."""
     body = {"product_id": item.product_id, "variant_id": item.variant_id, "quantity": quantity}
@@ -512,16 +528,7 @@ async def flash_sale(
                 outcomes[error_code(reply)] += 1
 
         async def buy(vu: User, cart: GuestCart) -> None:
-            reply = await vu.call(
-                "POST", f"/v1/carts/{cart.cart_id}/checkout",
-                json={"payment": {"token": "tok_ok"}},
-                token=cart.token, headers={"Idempotency-Key": uuid.uuid4().hex},
-            )
-            if reply is not None and reply.status == 201:
-                outcomes["paid"] += 1
-                sold["units"] += units_of(reply.body, item.variant_id)
-            else:
-                outcomes[error_code(reply)] += 1
+            await check_out(vu, cart, item, outcomes, sold)
 
         carts = session.phase("flash/carts", max_requests=2 * buyers,
                               duration_s=target.setup_s, expected=(200, 201, 409))
@@ -581,14 +588,7 @@ async def flash_race(
                 return
             reply = await add_item(vu, cart, item, 1)
             if reply is not None and reply.ok:
-                reply = await vu.call(
-                    "POST", f"/v1/carts/{cart.cart_id}/checkout",
-                    json={"payment": {"token": "tok_ok"}},
-                    token=cart.token, headers={"Idempotency-Key": uuid.uuid4().hex},
-                )
-            if reply is not None and reply.status == 201:
-                outcomes["paid"] += 1
-                sold["units"] += units_of(reply.body, item.variant_id)
+                await check_out(vu, cart, item, outcomes, sold)
             else:
                 outcomes[error_code(reply)] += 1
             elapsed_us = int((time.perf_counter() - started) * 1_000_000)

@@ -6,8 +6,6 @@ can join one Ray cluster only, and the other suites share a single-node one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,21 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from snapshots.bundled import BundledRedis
 from tests.e2e.server import Server
 
 pytestmark = pytest.mark.reliability
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    server = BundledRedis(Path(tempfile.mkdtemp(prefix="ce-rel-redis-")))
-    yield server.start()
-    server.stop()
 
 
 @pytest.fixture(scope="module")
