@@ -282,3 +282,54 @@ def test_readme_deploying_section_names_each_artefact_and_command() -> None:
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref and not ref.get("optional"):
                     assert ref["key"] in created, ref["key"]
+
+
+# --------------------------------------------------------------------------- consistency
+
+
+def test_dockerfile_copies_only_what_the_repository_has() -> None:
+    for word, args in _dockerfile():
+        if word == "COPY" and not args.startswith("--from="):
+            *sources, _ = args.split()
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+
+
+def _serve_settings(flags: list[str], env: dict[str, str],
+                    monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
+    """What ``cart-engine serve FLAGS`` makes of ``env`` (the CLI's own parser)."""
+    from gateway.cli import _parser, settings_from
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return settings_from(_parser().parse_args(["serve", *flags]))
+
+
+def test_compose_engine_command_and_environment_are_valid_serve_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _documents(DEPLOY / "docker-compose.yml")[0]["services"]["engine"]
+    env = {**{k: v or "x" * 48 for k, v in _env_example().items()},
+           **{k: str(v) for k, v in engine["environment"].items()}}
+    settings = _serve_settings(engine["command"], env, monkeypatch)
+    assert settings.host == "0.0.0.0" and settings.port == HTTP_PORT
+    assert settings.redis_url is not None
+    assert str(settings.catalog) == "/opt/cart-engine/catalog.json"
+    copied = [args for word, args in _dockerfile() if word == "COPY"
+              and args.endswith(" /opt/cart-engine/catalog.json")]
+    assert copied, "the image has no catalog where the compose command reads it"
+
+
+def test_kubernetes_serve_args_and_environment_are_valid_serve_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    head = _one("RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]
+    (serve,) = [c for c in head["containers"] if "command" in c]
+    env = {e["name"]: e.get("value", "x" * 48) for e in serve["env"]}
+    for name in env:
+        assert name == "REDIS_URL" or \
+            name.removeprefix("CART_ENGINE_").lower() in GatewaySettings.model_fields, name
+    env["REDIS_URL"] = "redis://cart-engine-redis:6379/0"
+    settings = _serve_settings(serve["args"], env, monkeypatch)
+    assert settings.ray_address == "127.0.0.1:6379" and settings.host == "0.0.0.0"
+    assert settings.ingress == "hosts" and settings.placement == "ray"
+    workers = sum(g["replicas"] for g in _one("RayCluster")["spec"]["workerGroupSpecs"])
+    assert settings.hosts % workers == 0, "hosts spread evenly over the workers"
