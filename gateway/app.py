@@ -32,6 +32,7 @@ from gateway.routes import (
     saved,
     waitlist,
 )
+from gateway.routes._respond import operation_id
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("cart_engine")
@@ -64,7 +65,8 @@ def create_app(settings: GatewaySettings | None = None,
     app = FastAPI(title="Cart engine", version="1.0",
                   description="Carts, pricing, stock reservations and idempotent checkout. "
                               "Money is integer minor units (ISO 4217).",
-                  lifespan=lifespan, redirect_slashes=False)  # no redirect built from Host
+                  lifespan=lifespan, redirect_slashes=False,  # no redirect built from Host
+                  generate_unique_id_function=operation_id)
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)

@@ -209,3 +209,181 @@ class ClusterScale(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hosts: int = Field(ge=1, le=256)
+
+
+# --------------------------------------------------------------------------- answers
+# Named response models of every JSON answer, for the OpenAPI document and the clients
+# generated from it (issue 13). The routes answer with their own JSON (orjson, no response
+# serialization), so these are documentation: the schemathesis suite checks every answer
+# against them. Fields the engine adds later stay allowed (no ``extra="forbid"`` here).
+
+
+class VariantPublic(BaseModel):
+    variant_id: str
+    sku: str
+    attributes: dict[str, str]
+    price: MoneyPublic | None = Field(description="in the product's first currency")
+    prices: list[MoneyPublic] = Field(description="one per currency, minor units")
+    hold_ttl: float | None = Field(description="seconds a unit added to a cart is held "
+                                               "(flash-sale items); null: no hold on add")
+    shards: int = Field(description="inventory shards of the variant")
+    purchase_limit: int | None = Field(None, description="units one customer may buy")
+    account_required: bool | None = Field(None, description="guests cannot add it")
+    offer_ttl: float | None = Field(None, description="seconds a waitlist offer lasts, "
+                                                      "when not the default 300")
+    available: int | None = Field(None, description="units available now (product reads)")
+
+
+class ProductPublic(BaseModel):
+    product_id: str
+    name: str
+    description: str
+    category: str
+    price: MoneyPublic | None
+    prices: list[MoneyPublic]
+    variants: list[VariantPublic]
+    purchase_limit: int | None = None
+    account_required: bool | None = None
+
+
+class ProductPage(BaseModel):
+    items: list[ProductPublic]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class StockLevel(BaseModel):
+    """A variant's stock, units over all its shards."""
+
+    variant_id: str
+    on_hand: int
+    reserved: int
+    available: int
+    sold: int
+
+
+class PromotionUses(BaseModel):
+    used: int
+    held: int = Field(description="uses held by checkouts under way")
+
+
+class PromotionPublic(BaseModel):
+    """A promotion's admin JSON (the fields beyond these depend on ``kind``:
+    `engine.promotions.promotion_to_dict`)."""
+
+    promotion_id: str
+    kind: str
+    code: str | None
+    description: str | None = None
+    value: int | None = Field(None, description="basis points, or minor units when fixed")
+    currency: str | None = None
+    usage_limit: int | None = None
+    per_customer_limit: int | None = None
+    starts_at: str | None = None
+    ends_at: str | None = None
+    active: bool | None = None
+    uses: PromotionUses | None = Field(None, description="for limited promotions (GET)")
+
+
+class MergeReport(BaseModel):
+    source_cart_id: str | None
+    strategy: str
+    already_merged: bool
+    lines_added: list[dict[str, Any]]
+    lines_merged: list[dict[str, Any]]
+    clamped: list[dict[str, Any]]
+    lines_dropped: list[dict[str, Any]]
+    codes_kept: list[Any]
+    codes_dropped: list[Any]
+
+
+class MergeResult(BaseModel):
+    cart: CartPublic
+    report: MergeReport
+
+
+class SavedItem(BaseModel):
+    item_id: str
+    product_id: str
+    variant_id: str
+    quantity: int
+    options: dict[str, str]
+    name: str
+    unit_price: MoneyPublic = Field(description="the price when saved")
+    currency: str
+    saved_at: str
+
+
+class SavedItems(BaseModel):
+    items: list[SavedItem]
+
+
+class CartAndSaved(BaseModel):
+    cart: CartPublic
+    saved: SavedItems
+
+
+class OrderPage(BaseModel):
+    items: list[OrderPublic]
+    next_cursor: str | None
+
+
+class WaitlistOffer(BaseModel):
+    quantity: int
+    expires_at: str
+
+
+class WaitlistEntry(BaseModel):
+    variant_id: str
+    quantity: int
+    state: str = Field(description="waiting, offered, claimed or lapsed")
+    position: int | None = Field(description="1 is next in line; null when not waiting")
+    joined_at: str
+    offer: WaitlistOffer | None
+
+
+class WaitlistEntries(BaseModel):
+    items: list[WaitlistEntry]
+
+
+class WaitlistLeft(BaseModel):
+    variant_id: str
+    left: bool
+
+
+class WebhookReceipt(BaseModel):
+    received: bool
+    changed: bool = Field(description="false for a repeated delivery")
+    order: OrderPublic
+
+
+class ClusterHost(BaseModel):
+    partitions: int
+    leaving: bool
+    pid: int | None = None
+    node: str | None = None
+    actors: int | None = None
+
+
+class ClusterPublic(BaseModel):
+    version: int
+    hosts: dict[str, ClusterHost]
+    unowned: list[int] = Field(description="partitions without a live owner")
+    moving: int
+    desired: int | None
+    rehomed: int = 0
+    handoffs: int = 0
+
+
+class EventPage(BaseModel):
+    items: list[dict[str, Any]] = Field(description="outbox events, oldest first: "
+                                                    "{type, at (Unix seconds), ...}")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    hosts: int
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str]

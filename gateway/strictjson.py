@@ -30,12 +30,18 @@ _MAX_INT_DIGITS = 20
 
 #: JSON Schema of a value `strict_loads` accepts, for the OpenAPI document (its components
 #: get ``JsonValue`` through `gateway.deps.BODY_SCHEMAS`), and of an object of such values.
-JSON_VALUE_SCHEMA: dict[str, Any] = {"anyOf": [
-    {"type": "string"}, {"type": "boolean"}, {"type": "null"},
-    {"type": "integer", "minimum": -MAX_JSON_INT, "maximum": MAX_JSON_INT},
-    {"type": "number", "not": {"type": "integer"}},
-    {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
-    {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}]}
+#: Not recursive: client generators (openapi-python-client) cannot follow a union that
+#: refers to itself, and drop the operation; the bounds on nested values are stated in the
+#: description (and enforced by `strict_loads` at every depth).
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": f"any JSON value; numbers finite, integers within +-{MAX_JSON_INT} "
+                   "(RFC 7493 section 2.2) at every depth",
+    "anyOf": [
+        {"type": "string"}, {"type": "boolean"}, {"type": "null"},
+        {"type": "integer", "minimum": -MAX_JSON_INT, "maximum": MAX_JSON_INT},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "array", "items": {}},
+        {"type": "object", "additionalProperties": True}]}
 JSON_OBJECT_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 from fastapi.responses import JSONResponse as _StarletteJSON
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from gateway.deps import etag
 from gateway.schemas import ErrorPublic
@@ -18,8 +20,25 @@ class JSONResponse(_StarletteJSON):
         return orjson.dumps(content)
 
 
+#: The error answers every route may give, all with the API.md error body: 413 (a body over
+#: ``--max-body-bytes``, `gateway.middleware`), 429 (``--rate-limit``) and 500 come from
+#: layers around the routes.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorPublic} for s in (400, 401, 404, 409, 422, 503)}
+    s: {"model": ErrorPublic} for s in (400, 401, 404, 409, 413, 422, 429, 500, 503)}
+
+
+def answers(model: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entry naming ``model`` as the answer of each of ``statuses``
+    (default 200): OpenAPI only, the route still renders its own JSON."""
+    return {s: {"model": model} for s in statuses or (200,)}
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's OpenAPI ``operationId`` (FastAPI's ``generate_unique_id_function``, given to
+    every router and the app): its first tag and its name, ``carts-get``, ``carts-add_item``.
+    Short and stable, so generated clients get readable function names; FastAPI's default
+    spells out path and method (``get_cart_v1_carts__cart_id__get``)."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
 def cart_response(view: dict[str, Any], status: int = 200) -> JSONResponse:

@@ -7,8 +7,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 
 from gateway.deps import AdminCaller, Idem, ResourceId, Service
-from gateway.routes._respond import ERRORS, JSONResponse
-from gateway.schemas import ClusterScale, RefundCreate, StockChange
+from gateway.routes._respond import ERRORS, JSONResponse, answers, operation_id
+from gateway.schemas import (
+    ClusterPublic,
+    ClusterScale,
+    EventPage,
+    OrderPublic,
+    ProductPublic,
+    PromotionPublic,
+    RefundCreate,
+    StockChange,
+    StockLevel,
+)
 from gateway.strictjson import JSON_OBJECT_SCHEMA, StrictJSONRoute
 
 #: A JSON object body whose numbers are what `gateway.strictjson` accepts (the product and
@@ -16,17 +26,17 @@ from gateway.strictjson import JSON_OBJECT_SCHEMA, StrictJSONRoute
 JsonObject = Annotated[dict[str, Any], Body(json_schema_extra=JSON_OBJECT_SCHEMA)]
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]},
-                   route_class=StrictJSONRoute)
+                   route_class=StrictJSONRoute, generate_unique_id_function=operation_id)
 
 
-@router.put("/products/{product_id}")
+@router.put("/products/{product_id}", responses=answers(ProductPublic))
 async def put_product(service: Service, _: AdminCaller, product_id: ResourceId,
                       body: JsonObject) -> JSONResponse:
     """Create or replace a product (API.md body; variants may carry ``stock``)."""
     return JSONResponse(await service.put_product(product_id, body))
 
 
-@router.post("/stock/{variant_id}")
+@router.post("/stock/{variant_id}", responses=answers(StockLevel))
 async def change_stock(service: Service, _: AdminCaller, idem: Idem, variant_id: ResourceId,
                        body: StockChange) -> JSONResponse:
     """``{set: n}`` or ``{delta: n}``: answers on_hand, reserved, available, sold (units).
@@ -36,14 +46,14 @@ async def change_stock(service: Service, _: AdminCaller, idem: Idem, variant_id:
                                                      fingerprint=idem.fingerprint))
 
 
-@router.put("/promotions/{promotion_id}")
+@router.put("/promotions/{promotion_id}", responses=answers(PromotionPublic))
 async def put_promotion(service: Service, _: AdminCaller, promotion_id: ResourceId,
                         body: JsonObject) -> JSONResponse:
     """Create or replace a promotion or coupon code."""
     return JSONResponse(await service.put_promotion(promotion_id, body))
 
 
-@router.get("/promotions/{promotion_id}")
+@router.get("/promotions/{promotion_id}", responses=answers(PromotionPublic))
 async def get_promotion(service: Service, _: AdminCaller,
                         promotion_id: ResourceId) -> JSONResponse:
     """A promotion with its ``uses`` ({used, held}; for limited promotions)."""
@@ -58,14 +68,14 @@ async def delete_promotion(service: Service, _: AdminCaller,
     return Response(status_code=204)
 
 
-@router.post("/orders/{order_id}/ship")
+@router.post("/orders/{order_id}/ship", responses=answers(OrderPublic))
 async def ship_order(service: Service, _: AdminCaller, idem: Idem,
                      order_id: ResourceId) -> JSONResponse:
     """Mark a paid order shipped (emits order.shipped once; capture on shipment)."""
     return JSONResponse(await service.ship_order(order_id, idem.key, idem.fingerprint))
 
 
-@router.post("/orders/{order_id}/refund")
+@router.post("/orders/{order_id}/refund", responses=answers(OrderPublic))
 async def refund_order(service: Service, _: AdminCaller, idem: Idem, order_id: ResourceId,
                        body: Annotated[RefundCreate | None, Body()] = None) -> JSONResponse:
     """Refund ``amount`` minor units (default: all that is left of the capture); emits
@@ -75,7 +85,7 @@ async def refund_order(service: Service, _: AdminCaller, idem: Idem, order_id: R
                                                    idem.key, idem.fingerprint))
 
 
-@router.get("/cluster")
+@router.get("/cluster", responses=answers(ClusterPublic))
 async def get_cluster(service: Service, _: AdminCaller) -> JSONResponse:
     """The cluster: live hosts (partitions, process id, resident actors), unowned
     partitions, hand-offs under way, re-homings and hand-offs so far, the host count asked
@@ -88,7 +98,7 @@ async def get_cluster(service: Service, _: AdminCaller) -> JSONResponse:
     return JSONResponse(cluster)
 
 
-@router.put("/cluster")
+@router.put("/cluster", status_code=202, responses=answers(ClusterPublic, 202))
 async def scale_cluster(service: Service, _: AdminCaller, body: ClusterScale) -> JSONResponse:
     """``{hosts: n}``: add or retire hosts while serving (partitions move by hand-off);
     202 with the cluster as it is now. 409 ``not_elastic`` for the in-process placement."""
@@ -96,7 +106,7 @@ async def scale_cluster(service: Service, _: AdminCaller, body: ClusterScale) ->
     return JSONResponse(await service.placement.cluster(), status_code=202)
 
 
-@router.get("/events")
+@router.get("/events", responses=answers(EventPage))
 async def recent_events(service: Service, _: AdminCaller,
                         count: Annotated[int, Query(ge=1, le=10_000)] = 100) -> JSONResponse:
     """The most recent outbox events, oldest first."""

@@ -14,23 +14,26 @@ from fastapi.exceptions import RequestValidationError
 from engine.errors import ValidationFailed
 from gateway.auth import decode_token, issue_token, new_guest_id
 from gateway.deps import LeanRoute, documented, etag, read_call
-from gateway.routes._respond import ERRORS, JSONResponse, cart_response
+from gateway.routes._respond import ERRORS, JSONResponse, answers, cart_response, operation_id
 from gateway.schemas import (
+    CartAndSaved,
     CartCreate,
     CartPublic,
     CodeCreate,
     ItemCreate,
     ItemUpdate,
     MergeCreate,
+    MergeResult,
 )
 
-router = APIRouter(prefix="/v1/carts", tags=["carts"], responses=ERRORS, route_class=LeanRoute)
+router = APIRouter(prefix="/v1/carts", tags=["carts"], responses=ERRORS, route_class=LeanRoute,
+                   generate_unique_id_function=operation_id)
 CART = {200: {"model": CartPublic}}
 LINE = ("cart_id", "line_id")
 MAX_CODE_LENGTH = 64
 
 
-@router.post("", status_code=201, responses={**CART, 201: {"model": CartPublic}},
+@router.post("", status_code=201, name="open", responses={**CART, 201: {"model": CartPublic}},
              openapi_extra=documented(ids=(), body=CartCreate, body_required=False,
                                       headers=("auth", "idem")))
 async def open_cart(request: Request) -> JSONResponse:
@@ -57,7 +60,7 @@ async def open_cart(request: Request) -> JSONResponse:
     return cart_response(view, 201 if out["created"] else 200)
 
 
-@router.get("/{cart_id}", responses=CART,
+@router.get("/{cart_id}", name="get", responses=CART,
             openapi_extra=documented(headers=("auth",), query=("country", "region")))
 async def get_cart(request: Request) -> JSONResponse:
     """The cart with its lines, discounts and totals; ``?country=US&region=CA`` estimates tax
@@ -135,8 +138,8 @@ async def remove_code(request: Request) -> JSONResponse:
         fingerprint=call.idem.fingerprint, groups=list(caller.groups)))
 
 
-@router.post("/{cart_id}/merge", openapi_extra=documented(body=MergeCreate,
-                                                         headers=("auth", "idem")))
+@router.post("/{cart_id}/merge", responses=answers(MergeResult),
+             openapi_extra=documented(body=MergeCreate, headers=("auth", "idem")))
 async def merge(request: Request) -> JSONResponse:
     """Merge a guest cart (named by its guest token) into the caller's cart: ``{cart, report}``."""
     call = await read_call(request, "cart_id")
@@ -151,7 +154,7 @@ async def merge(request: Request) -> JSONResponse:
     return JSONResponse(out, headers={"ETag": etag(out["cart"]["version"])})
 
 
-@router.post("/{cart_id}/items/{line_id}/save-for-later",
+@router.post("/{cart_id}/items/{line_id}/save-for-later", responses=answers(CartAndSaved),
              openapi_extra=documented(ids=LINE, headers=("auth", "idem")))
 async def save_for_later(request: Request) -> JSONResponse:
     """Move a line to the caller's saved-for-later list: ``{cart, saved}``."""

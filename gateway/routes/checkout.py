@@ -7,18 +7,20 @@ import uuid
 from fastapi import APIRouter, Request
 
 from gateway.deps import LeanRoute, documented, read_call
-from gateway.routes._respond import ERRORS, JSONResponse
+from gateway.routes._respond import ERRORS, JSONResponse, answers, operation_id
 from gateway.schemas import CheckoutCreate, OrderPublic
 
-router = APIRouter(tags=["checkout"], responses={**ERRORS, 402: ERRORS[409]},
-                   route_class=LeanRoute)
+#: Tags per route: the first names the operation id (``checkout-checkout``, ``orders-get``).
+router = APIRouter(responses={**ERRORS, 402: ERRORS[409]}, route_class=LeanRoute,
+                   generate_unique_id_function=operation_id)
 
 
-@router.post("/v1/carts/{cart_id}/checkout", status_code=201,
-             responses={201: {"model": OrderPublic}},
+@router.post("/v1/carts/{cart_id}/checkout", status_code=201, tags=["checkout"],
+             responses=answers(OrderPublic, 201, 202),
              openapi_extra=documented(body=CheckoutCreate))
 async def checkout(request: Request) -> JSONResponse:
-    """Check out with an Idempotency-Key: reserve every line or none, pay, answer the Order."""
+    """Check out with an Idempotency-Key: reserve every line or none, pay, answer the Order
+    (201; 202 when the payment waits for the customer: ``payment.next_action``)."""
     call = await read_call(request, "cart_id")
     caller, body = call.user, call.parse(CheckoutCreate)
     # Without a key the request cannot be retried safely; it still gets a one-off key.
@@ -35,7 +37,8 @@ async def checkout(request: Request) -> JSONResponse:
                         else 201)
 
 
-@router.get("/v1/orders/{order_id}", responses={200: {"model": OrderPublic}},
+@router.get("/v1/orders/{order_id}", tags=["orders"], name="get",
+            responses=answers(OrderPublic),
             openapi_extra=documented(ids=("order_id",), headers=("auth",)))
 async def get_order(request: Request) -> JSONResponse:
     """An order of the caller's."""

@@ -10,9 +10,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from gateway.metrics import CONTENT_TYPE_LATEST
+from gateway.routes._respond import operation_id
+from gateway.schemas import ErrorPublic, Health, Readiness
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], generate_unique_id_function=operation_id)
 
 
 def _unavailable(code: str, message: str, details: list[Any]) -> JSONResponse:
@@ -20,7 +22,7 @@ def _unavailable(code: str, message: str, details: list[Any]) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "1"})
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={200: {"model": Health}, 503: {"model": ErrorPublic}})
 async def healthz(request: Request) -> JSONResponse:
     """This process can serve: an ingress host holds its directory lease, a gateway sees a
     live host. 503 ``not_serving`` otherwise (a supervisor should restart it)."""
@@ -34,7 +36,8 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "hosts": len(health["hosts"])})
 
 
-@router.get("/readyz")
+@router.get("/readyz",
+            responses={200: {"model": Readiness}, 503: {"model": ErrorPublic}})
 async def readyz(request: Request) -> JSONResponse:
     """Redis and the actor hosts answer, and every partition has a live owner; else 503
     ``not_ready`` with the failing checks and the ``unowned`` partitions."""

@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from gateway.deps import CurrentCaller, Idem, ResourceId, Service
-from gateway.routes._respond import ERRORS, JSONResponse
+from gateway.routes._respond import ERRORS, JSONResponse, answers, operation_id
+from gateway.schemas import OrderPage, OrderPublic
 
-router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=ERRORS)
+router = APIRouter(prefix="/v1/orders", tags=["orders"], responses=ERRORS,
+                   generate_unique_id_function=operation_id)
 
 
-@router.get("")
+@router.get("", name="list", responses=answers(OrderPage))
 async def list_orders(service: Service, caller: CurrentCaller,
                       cursor: Annotated[str | None, Query(max_length=128)] = None,
                       limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
@@ -20,7 +22,7 @@ async def list_orders(service: Service, caller: CurrentCaller,
     return JSONResponse(await service.list_orders(caller.sub, cursor, limit))
 
 
-@router.post("/{order_id}/cancel")
+@router.post("/{order_id}/cancel", name="cancel", responses=answers(OrderPublic))
 async def cancel_order(service: Service, caller: CurrentCaller, idem: Idem,
                        order_id: ResourceId) -> JSONResponse:
     """Cancel before shipment (the owner, or an admin token): void or refund the payment,

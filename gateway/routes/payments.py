@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import ValidationFailed
 from gateway.deps import Service
-from gateway.routes._respond import ERRORS, JSONResponse
+from gateway.routes._respond import ERRORS, JSONResponse, answers, operation_id
+from gateway.schemas import WebhookReceipt
 
-router = APIRouter(prefix="/v1/payments", tags=["payments"], responses=ERRORS)
+router = APIRouter(prefix="/v1/payments", tags=["payments"], responses=ERRORS,
+                   generate_unique_id_function=operation_id)
 SIGNATURE_HEADER = "Payment-Signature"
 
 
@@ -74,7 +76,7 @@ def verify(secret: str, body: bytes, header: str | None, now: float,
                                [{"timestamp": t}])
 
 
-@router.post("/webhook")
+@router.post("/webhook", name="webhook", responses=answers(WebhookReceipt))
 async def payment_webhook(request: Request, service: Service,
                           payment_signature: Annotated[str | None, Header()] = None
                           ) -> JSONResponse:

@@ -5,18 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway.deps import CurrentCaller, Idem, ResourceId, Service
-from gateway.routes._respond import ERRORS, JSONResponse
+from gateway.routes._respond import ERRORS, JSONResponse, answers, operation_id
+from gateway.schemas import CartAndSaved, SavedItems
 
-router = APIRouter(prefix="/v1/saved", tags=["saved for later"], responses=ERRORS)
+router = APIRouter(prefix="/v1/saved", tags=["saved"], responses=ERRORS,
+                   generate_unique_id_function=operation_id)
 
 
-@router.get("")
+@router.get("", name="list", responses=answers(SavedItems))
 async def list_saved(service: Service, caller: CurrentCaller) -> JSONResponse:
     """The caller's saved items: ``{items}``."""
     return JSONResponse(await service.saved_items(caller.sub))
 
 
-@router.post("/{item_id}/move-to-cart")
+@router.post("/{item_id}/move-to-cart", responses=answers(CartAndSaved))
 async def move_to_cart(service: Service, caller: CurrentCaller, item_id: ResourceId,
                        idem: Idem) -> JSONResponse:
     """Put a saved item back into the active cart at today's price: ``{cart, saved}``."""
@@ -24,7 +26,7 @@ async def move_to_cart(service: Service, caller: CurrentCaller, item_id: Resourc
                                                    idem.fingerprint, list(caller.groups)))
 
 
-@router.delete("/{item_id}")
+@router.delete("/{item_id}", name="remove", responses=answers(SavedItems))
 async def remove_saved(service: Service, caller: CurrentCaller, item_id: ResourceId,
                        idem: Idem) -> JSONResponse:
     """Forget a saved item: ``{items}``."""
