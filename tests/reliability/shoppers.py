@@ -52,6 +52,8 @@ async def buyer(client: httpx.AsyncClient, product_id: str, variant_id: str) -> 
     r = await call(client, "POST", f"/v1/carts/{cid}/items",
                    headers={**bearer(token), "Idempotency-Key": f"{key}-a"},
                    json={"product_id": product_id, "variant_id": variant_id, "quantity": 1})
+    if r.status_code == 409 and r.json()["error"]["code"] == "out_of_stock":
+        return {"outcome": "out_of_stock"}  # stock on add: refused once the sale sold out
     if r.status_code != 201 and r.status_code != 200:
         return {"outcome": "failed", "status": r.status_code, "step": "add"}
     r = await call(client, "POST", f"/v1/carts/{cid}/checkout",
