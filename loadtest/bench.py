@@ -546,7 +546,8 @@ async def run_system(
             rows.append(await run_one(scenario, target, plan, items, server))
             if sink is not None and "failed" not in rows[-1]:
                 after = await asyncio.to_thread(sink.stats)
-                rows[-1]["otlp"] = otlp_figures(before, after, rows[-1]["requests"])
+                sent = rows[-1]["requests"] + (rows[-1].get("setup") or {}).get("requests", 0)
+                rows[-1]["otlp"] = otlp_figures(before, after, sent)
             console.print(describe(rows[-1]))
     except (SystemFailed, OSError, RuntimeError, redis.RedisError) as exc:
         rows = [failed_row(spec.name, s, f"{type(exc).__name__}: {exc}") for s in scenarios]
@@ -579,7 +580,8 @@ async def run_one(
 def otlp_figures(before: dict[str, int] | None, after: dict[str, int] | None,
                  requests: int) -> dict[str, Any] | None:
     """What the traced engine exported during one scenario, from the sink's counts before
-    and after it: ``exports`` (POSTs), ``bytes`` and ``kb_per_request``. Approximate at the
+    and after it: ``exports`` (POSTs), ``bytes`` and ``kb_per_request`` over ``requests``
+    (the scenario's, its setup's included: their spans are exported too). Approximate at the
     edges: the exporter sends a batch up to 5 s after its spans (the SDK's default delay),
     so the tail of one scenario may land in the next. None when the sink did not answer."""
     if before is None or after is None:
