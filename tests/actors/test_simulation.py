@@ -278,3 +278,16 @@ def test_the_limits_example_loads_with_a_limit_and_a_waitlist() -> None:
     s = load_scenario(EXAMPLE.with_name("flash-sale-limits.toml"))
     assert s.purchase_limit == 2 and s.asks_over_limit == 4
     assert 0 < s.waitlist_share < 1 and s.shards == 1
+
+
+async def test_the_same_seed_gives_the_same_sale_with_limits_and_a_waitlist() -> None:
+    kw: dict[str, Any] = {"units": 20, "buyers": 200, "think_time": 20.0, "abandon_share": 0.3,
+                          "hold_ttl": 30.0, "payment_failure_share": 0.2, "purchase_limit": 2,
+                          "over_limit_share": 0.2, "waitlist_share": 0.7,
+                          "offer_take_share": 0.5, "offer_ttl": 60.0, "offer_response": 20.0}
+    a, b = await simulate(sale(**kw)), await simulate(sale(**kw))
+    assert a.ok, a.problems
+    skip = {"wall_seconds", "buyers_per_wall_second"}
+    assert {k: v for k, v in a.report.items() if k not in skip} == \
+        {k: v for k, v in b.report.items() if k not in skip}
+    assert a.report["offers_made"] >= 1 and a.report["refused_by_limit"] >= 1
