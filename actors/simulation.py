@@ -3,7 +3,15 @@
 No servers: one :class:`~actors.service.CartService` over a ``MemoryStore`` and a
 ``ManualClock``. Buyers arrive over simulated time; each makes a cart, adds the sale item
 (a hold on add when ``hold_ttl`` is set), thinks, then abandons or checks out (a share of
-them with a card that is declined). Simulated time moves in ticks of ``tick`` seconds: the
+them with a card that is declined). With ``purchase_limit`` the sale item carries a purchase
+limit (units per customer): a share of buyers (``over_limit_share``) first ask for
+``over_limit_units`` beyond it, are refused, take the most the limit allows, and after paying
+come back once for more (refused again: the limit counts their paid orders). With
+``waitlist_share`` a share of the buyers refused at sell-out join the item's waitlist; when
+units come back (a declined card, a lapsed hold) the waitlist offers them for ``offer_ttl``
+seconds, and a share (``offer_take_share``) of those offered add the item within
+``offer_response`` seconds on average and check out; the other offers lapse and go to the next
+in line. Simulated time moves in ticks of ``tick`` seconds: the
 buyers due in a tick act concurrently (one inventory actor still serializes every
 reservation), then the clock advances and fires the timers that fell due (hold, reservation
 and cart expiries).
@@ -14,7 +22,9 @@ What is checked at the end, after the clock has passed every expiry:
 * lost: units that are neither on hand nor sold, units still reserved, or a gap between the
   units the inventory counts as sold and the units of the paid orders the buyers were
   answered (an acknowledged order the ledger does not know, or a sale without an order), or
-  an ``order.paid`` event missing for a paid order.
+  an ``order.paid`` event missing for a paid order;
+* over the limit: a customer whose paid orders hold more units than ``purchase_limit``
+  (read back from the engine's own order index, and from the orders the buyers were told of).
 
 Usage::
 
@@ -47,12 +57,14 @@ from actors.clock import ManualClock
 from actors.service import CartOp, CartService
 from actors.settings import EngineSettings
 from engine.errors import DomainError
-from engine.events import ORDER_PAID
+from engine.events import ORDER_PAID, STOCK_OFFERED
 from snapshots.memory_store import MemoryStore
 
 __all__ = ["Scenario", "SimulationResult", "load_scenario", "simulate"]
 
 PRODUCT_ID = "flash-item"
+# agenda steps of a buyer
+ARRIVE, DECIDE, TAKE_OFFER, COME_BACK = 0, 1, 2, 3
 VARIANT_ID = "flash-item-std"
 #: Epoch seconds at which every simulation starts (2026-09-21), so runs are reproducible.
 START = 1_790_000_000.0
@@ -87,6 +99,19 @@ class Scenario(BaseModel):
     sample_every: float = Field(10.0, gt=0, description="seconds between stock samples")
     hosts: int = Field(2, ge=1, le=64)
     seed: int = 1
+    purchase_limit: int | None = Field(None, ge=1, le=999,
+                                       description="units per customer of the sale item")
+    over_limit_share: float = Field(0.0, ge=0, le=1,
+                                    description="buyers who first ask beyond the limit")
+    over_limit_units: int | None = Field(None, ge=1, le=999,
+                                         description="units they ask for (default limit + 1)")
+    waitlist_share: float = Field(0.0, ge=0, le=1,
+                                  description="buyers refused at sell-out who join the waitlist")
+    offer_ttl: float = Field(300.0, gt=0, description="seconds a waitlist offer is held")
+    offer_take_share: float = Field(1.0, ge=0, le=1,
+                                    description="buyers offered units who take them")
+    offer_response: float = Field(60.0, ge=0,
+                                  description="mean seconds before a taker adds the offer")
 
     @model_validator(mode="after")
     def _curve(self) -> Scenario:
@@ -99,7 +124,25 @@ class Scenario(BaseModel):
                 raise ValueError("rate_curve times must be >= 0 and strictly increasing")
             if any(r < 0 for _, r in pts) or not any(r > 0 for _, r in pts):
                 raise ValueError("rate_curve rates must be >= 0, one of them > 0")
+        lim = self.purchase_limit
+        if lim is None:
+            if self.over_limit_share or self.over_limit_units is not None:
+                raise ValueError("over_limit_share / over_limit_units need purchase_limit")
+        else:
+            if self.quantity > lim:
+                raise ValueError(f"quantity {self.quantity} is above purchase_limit {lim}")
+            if self.over_limit_units is not None and self.over_limit_units <= lim:
+                raise ValueError("over_limit_units must be above purchase_limit")
+        if self.waitlist_share and self.shards > 1:
+            raise ValueError("waitlist_share needs shards = 1 (a sharded variant has no "
+                             "waitlist)")
         return self
+
+    @property
+    def asks_over_limit(self) -> int:
+        """Units an over-limit buyer first asks for."""
+        assert self.purchase_limit is not None
+        return self.over_limit_units or self.purchase_limit + 1
 
 
 def load_scenario(path: str | Path, **overrides: Any) -> Scenario:
@@ -157,8 +200,14 @@ class _Buyer:
     think: float
     abandons: bool
     card: str
+    quantity: int = 1       # units in the cart (an over-limit buyer: the limit, after a refusal)
+    over_limit: bool = False
     cart_id: str = ""
+    line_id: str = ""
     holds: bool = False
+    waited: bool = False    # joined the waitlist (once at most)
+    offered: float | None = None  # the offer's expiry, epoch seconds
+    came_back: bool = False
 
 
 @dataclass
@@ -216,23 +265,37 @@ async def simulate(s: Scenario,
     # in-memory sweep scans every deadline: every 5 s it cost a tenth of the run).
     settings = EngineSettings(cart_ttl=s.cart_ttl, reservation_ttl=s.reservation_ttl,
                               sweep_interval=86400.0)
-    shop = await CartService.in_process(store=MemoryStore(), clock=clock, settings=settings,
+    store = MemoryStore()
+    shop = await CartService.in_process(store=store, clock=clock, settings=settings,
                                         hosts=s.hosts)
     try:
-        return await _Sale(s, rng, clock, shop, progress).run()
+        return await _Sale(s, rng, clock, shop, store, progress).run()
     finally:
         await shop.close()
 
 
 class _Sale:
     def __init__(self, s: Scenario, rng: random.Random, clock: ManualClock, shop: CartService,
-                 progress: Callable[[float, int], None] | None) -> None:
+                 store: MemoryStore, progress: Callable[[float, int], None] | None) -> None:
         self.s, self.rng, self.clock, self.shop, self.progress = s, rng, clock, shop, progress
+        self.store = store
+        # (time, seq, step, buyer): see ARRIVE .. COME_BACK
+        self.agenda: list[tuple[float, int, int, _Buyer]] = []
+        self.seq = 0
+        self.next_sample = 0.0
+        self.outbox_seen = 0
+        self.to_join: list[_Buyer] = []
+        self.waiting_offers: dict[str, _Buyer] = {}  # customer -> buyer in the waitlist
+        self.paid_units_by_owner: dict[str, int] = {}
+        self.over_limit_buyers: list[str] = []
+        self.decided = 0  # buyers who had the item in their cart and came to a decision
         self.timer = _Timer()
         self.counts = {"arrived": 0, "carts": 0, "refused_at_add": 0, "abandoned": 0,
                        "checkouts": 0, "paid": 0, "refused_at_checkout": 0,
                        "payment_failed": 0, "other_errors": 0, "holds_taken": 0,
-                       "abandoned_holding": 0, "cart_expired": 0}
+                       "abandoned_holding": 0, "cart_expired": 0,
+                       "refused_by_limit": 0, "came_back": 0, "waitlist_joined": 0,
+                       "offers_made": 0, "offers_taken": 0, "offers_lapsed": 0}
         self.units_paid = 0
         self.revenue: dict[str, int] = {}
         self.paid_orders: set[str] = set()
@@ -260,54 +323,81 @@ class _Sale:
                                               "stock": s.units, "shards": s.shards}]}
         if s.hold_ttl is not None:
             body["variants"][0]["hold_ttl"] = s.hold_ttl
+        if s.purchase_limit is not None:
+            body["variants"][0]["purchase_limit"] = s.purchase_limit
+        if s.waitlist_share:
+            body["variants"][0]["offer_ttl"] = s.offer_ttl
         await self.shop.put_product(PRODUCT_ID, body)
         arrivals = arrival_times(s, self.rng)
-        # (time, seq, step, buyer): step 0 = arrive, 1 = decide
-        agenda: list[tuple[float, int, int, _Buyer]] = []
         for i, t in enumerate(arrivals):
+            over = self.rng.random() < s.over_limit_share
             b = _Buyer(owner=f"buyer-{i}",
                        think=self.rng.expovariate(1.0 / s.think_time) if s.think_time else 0.0,
                        abandons=self.rng.random() < s.abandon_share,
                        card="tok_declined" if self.rng.random() < s.payment_failure_share
-                       else "tok_ok")
-            agenda.append((t, i, 0, b))
-        heapq.heapify(agenda)
-        seq = len(agenda)
+                       else "tok_ok", quantity=s.quantity, over_limit=over)
+            self.agenda.append((t, i, ARRIVE, b))
+        heapq.heapify(self.agenda)
+        self.seq = len(self.agenda)
         wall0 = time.perf_counter()
         self.expired0 = business.snapshot()["reservations_expired"]
         await self._sample()
-        next_sample = s.sample_every
+        self.next_sample = s.sample_every
+        horizon = max(s.cart_ttl, s.reservation_ttl, s.hold_ttl or 0.0,
+                      s.offer_ttl if s.waitlist_share else 0.0) + s.tick
+        while True:
+            await self._play_agenda()
+            # Let every hold, reservation, offer and cart deadline pass, sampling on the way;
+            # a lapsed offer goes to the next in line, whose answer puts buyers back on the
+            # agenda.
+            end = self._elapsed() + horizon
+            while self.next_sample <= end and not self.agenda:
+                await self._advance_to(self.next_sample)
+                await self._sample()
+                self.next_sample += s.sample_every
+                self._take_offers()
+            if self.agenda:
+                continue
+            await self._advance_to(end)
+            self._take_offers()
+            if self.agenda:
+                continue
+            await self._sample()
+            if not self.waiting_offers or self.samples[-1]["reserved"] == 0:
+                break
+        wall = time.perf_counter() - wall0
+        return await self._result(wall)
+
+    def _push(self, at: float, step: int, b: _Buyer) -> None:
+        self.seq += 1
+        heapq.heappush(self.agenda, (at, self.seq, step, b))
+
+    async def _play_agenda(self) -> None:
+        """Play the agenda tick by tick until it is empty."""
+        s, agenda = self.s, self.agenda
         while agenda:
             tick_end = (math.floor(agenda[0][0] / s.tick) + 1) * s.tick
             due: list[tuple[int, _Buyer]] = []
             while agenda and agenda[0][0] < tick_end:
                 _, _, step, b = heapq.heappop(agenda)
                 due.append((step, b))
-            await self._advance_to(tick_end - s.tick)
-            arriving = [b for step, b in due if step == 0]
-            deciding = [b for step, b in due if step == 1]
-            thinking = await self._arrive(arriving)
-            await self._decide(deciding)
+            start = tick_end - s.tick
+            await self._advance_to(start)
+            thinking = await self._arrive([b for step, b in due if step == ARRIVE])
+            await self._decide([b for step, b in due if step == DECIDE])
+            await self._take([b for step, b in due if step == TAKE_OFFER])
+            await self._come_back([b for step, b in due if step == COME_BACK])
             for b in thinking:
-                seq += 1
-                heapq.heappush(agenda, (tick_end - s.tick + b.think, seq, 1, b))
-            while next_sample <= tick_end and (agenda or next_sample <= tick_end):
-                await self._advance_to(next_sample)
+                self._push(start + b.think, DECIDE, b)
+            await self._join_waitlist()
+            while self.next_sample <= tick_end:
+                await self._advance_to(self.next_sample)
                 await self._sample()
-                next_sample += s.sample_every
+                self.next_sample += s.sample_every
             await self._advance_to(tick_end)
+            self._take_offers()
             if self.progress is not None:
                 self.progress(tick_end, self.finished)
-        # Let every hold, reservation and cart deadline pass, sampling on the way.
-        end = self._elapsed() + max(s.cart_ttl, s.reservation_ttl, s.hold_ttl or 0.0) + s.tick
-        while next_sample <= end:
-            await self._advance_to(next_sample)
-            await self._sample()
-            next_sample += s.sample_every
-        await self._advance_to(end)
-        await self._sample()
-        wall = time.perf_counter() - wall0
-        return await self._result(wall)
 
     async def _advance_to(self, t: float) -> None:
         gap = t - self._elapsed()
@@ -320,18 +410,17 @@ class _Sale:
         self.samples.append({"t": round(t, 3), "on_hand": st["on_hand"],
                              "reserved": st["reserved"], "available": st["available"],
                              "sold": st["sold"], "paid_orders": self.counts["paid"],
-                             "buyers_done": self.finished})
+                             "buyers_done": self.finished,
+                             "waitlist_waiting": len(self.waiting_offers),
+                             "offers_made": self.counts["offers_made"]})
         if st["available"] == 0 and self.first_unavailable_at is None and self.s.units:
             self.first_unavailable_at = t
 
     def _error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
 
-    async def _arrive(self, buyers: list[_Buyer]) -> list[_Buyer]:
-        """Each buyer makes a cart and adds the item; those who got it go on to think."""
-        if not buyers:
-            return []
-        self.counts["arrived"] += len(buyers)
+    async def _carts(self, buyers: list[_Buyer]) -> list[_Buyer]:
+        """Each buyer's active cart (made when none); those who got one."""
         carts = await asyncio.gather(*(self._timed("create_cart", self.shop.active_cart(
             b.owner)) for b in buyers), return_exceptions=True)
         ready = []
@@ -339,35 +428,178 @@ class _Sale:
             if isinstance(c, DomainError):
                 self._error(c.code)
                 self.counts["other_errors"] += 1
-                self.finished += 1
             elif isinstance(c, BaseException):
                 raise c
             else:
                 b.cart_id = c["cart"]["cart_id"]
-                self.counts["carts"] += 1
                 ready.append(b)
+        return ready
+
+    async def _add(self, buyers: list[_Buyer], quantities: list[int]) -> list[tuple[str, Any]]:
+        """One batch of adds (one per buyer), as concurrent requests would be."""
         t0 = time.perf_counter()
-        replies = await self.shop.apply([CartOp(b.cart_id, b.owner, "add", PRODUCT_ID,
-                                                self.s.quantity, VARIANT_ID) for b in ready])
+        replies = await self.shop.apply([CartOp(b.cart_id, b.owner, "add", PRODUCT_ID, q,
+                                                VARIANT_ID)
+                                         for b, q in zip(buyers, quantities, strict=True)])
         # One batch for the tick: each add waited for the whole batch, as concurrent
         # requests would.
         per_add = time.perf_counter() - t0
-        thinking = []
-        for b, (status, value) in zip(ready, replies, strict=True):
+        for _ in buyers:
             self.timer.record("add_item", per_add)
+        return replies
+
+    async def _arrive(self, buyers: list[_Buyer]) -> list[_Buyer]:
+        """Each buyer makes a cart and adds the sale item; those who got it go on to think.
+
+        An over-limit buyer first asks for more than the purchase limit, is refused, and
+        asks for the limit itself.
+        """
+        if not buyers:
+            return []
+        self.counts["arrived"] += len(buyers)
+        ready = await self._carts(buyers)
+        self.finished += len(buyers) - len(ready)
+        self.counts["carts"] += len(ready)
+        greedy = [b for b in ready if b.over_limit]
+        plain = [b for b in ready if not b.over_limit]
+        thinking: list[_Buyer] = []
+        if greedy:
+            self.over_limit_buyers += [b.owner for b in greedy]
+            replies = await self._add(greedy, [self.s.asks_over_limit] * len(greedy))
+            retry = []
+            for b, (status, value) in zip(greedy, replies, strict=True):
+                code = value.get("code", "?") if status != "ok" and isinstance(value, dict) \
+                    else None
+                if code == "purchase_limit_exceeded":
+                    self._error(code)
+                    self.counts["refused_by_limit"] += 1
+                    b.quantity = self.s.purchase_limit or b.quantity
+                    retry.append(b)
+                else:  # the limit let it through: the check at the end tells
+                    plain.append(b)
+            if retry:
+                replies = await self._add(retry, [b.quantity for b in retry])
+                thinking += self._added(retry, replies)
+        if plain:
+            replies = await self._add(plain, [b.quantity for b in plain])
+            thinking += self._added(plain, replies)
+        return thinking
+
+    def _added(self, buyers: list[_Buyer], replies: list[tuple[str, Any]]) -> list[_Buyer]:
+        """Count the answers of the buyers' adds; those whose add was taken."""
+        ok = []
+        for b, (status, value) in zip(buyers, replies, strict=True):
             if status == "ok":
+                b.line_id = value
                 b.holds = self.s.hold_ttl is not None
                 self.counts["holds_taken"] += b.holds
-                thinking.append(b)
+                ok.append(b)
                 continue
             self.finished += 1
             code = value.get("code", "?") if isinstance(value, dict) else "?"
             self._error(code)
             if code == "out_of_stock":
                 self.counts["refused_at_add"] += 1
+                self._maybe_wait(b)
+            elif code == "purchase_limit_exceeded":
+                self.counts["refused_by_limit"] += 1
             else:
                 self.counts["other_errors"] += 1
-        return thinking
+        return ok
+
+    def _maybe_wait(self, b: _Buyer) -> None:
+        """A buyer refused at sell-out joins the waitlist (``waitlist_share`` of them)."""
+        if self.s.waitlist_share and not b.waited and not b.came_back and \
+                self.rng.random() < self.s.waitlist_share:
+            b.waited = True
+            self.to_join.append(b)
+
+    async def _join_waitlist(self) -> None:
+        """The buyers refused this tick who want to wait join the line (a refused checkout
+        first takes the sold-out line out of the cart)."""
+        if not self.to_join:
+            return
+        buyers, self.to_join = self.to_join, []
+        clear = [b for b in buyers if b.line_id]
+        if clear:
+            await self.shop.apply([CartOp(b.cart_id, b.owner, "remove", b.line_id)
+                                   for b in clear])
+            for b in clear:
+                b.line_id = ""
+        joined = await asyncio.gather(*(self._timed("join_waitlist", self.shop.join_waitlist(
+            b.owner, VARIANT_ID, b.quantity)) for b in buyers), return_exceptions=True)
+        for b, j in zip(buyers, joined, strict=True):
+            if isinstance(j, DomainError):
+                self._error(f"waitlist_{j.code}")
+                self.counts["other_errors"] += 1
+            elif isinstance(j, BaseException):
+                raise j
+            else:
+                self.counts["waitlist_joined"] += 1
+                self.waiting_offers[b.owner] = b
+
+    def _take_offers(self) -> None:
+        """Read the offers the waitlist made since the last look (``stock.offered`` events
+        in the outbox); a taker acts on theirs after ``offer_response`` seconds on average,
+        the others let it lapse."""
+        outbox = self.store.outbox
+        new, self.outbox_seen = outbox[self.outbox_seen:], len(outbox)
+        now = self._elapsed()
+        for e in new:
+            if e["type"] != STOCK_OFFERED or e.get("variant_id") != VARIANT_ID:
+                continue
+            b = self.waiting_offers.pop(e["customer"], None)
+            if b is None:
+                continue
+            self.counts["offers_made"] += 1
+            b.offered = float(e["expires_at"])
+            if self.rng.random() < self.s.offer_take_share:
+                wait = self.rng.expovariate(1.0 / self.s.offer_response) \
+                    if self.s.offer_response else 0.0
+                self._push(now + wait, TAKE_OFFER, b)
+            else:
+                self.counts["offers_lapsed"] += 1
+
+    async def _take(self, buyers: list[_Buyer]) -> None:
+        """Offered buyers add the item (the cart claims the offer) and check out at once;
+        one who comes after the offer's expiry finds it lapsed."""
+        if not buyers:
+            return
+        ready = await self._carts(buyers)
+        replies = await self._add(ready, [b.quantity for b in ready])
+        taking = []
+        for b, (status, value) in zip(ready, replies, strict=True):
+            if status == "ok":
+                b.line_id = value
+                self.counts["offers_taken"] += 1
+                taking.append(b)
+            else:
+                self._error(f"offer_{value.get('code', '?') if isinstance(value, dict) else '?'}")
+                self.counts["offers_lapsed"] += 1
+        self.counts["offers_lapsed"] += len(buyers) - len(ready)
+        await self._checkout(taking)
+
+    async def _come_back(self, buyers: list[_Buyer]) -> None:
+        """Over-limit buyers who paid come back for more: refused by the limit, which
+        counts their paid orders; one the limit lets through checks out."""
+        if not buyers:
+            return
+        self.counts["came_back"] += len(buyers)
+        ready = await self._carts(buyers)
+        replies = await self._add(ready, [self.s.quantity] * len(ready))
+        again = []
+        for b, (status, value) in zip(ready, replies, strict=True):
+            if status == "ok":
+                b.line_id = value
+                again.append(b)
+                continue
+            code = value.get("code", "?") if isinstance(value, dict) else "?"
+            self._error(code)
+            if code == "purchase_limit_exceeded":
+                self.counts["refused_by_limit"] += 1
+            elif code != "out_of_stock":
+                self.counts["other_errors"] += 1
+        await self._checkout(again)
 
     async def _decide(self, buyers: list[_Buyer]) -> None:
         """Each buyer abandons the cart or checks out."""
@@ -379,22 +611,31 @@ class _Sale:
                 self.finished += 1
             else:
                 checking.append(b)
-        if not checking:
+        self.decided += len(buyers)
+        self.finished += len(checking)
+        await self._checkout(checking)
+
+    async def _checkout(self, buyers: list[_Buyer]) -> None:
+        """Check the buyers' carts out (concurrently) and count the answers."""
+        if not buyers:
             return
-        self.counts["checkouts"] += len(checking)
+        self.counts["checkouts"] += len(buyers)
         orders = await asyncio.gather(*(self._timed("checkout", self.shop.checkout(
-            b.owner, b.cart_id, payment_token=b.card, idempotency_key=f"sim-{b.owner}"))
-            for b in checking), return_exceptions=True)
-        for order in orders:
-            self.finished += 1
+            b.owner, b.cart_id, payment_token=b.card,
+            idempotency_key=f"sim-{b.owner}-{b.cart_id}")) for b in buyers),
+            return_exceptions=True)
+        for b, order in zip(buyers, orders, strict=True):
             if isinstance(order, DomainError):
                 self._error(order.code)
                 if order.code == "out_of_stock":
                     self.counts["refused_at_checkout"] += 1
+                    self._maybe_wait(b)
                 elif order.code == "payment_declined":
                     self.counts["payment_failed"] += 1
                 elif order.code == "cart_not_active":  # thought past the cart's expiry
                     self.counts["cart_expired"] += 1
+                elif order.code == "purchase_limit_exceeded":
+                    self.counts["refused_by_limit"] += 1
                 else:
                     self.counts["other_errors"] += 1
                 continue
@@ -406,12 +647,51 @@ class _Sale:
                 continue
             self.counts["paid"] += 1
             self.paid_orders.add(order["order_id"])
-            self.units_paid += sum(ln["quantity"] for ln in order["lines"])
+            units = sum(ln["quantity"] for ln in order["lines"])
+            self.units_paid += units
+            self.paid_units_by_owner[b.owner] = self.paid_units_by_owner.get(b.owner, 0) + units
             total = order["totals"]["total"]
             self.revenue[total["currency"]] = \
                 self.revenue.get(total["currency"], 0) + total["amount"]
+            if b.over_limit and not b.came_back:
+                b.came_back = True
+                self._push(self._elapsed() + b.think, COME_BACK, b)
         if self.sold_out_at is None and self.s.units and self.units_paid >= self.s.units:
             self.sold_out_at = self._elapsed()
+
+    async def _limit_problems(self) -> list[str]:
+        """Customers whose paid orders hold more units than the purchase limit: from the
+        orders the buyers were told of, and read back from the engine's order index for
+        every buyer who paid or asked beyond the limit."""
+        lim = self.s.purchase_limit
+        if lim is None:
+            return []
+        told = sorted(o for o, n in self.paid_units_by_owner.items() if n > lim)
+        owners = sorted(set(self.paid_units_by_owner) | set(self.over_limit_buyers))
+        over = []
+        for i in range(0, len(owners), 500):
+            chunk = owners[i:i + 500]
+            pages = await asyncio.gather(*(self._paid_units(o) for o in chunk))
+            over += [o for o, n in zip(chunk, pages, strict=True) if n > lim]
+        out = []
+        if told:
+            out.append(f"{len(told)} customer(s) were told of paid orders above the purchase "
+                       f"limit of {lim}: {', '.join(told[:5])}")
+        if over:
+            out.append(f"{len(over)} customer(s) hold paid orders above the purchase limit "
+                       f"of {lim} in the engine: {', '.join(over[:5])}")
+        return out
+
+    async def _paid_units(self, owner: str) -> int:
+        """Units of the sale item in ``owner``'s paid orders, read from the engine."""
+        units, cursor = 0, None
+        while True:
+            page = await self.shop.list_orders(owner, cursor=cursor, limit=50)
+            units += sum(ln["quantity"] for o in page["items"] if o["status"] == "paid"
+                         for ln in o["lines"] if ln.get("variant_id") == VARIANT_ID)
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return units
 
     async def _result(self, wall: float) -> SimulationResult:
         s, c = self.s, self.counts
@@ -435,6 +715,7 @@ class _Sale:
             problems.append(f"{len(missing)} paid order(s) without an order.paid event")
         if extra := paid_events - self.paid_orders:
             problems.append(f"{len(extra)} order.paid event(s) for orders no buyer was told of")
+        problems += await self._limit_problems()
         if self.finished != s.buyers:
             problems.append(f"{s.buyers - self.finished} buyer(s) never got an answer")
         refused = c["refused_at_add"] + c["refused_at_checkout"]
@@ -442,13 +723,16 @@ class _Sale:
         # reservation lives within its turn); counted per process, so a simulation running
         # beside another in one process would see both
         expired = business.snapshot()["reservations_expired"] - self.expired0
-        decided = c["abandoned"] + c["checkouts"]
+        decided = self.decided
         report = {
             "units": s.units, "buyers": s.buyers, "sold": final["sold"],
             "unsold": final["on_hand"], "oversold": oversold,
             "paid_orders": c["paid"], "refused": refused, **c, "holds_expired": expired,
             # of the buyers who had the item in their cart and came to a decision
             "abandonment": round(c["abandoned"] / decided, 4) if decided else 0.0,
+        "over_limit_buyers": len(self.over_limit_buyers),
+        "waitlist_waiting_at_end": len(self.waiting_offers),
+        "max_units_per_customer": max(self.paid_units_by_owner.values(), default=0),
             "sold_out_at": self.sold_out_at,
             "first_unavailable_at": self.first_unavailable_at,
             "revenue": dict(sorted(self.revenue.items())),

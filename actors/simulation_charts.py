@@ -1,9 +1,10 @@
 """PNG charts of a simulated sale (matplotlib, headless Agg backend).
 
 ``timeline.png``: stock (on hand, available, reserved: holds and checkout reservations) and
-units sold over simulated time, and paid orders against buyers served. ``latency.png``: the
-wall-clock latency of each operation of the simulation (microseconds, in process), as
-percentile curves from its HdrHistogram.
+units sold over simulated time, and paid orders against buyers served (with a waitlist:
+buyers waiting in line and offers made). ``latency.png``: the wall-clock latency of each
+operation of the simulation (microseconds, in process), as percentile curves from its
+HdrHistogram.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def write_charts(result: Any, out_dir: str | Path) -> list[Path]:
     ax1.grid(alpha=0.3)
     ax2.step(t, [x["paid_orders"] for x in samples], where="post", label="paid orders")
     ax2.step(t, [x["buyers_done"] for x in samples], where="post", label="buyers served")
+    if r.get("waitlist_joined"):
+        ax2.step(t, [x.get("waitlist_waiting", 0) for x in samples], where="post",
+                 label="waiting in line")
+        ax2.step(t, [x.get("offers_made", 0) for x in samples], where="post",
+                 label="waitlist offers made")
     ax2.set_xlabel("simulated minutes")
     ax2.set_ylabel("count")
     ax2.set_yscale("symlog")

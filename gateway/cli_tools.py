@@ -35,6 +35,18 @@ _SIM_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--sample-every": ("sample_every", float, "seconds between stock samples"),
     "--hosts": ("hosts", int, "in-process actor hosts"),
     "--seed": ("seed", int, "random seed"),
+    "--purchase-limit": ("purchase_limit", int, "units per customer of the sale item"),
+    "--over-limit-share": ("over_limit_share", float,
+                           "share of buyers who first ask beyond the limit (0..1)"),
+    "--over-limit-units": ("over_limit_units", int,
+                           "units they ask for (default: the limit + 1)"),
+    "--waitlist-share": ("waitlist_share", float,
+                         "share of buyers refused at sell-out who join the waitlist (0..1)"),
+    "--offer-ttl": ("offer_ttl", float, "seconds a waitlist offer holds its units"),
+    "--offer-take-share": ("offer_take_share", float,
+                           "share of offered buyers who take the offer (0..1)"),
+    "--offer-response": ("offer_response", float,
+                         "mean seconds before a buyer acts on an offer"),
 }
 
 
@@ -125,6 +137,16 @@ def run_simulate(args: argparse.Namespace) -> int:
         ("payment failures", f"{r['payment_failed']:,}"),
         ("carts expired before checkout", f"{r['cart_expired']:,}"),
         ("abandonment", f"{r['abandoned']:,} ({r['abandonment']:.1%} of carts with the item)"),
+        *((("purchase limit", f"{scenario.purchase_limit} per customer; "
+             f"{r['refused_by_limit']:,} adds or checkouts refused by it "
+             f"({r['over_limit_buyers']:,} buyers asked beyond it, {r['came_back']:,} came "
+             f"back for more); most units one customer paid for: "
+             f"{r['max_units_per_customer']}"),)
+          if scenario.purchase_limit is not None else ()),
+        *((("waitlist", f"{r['waitlist_joined']:,} joined; offers made / taken / lapsed "
+             f"{r['offers_made']:,} / {r['offers_taken']:,} / {r['offers_lapsed']:,}; "
+             f"{r['waitlist_waiting_at_end']:,} still waiting at the end"),)
+          if scenario.waitlist_share else ()),
         ("revenue", ", ".join(f"{v:,} {k} minor units" for k, v in r["revenue"].items())
          or "0"),
         ("simulated / wall time", f"{r['simulated_seconds']:,.0f} s / "

@@ -12,6 +12,12 @@ Systems (each started in turn as a subprocess on a free 127.0.0.1 port, stopped 
 
     engine         cart-engine serve with its default flags (--placement P and --hosts N
                    only when given here)
+    engine-traced  the same with OpenTelemetry tracing on: OTEL_EXPORTER_OTLP_ENDPOINT points
+                   at a tiny OTLP/HTTP sink the bench starts on loopback as a process of its
+                   own (`loadtest.otlp_sink`: it accepts every export and discards it), so the
+                   exporter does its real work (batching, encoding, a POST per batch); its rows
+                   beside `engine`'s are the overhead of tracing (the `tracing overhead`
+                   table: requests/s and server CPU per request, and KB exported per request)
     engine-ray, engine-local   (only when named) the same with --placement ray / local
     engine-gateway    (only when named) engine-ray with --ingress gateway: one gateway process
                       forwards every request to the hosts (the shape before an ingress on
@@ -59,7 +65,9 @@ over lua-peer's on the same scenario; `x raw` is requests/s over raw-asgi's `cei
 ms per request: the server's process tree, plus the Redis server's own CPU for systems that
 use Redis, and the load generator's. On a small machine the generator shares the CPUs with
 the server: when the client's CPU ms/request is near the server's, requests/s is capped by
-the generator, and the server CPU per request is the figure to compare.
+the generator, and the server CPU per request is the figure to compare. `tracing_overhead`:
+per scenario both ran, `engine-traced` against `engine` (requests/s, server CPU ms per
+request, their ratios, and the KB per request the exporter sent to the sink).
 
 Example, a short check (3 s phases, small sale):
 
@@ -95,6 +103,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadtest.client import run_async
+from loadtest.otlp_sink import SinkProcess, tracing_env
 from loadtest.scenarios import (
     ADD_VIEW_MIX,
     EDIT_MIX,
@@ -116,7 +125,7 @@ except ImportError:  # pragma: no cover - psutil ships with Ray; the RSS column 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
-DEFAULT_SYSTEMS = ("engine", "lua-peer", "raw-asgi")
+DEFAULT_SYSTEMS = ("engine", "engine-traced", "lua-peer", "raw-asgi")
 ALL_SCENARIOS = ("churn", "churn-edit", "churn-big", "flash", "read")
 DEFAULT_SCENARIOS = ("churn", "churn-edit", "flash", "read")
 #: The strongest peer and the HTTP ceiling: every row's ratios are to these two.
@@ -129,6 +138,8 @@ ENGINE_FAMILIES = {"cart_engine_host_turns": "engine_turns",
                    "cart_engine_host_commit_flushes": "engine_flushes"}
 PACKAGES = ("cart-engine", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic",
             "httpx", "hdrhistogram", "rich", "redis", "ray", "msgpack", "PyJWT", "psutil")
+#: The system whose rows the traced engine's are compared with.
+UNTRACED, TRACED = "engine", "engine-traced"
 #: Seconds between two /readyz probes while a system starts.
 READY_POLL_S = 0.25
 
@@ -156,13 +167,15 @@ class RunContext:
 @dataclass(frozen=True)
 class SystemSpec:
     """How to start one system: its command line, whether it uses Redis, its cart cap, and
-    its kind (``engine``: counters from `/metrics`; ``ceiling``: only the ceiling row)."""
+    its kind (``engine``: counters from `/metrics`; ``ceiling``: only the ceiling row), and
+    whether it runs with tracing on, exporting to an OTLP sink the bench starts (``traced``)."""
 
     name: str
     command: Callable[[int, RunContext], list[str]]
     uses_redis: bool
     caps_carts: bool = False
     kind: str = "peer"
+    traced: bool = False
 
 
 def engine_command(placement: str | None = None, *extra: str
@@ -199,6 +212,8 @@ SYSTEMS: dict[str, SystemSpec] = {
     spec.name: spec
     for spec in (
         SystemSpec("engine", engine_command(), uses_redis=True, kind="engine"),
+        SystemSpec("engine-traced", engine_command(), uses_redis=True, kind="engine",
+                   traced=True),
         SystemSpec("engine-ray", engine_command("ray"), uses_redis=True, kind="engine"),
         # The shape before: the gateway's process plus one host per CPU left (1 on 2 cores).
         SystemSpec("engine-gateway", engine_command(
@@ -299,8 +314,10 @@ def engine_counters(metrics_text: str) -> dict[str, float]:
 class ServerProcess:
     """A system under test running as a subprocess in its own process group."""
 
-    def __init__(self, spec: SystemSpec, ctx: RunContext, log_path: Path) -> None:
+    def __init__(self, spec: SystemSpec, ctx: RunContext, log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.spec = spec
+        self.env = env or {}
         self.redis_url = ctx.redis_url if spec.uses_redis else None
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -318,7 +335,7 @@ class ServerProcess:
             # `cart-engine` (and the Ray workers it starts) import from PYTHONPATH first
             path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
                                    if p)
-            env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
+            env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path, **self.env)
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
                 env=env, start_new_session=True,
@@ -493,13 +510,20 @@ def scenarios_of(spec: SystemSpec, plan: BenchPlan) -> list[str]:
 async def run_system(
     spec: SystemSpec, ctx: RunContext, plan: BenchPlan, items: list
 ) -> list[dict[str, Any]]:
-    """Start one system, run the scenarios on it, stop it; one row per scenario."""
-    server = ServerProcess(spec, ctx, plan.out.parent / "logs" / f"{spec.name}.log")
+    """Start one system (and, traced, its OTLP sink first), run the scenarios on it, stop
+    it; one row per scenario."""
+    logs = plan.out.parent / "logs"
+    sink = SinkProcess(free_port(), logs / f"{spec.name}-otlp-sink.log") if spec.traced \
+        else None
+    server = ServerProcess(spec, ctx, logs / f"{spec.name}.log",
+                           env=tracing_env(sink.url) if sink is not None else None)
     scenarios = scenarios_of(spec, plan)
     rows: list[dict[str, Any]] = []
     try:
         if spec.uses_redis:
             flush_redis(ctx.redis_url)
+        if sink is not None:
+            await asyncio.to_thread(sink.start)
         server.start()
         ready_s = await server.wait_ready(plan.ready_timeout_s)
         console.print(f"[green]{spec.name}[/] ready in {ready_s:.1f} s on {server.base_url}")
@@ -518,12 +542,19 @@ async def run_system(
             counters=server.counters,
         )
         for scenario in scenarios:
+            before = await asyncio.to_thread(sink.stats) if sink is not None else None
             rows.append(await run_one(scenario, target, plan, items, server))
+            if sink is not None and "failed" not in rows[-1]:
+                after = await asyncio.to_thread(sink.stats)
+                sent = rows[-1]["requests"] + (rows[-1].get("setup") or {}).get("requests", 0)
+                rows[-1]["otlp"] = otlp_figures(before, after, sent)
             console.print(describe(rows[-1]))
-    except (SystemFailed, OSError, redis.RedisError) as exc:
+    except (SystemFailed, OSError, RuntimeError, redis.RedisError) as exc:
         rows = [failed_row(spec.name, s, f"{type(exc).__name__}: {exc}") for s in scenarios]
     finally:
         await asyncio.to_thread(server.stop, plan.stop_timeout_s)
+        if sink is not None:
+            await asyncio.to_thread(sink.stop)
         if spec.uses_redis:
             await asyncio.to_thread(flush_redis, ctx.redis_url)
     return rows
@@ -544,6 +575,43 @@ async def run_one(
         row["server_cpu_ms_per_buyer"] = (round(cpu * row["requests"] / served, 3)
                                           if cpu is not None and served else None)
     return row
+
+
+def otlp_figures(before: dict[str, int] | None, after: dict[str, int] | None,
+                 requests: int) -> dict[str, Any] | None:
+    """What the traced engine exported during one scenario, from the sink's counts before
+    and after it: ``exports`` (POSTs), ``bytes`` and ``kb_per_request`` over ``requests``
+    (the scenario's, its setup's included: their spans are exported too). Approximate at the
+    edges: the exporter sends a batch up to 5 s after its spans (the SDK's default delay),
+    so the tail of one scenario may land in the next. None when the sink did not answer."""
+    if before is None or after is None:
+        return None
+    exports, size = after["exports"] - before["exports"], after["bytes"] - before["bytes"]
+    return {"exports": exports, "bytes": size,
+            "kb_per_request": round(size / 1024 / requests, 3) if requests else None}
+
+
+def tracing_overhead(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario that both `engine` and `engine-traced` ran: their headline figure
+    (requests/s; buyers/s for flash), server CPU ms per request, and the traced engine's
+    ratios to the untraced (``rate_ratio`` below 1 and ``cpu_ratio`` above 1 are the cost
+    of tracing), with what it exported (``otlp``)."""
+    plain = {r["scenario"]: r for r in rows if r["system"] == UNTRACED and "failed" not in r}
+    out = []
+    for row in rows:
+        if row["system"] != TRACED or "failed" in row or row["scenario"] not in plain:
+            continue
+        ref = plain[row["scenario"]]
+        rate, ref_rate = headline(row), headline(ref)
+        cpu, ref_cpu = row.get("server_cpu_ms_per_request"), ref.get("server_cpu_ms_per_request")
+        out.append({
+            "scenario": row["scenario"], "rate": rate, "untraced_rate": ref_rate,
+            "rate_ratio": round(rate / ref_rate, 3) if rate and ref_rate else None,
+            "server_cpu_ms_per_request": cpu, "untraced_server_cpu_ms_per_request": ref_cpu,
+            "cpu_ratio": round(cpu / ref_cpu, 3) if cpu and ref_cpu else None,
+            "otlp": row.get("otlp"),
+        })
+    return out
 
 
 def describe(row: dict[str, Any]) -> str:
@@ -666,6 +734,23 @@ def flash_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def overhead_table(overhead: list[dict[str, Any]]) -> Table:
+    """The table of tracing's cost: the engine with tracing on beside it without."""
+    table = Table(title=f"tracing overhead: {TRACED} (OTLP export to a discarding sink) "
+                        f"against {UNTRACED}")
+    for header in ("scenario", "req/s untraced", "req/s traced", "x", "srv CPU ms/req untraced",
+                   "srv CPU ms/req traced", "x CPU", "OTLP posts", "KB/req exported"):
+        table.add_column(header, justify="left" if header == "scenario" else "right")
+    for o in overhead:
+        otlp = o.get("otlp") or {}
+        table.add_row(o["scenario"] + (" (buyers/s)" if o["scenario"] == "flash" else ""),
+                      fmt(o["untraced_rate"], 0), fmt(o["rate"], 0), fmt(o["rate_ratio"], 3),
+                      fmt(o["untraced_server_cpu_ms_per_request"]),
+                      fmt(o["server_cpu_ms_per_request"]), fmt(o["cpu_ratio"], 3),
+                      fmt(otlp.get("exports")), fmt(otlp.get("kb_per_request"), 3))
+    return table
+
+
 def machine_info(redis_url: str) -> dict[str, Any]:
     """Where the figures were measured: CPUs, memory, OS, Python, packages, Redis, date."""
     return {
@@ -731,7 +816,8 @@ def bench_document(plan: BenchPlan, ctx: RunContext, rows: list[dict[str, Any]]
         "ray_per_cart_max_carts": ctx.ray_carts, "redis_url": ctx.redis_url,
     }
     return {"machine": machine_info(ctx.redis_url), "config": config,
-            "summary": summarize(rows), "results": rows}
+            "summary": summarize(rows), "tracing_overhead": tracing_overhead(rows),
+            "results": rows}
 
 
 # --------------------------------------------------------------------------- command line
@@ -853,6 +939,8 @@ async def run_bench(plan: BenchPlan, args: argparse.Namespace) -> list[dict[str,
         console.print(results_table(rows))
         if any(row["scenario"] == "flash" for row in rows):
             console.print(flash_table(rows))
+        if overhead := tracing_overhead(rows):
+            console.print(overhead_table(overhead))
         for row in rows:
             if "failed" in row:
                 reason = row["failed"][:300]

@@ -179,3 +179,115 @@ def test_cli_simulate_answers_2_for_a_bad_scenario(tmp_path: Path,
     assert main(["simulate", "--abandon-share", "2", "--out", str(tmp_path)]) == 2
     assert "abandon_share" in capsys.readouterr().err
     assert not (tmp_path / "result.json").exists()
+
+
+# -- purchase limits and the waitlist (issue 10 rules in the simulator) -------------------
+
+
+async def test_a_purchase_limit_holds_for_buyers_who_ask_beyond_it_and_come_back() -> None:
+    r = await simulate(sale(units=300, buyers=150, purchase_limit=2, over_limit_share=0.5,
+                            over_limit_units=5))
+    assert r.ok, r.problems
+    rep = r.report
+    greedy = rep["over_limit_buyers"]
+    assert 40 < greedy < 110
+    # each over-limit buyer is refused once asking for 5, buys 2, comes back and is refused
+    # again: the limit counts the paid order
+    assert rep["came_back"] == greedy
+    assert rep["refused_by_limit"] == 2 * greedy
+    assert rep["errors"] == {"purchase_limit_exceeded": 2 * greedy}
+    assert rep["sold"] == 2 * greedy + (150 - greedy)
+    assert rep["max_units_per_customer"] == 2 and rep["paid_orders"] == 150
+
+
+async def test_a_limit_the_engine_does_not_enforce_is_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import actors.cart
+    import actors.purchase_limits
+
+    def lenient(*_: Any, **__: Any) -> None:  # the bug: every limit check passes
+        return None
+
+    monkeypatch.setattr(actors.cart, "check_purchase_limit", lenient)
+    monkeypatch.setattr(actors.purchase_limits, "check_purchase_limit", lenient)
+    r = await simulate(sale(units=300, buyers=60, purchase_limit=2, over_limit_share=0.5))
+    assert not r.ok
+    assert r.report["max_units_per_customer"] > 2
+    assert any("told of paid orders above the purchase limit of 2" in p for p in r.problems)
+    assert any("in the engine" in p for p in r.problems)
+
+
+async def test_units_that_come_back_are_offered_to_the_waitlist_and_taken() -> None:
+    r = await simulate(sale(units=20, buyers=200, think_time=20.0, abandon_share=0.3,
+                            hold_ttl=30.0, payment_failure_share=0.2, waitlist_share=1.0,
+                            offer_take_share=1.0, offer_ttl=60.0, offer_response=10.0))
+    assert r.ok, r.problems
+    rep = r.report
+    # every buyer refused at sell-out joined; lapsed holds and declined cards gave units
+    # back, which went to the line first
+    assert rep["waitlist_joined"] == rep["refused_at_add"] + rep["refused_at_checkout"] > 100
+    assert rep["offers_made"] >= 1 and rep["offers_taken"] >= 1
+    assert rep["offers_taken"] + rep["offers_lapsed"] == rep["offers_made"]
+    assert rep["waitlist_waiting_at_end"] == rep["waitlist_joined"] - rep["offers_made"]
+    assert rep["sold"] == 20 and rep["paid_orders"] == 20
+    # the takers' paid orders are counted with the rest; nothing is still on offer
+    assert r.samples[-1]["reserved"] == 0
+
+
+async def test_offers_nobody_takes_lapse_down_the_line_and_the_units_stay_unsold() -> None:
+    r = await simulate(sale(units=10, buyers=60, think_time=20.0, abandon_share=0.5,
+                            hold_ttl=30.0, waitlist_share=1.0, offer_take_share=0.0,
+                            offer_ttl=30.0))
+    assert r.ok, r.problems
+    rep = r.report
+    assert rep["offers_taken"] == 0 and rep["offers_made"] == rep["offers_lapsed"] >= 1
+    # each lapsed offer went to the next in line until the line was done or units ran out
+    assert rep["sold"] + rep["unsold"] == 10 and rep["unsold"] >= 1
+    assert rep["sold"] == rep["paid_orders"]
+
+
+def test_limit_and_waitlist_fields_are_checked() -> None:
+    with pytest.raises(ValidationError, match="purchase_limit"):
+        Scenario(over_limit_share=0.2)
+    with pytest.raises(ValidationError, match="above purchase_limit"):
+        Scenario(purchase_limit=1, quantity=2)
+    with pytest.raises(ValidationError, match="over_limit_units"):
+        Scenario(purchase_limit=2, over_limit_units=2)
+    with pytest.raises(ValidationError, match="shards"):
+        Scenario(waitlist_share=0.5, shards=4)
+    assert Scenario(purchase_limit=3).asks_over_limit == 4
+
+
+def test_cli_simulate_takes_limit_and_waitlist_flags(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--units", "10", "--buyers", "80", "--duration", "30",
+                 "--purchase-limit", "1", "--over-limit-share", "0.3",
+                 "--payment-failure-share", "0.3", "--waitlist-share", "0.8",
+                 "--offer-take-share", "0.5", "--offer-ttl", "40",
+                 "--out", str(tmp_path), "--no-charts", "--quiet"])
+    assert code == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["scenario"]["purchase_limit"] == 1
+    assert result["scenario"]["waitlist_share"] == 0.8
+    assert result["report"]["max_units_per_customer"] == 1
+    out = capsys.readouterr().out
+    assert "purchase limit" in out and "offers made / taken / lapsed" in out
+
+
+def test_the_limits_example_loads_with_a_limit_and_a_waitlist() -> None:
+    s = load_scenario(EXAMPLE.with_name("flash-sale-limits.toml"))
+    assert s.purchase_limit == 2 and s.asks_over_limit == 4
+    assert 0 < s.waitlist_share < 1 and s.shards == 1
+
+
+async def test_the_same_seed_gives_the_same_sale_with_limits_and_a_waitlist() -> None:
+    kw: dict[str, Any] = {"units": 20, "buyers": 200, "think_time": 20.0, "abandon_share": 0.3,
+                          "hold_ttl": 30.0, "payment_failure_share": 0.2, "purchase_limit": 2,
+                          "over_limit_share": 0.2, "waitlist_share": 0.7,
+                          "offer_take_share": 0.5, "offer_ttl": 60.0, "offer_response": 20.0}
+    a, b = await simulate(sale(**kw)), await simulate(sale(**kw))
+    assert a.ok, a.problems
+    skip = {"wall_seconds", "buyers_per_wall_second"}
+    assert {k: v for k, v in a.report.items() if k not in skip} == \
+        {k: v for k, v in b.report.items() if k not in skip}
+    assert a.report["offers_made"] >= 1 and a.report["refused_by_limit"] >= 1

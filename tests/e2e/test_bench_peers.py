@@ -171,3 +171,26 @@ def test_the_strongest_peer_refuses_what_the_contract_refuses(lua_peer: ServerPr
         assert first.json()["totals"]["total"]["amount"] == 2 * 2499
         after = client.get(f"/v1/carts/{mine['cart_id']}", headers=auth).json()
         assert after["status"] == "checked_out"
+
+
+def test_a_short_bench_run_sets_the_traced_engine_beside_the_engine(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    status = main(["--systems", "engine,engine-traced", "--scenarios", "churn",
+                   "--duration", "2", "--requests", "300", "--carts", "20",
+                   "--connections", "8", "--placement", "local", "--own-redis",
+                   "--out", str(out)])
+    assert status == 0
+    document = json.loads(out.read_text())
+    plain, traced = (document["summary"][name]["churn"] for name in ("engine", "engine-traced"))
+    assert plain["requests_per_s"] > 0 and traced["requests_per_s"] > 0
+    assert traced["server_cpu_ms_per_request"] > 0
+    (overhead,) = document["tracing_overhead"]
+    assert overhead["scenario"] == "churn"
+    assert overhead["rate_ratio"] == round(traced["requests_per_s"] / plain["requests_per_s"], 3)
+    assert overhead["cpu_ratio"] == round(traced["server_cpu_ms_per_request"]
+                                          / plain["server_cpu_ms_per_request"], 3)
+    # the exporter really sent the spans of the run's requests to the sink
+    assert overhead["otlp"]["exports"] >= 1 and overhead["otlp"]["kb_per_request"] > 0
+    row = next(r for r in document["results"] if r["system"] == "engine-traced")
+    assert row["otlp"] == overhead["otlp"]
+    assert (tmp_path / "logs" / "engine-traced-otlp-sink.log").exists()

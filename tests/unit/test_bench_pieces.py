@@ -17,14 +17,18 @@ import pytest
 
 from gateway.metrics import Metrics
 from loadtest.bench import (
+    DEFAULT_SYSTEMS,
     SYSTEMS,
     RunContext,
     add_ratios,
     engine_counters,
+    otlp_figures,
     parse_args,
     summarize,
+    tracing_overhead,
 )
 from loadtest.client import Reply
+from loadtest.otlp_sink import OtlpSink, tracing_env
 from loadtest.peers import raw_asgi
 from loadtest.peers.domain import ApiError
 from loadtest.peers.lua_peer import TokenCache, render_cart
@@ -108,7 +112,7 @@ def test_the_summary_keeps_per_system_cpu_and_figures() -> None:
 
 def test_the_command_line_defaults_to_realistic_carts_and_the_issue_sale() -> None:
     plan, args = parse_args([])
-    assert plan.systems == ["engine", "lua-peer", "raw-asgi"]
+    assert plan.systems == ["engine", "engine-traced", "lua-peer", "raw-asgi"]
     assert (plan.carts, plan.lines, plan.buyers, plan.units) == (500, 6, 4000, 1000)
     assert "churn-big" not in plan.scenarios and args.placement is None
     plan, _ = parse_args(["--big-carts", "--scenarios", "churn"])
@@ -228,3 +232,74 @@ def test_the_engine_starts_on_its_own_defaults_unless_told_otherwise(tmp_path: A
     assert "--placement" in SYSTEMS["engine-ray"].command(8000, ctx)
     peer = SYSTEMS["lua-peer"].command(8000, replace(ctx, workers=3))
     assert peer[peer.index("--workers") + 1] == "3"
+
+
+# -- the traced engine (tracing overhead) ---------------------------------------------------
+
+
+def test_the_traced_engine_is_the_engine_with_tracing_pointed_at_the_sink(tmp_path: Any) -> None:
+    ctx = RunContext(catalog_path=tmp_path / "c.json", auth_secret=SECRET,
+                     redis_url="redis://127.0.0.1:6379/15", hosts=None, ray_carts=16)
+    traced, plain = SYSTEMS["engine-traced"], SYSTEMS["engine"]
+    assert traced.traced and not plain.traced and traced.kind == "engine"
+    assert traced.command(8000, ctx) == plain.command(8000, ctx)
+    assert DEFAULT_SYSTEMS.index("engine-traced") == DEFAULT_SYSTEMS.index("engine") + 1
+    env = tracing_env("http://127.0.0.1:4318")
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+
+
+def test_the_sink_takes_the_sdk_exporters_batches_and_counts_their_spans() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    with OtlpSink(count_spans=True) as sink:
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"{sink.url}/v1/traces")))
+        tracer = provider.get_tracer("bench-test")
+        for i in range(1100):
+            with tracer.start_as_current_span("turn cart.add", attributes={"i": i}):
+                pass
+        provider.shutdown()  # flushes what is left
+        stats = sink.stats()
+        # batches of at most 512 spans: three posts at least, every span received
+        assert stats["spans"] == 1100 and stats["exports"] >= 3 and stats["bytes"] > 1100
+        import httpx
+
+        assert httpx.post(f"{sink.url}/v1/metrics", content=b"x").status_code == 404
+        assert httpx.post(f"{sink.url}/v1/traces", content=b"\xff\xff").status_code == 400
+        assert sink.stats() == stats
+
+
+def test_what_the_traced_engine_exported_is_counted_per_scenario() -> None:
+    before = {"exports": 3, "bytes": 10_000, "spans": 0}
+    after = {"exports": 7, "bytes": 10_000 + 2048 * 100, "spans": 0}
+    assert otlp_figures(before, after, 100) == {"exports": 4, "bytes": 204_800,
+                                                "kb_per_request": 2.0}
+    assert otlp_figures(None, after, 100) is None
+
+
+def test_tracing_overhead_sets_the_traced_engine_against_the_untraced() -> None:
+    rows: list[dict[str, Any]] = [
+        {"system": "engine", "scenario": "churn", "requests_per_s": 2000.0,
+         "server_cpu_ms_per_request": 0.8},
+        {"system": "engine-traced", "scenario": "churn", "requests_per_s": 1500.0,
+         "server_cpu_ms_per_request": 1.2, "otlp": {"exports": 9, "kb_per_request": 1.5}},
+        {"system": "engine", "scenario": "flash", "requests_per_s": 900.0,
+         "buyers_per_s": 300.0, "server_cpu_ms_per_request": 1.0},
+        {"system": "engine-traced", "scenario": "flash", "requests_per_s": 800.0,
+         "buyers_per_s": 240.0, "server_cpu_ms_per_request": 1.1},
+        {"system": "engine-traced", "scenario": "read", "failed": "boom"},
+        {"system": "lua-peer", "scenario": "churn", "requests_per_s": 3000.0,
+         "server_cpu_ms_per_request": 0.5},
+    ]
+    churn, flash = tracing_overhead(rows)
+    assert churn == {"scenario": "churn", "rate": 1500.0, "untraced_rate": 2000.0,
+                     "rate_ratio": 0.75, "server_cpu_ms_per_request": 1.2,
+                     "untraced_server_cpu_ms_per_request": 0.8, "cpu_ratio": 1.5,
+                     "otlp": {"exports": 9, "kb_per_request": 1.5}}
+    # a flash race is compared by buyers/s
+    assert (flash["rate"], flash["rate_ratio"], flash["otlp"]) == (240.0, 0.8, None)
+    assert tracing_overhead(rows[:1]) == []
