@@ -12,8 +12,8 @@ each host's direct channel (`actors.channel`) to the owner the directory names
   the HTTP API itself on the shared port (``SO_REUSEPORT``): requests for its own actors run
   in its process, the others cross to their owners in batches.
 - Hosts ask for no CPU of their own (``num_cpus=0``: long-lived async servers), are spread
-  over the cluster's nodes (round-robin, soft node affinity), and restart when they die
-  (``max_restarts=-1``): Ray runs the constructor again, and the placement's supervisor,
+  over the cluster's nodes (round-robin, pinned to a node), and restart when they die
+  (``max_restarts=-1``, on their node): Ray runs the constructor again, and the placement's supervisor,
   which calls the idempotent `RayHostActor.ensure_started` every `SUPERVISE_EVERY`
   seconds, starts the new process, which rejoins the directory under its host id with a
   new incarnation.
@@ -341,11 +341,12 @@ class RayPlacement:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         host_id = f"h{self._next}"
-        # Round-robin over the live nodes, softly: a host whose node is lost restarts on
-        # another (Ray's SPREAD alone placed both hosts of a 2-node test on one node at times).
+        # Round-robin over the live nodes, pinned: Ray's SPREAD, and soft node affinity too,
+        # placed both hosts of a 2-node test on one node at times. A host restarts on its own
+        # node; one whose node is lost stays down, and the survivors keep its partitions.
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
         strategy: Any = NodeAffinitySchedulingStrategy(nodes[self._next % len(nodes)],
-                                                       soft=True) if nodes else "SPREAD"
+                                                       soft=False) if nodes else "SPREAD"
         self._next += 1
         opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100_000,
                                 "max_restarts": -1, "max_task_retries": 0,
