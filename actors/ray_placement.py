@@ -13,8 +13,8 @@ each host's direct channel (`actors.channel`) to the owner the directory names
   in its process, the others cross to their owners in batches.
 - Hosts ask for no CPU of their own (``num_cpus=0``: long-lived async servers), are spread
   over the cluster's nodes (round-robin, pinned to a node), and restart when they die
-  (``max_restarts=-1``, on their node): Ray runs the constructor again, and the placement's supervisor,
-  which calls the idempotent `RayHostActor.ensure_started` every `SUPERVISE_EVERY`
+  (``max_restarts=-1``, on their node): Ray runs the constructor again, and the placement's
+  supervisor, which calls the idempotent `RayHostActor.ensure_started` every `SUPERVISE_EVERY`
   seconds, starts the new process, which rejoins the directory under its host id with a
   new incarnation.
 - Hosts come and go while serving: `RayPlacement.scale` records the host count wanted in the
