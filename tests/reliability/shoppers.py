@@ -20,14 +20,16 @@ PATIENCE = 30.0
 
 
 async def call(client: httpx.AsyncClient, method: str, path: str, *,
-               patience: float = PATIENCE, **kwargs: Any) -> httpx.Response:
-    """One request, retried on a broken connection or a 503 until ``patience`` runs out."""
+               patience: float = PATIENCE, retry_unavailable: bool = True,
+               **kwargs: Any) -> httpx.Response:
+    """One request, retried on a broken connection (the process behind it went away before
+    answering) and, with ``retry_unavailable``, on a 503, until ``patience`` runs out."""
     end = time.monotonic() + patience
     pause = 0.05
     while True:
         try:
             r = await client.request(method, path, **kwargs)
-            if r.status_code != 503 or time.monotonic() >= end:
+            if r.status_code != 503 or not retry_unavailable or time.monotonic() >= end:
                 return r
         except httpx.TransportError:
             if time.monotonic() >= end:

@@ -165,8 +165,10 @@ async def test_hosts_added_and_removed_under_churn_fail_no_request_and_lose_no_w
             while not stop.is_set():
                 variant = f"{pid}-{i % 6}"
                 i += 1
-                # Only broken connections are retried (same key); a 503 counts as a failure.
-                r = await call(client, "POST", f"/v1/carts/{carts[u]}/items", patience=0,
+                # Only broken connections are retried (same key), as a load balancer does when
+                # a process stops; any answer but a success, a 503 included, is a failure.
+                r = await call(client, "POST", f"/v1/carts/{carts[u]}/items",
+                               retry_unavailable=False,
                                headers={**bearer(tokens[u]),
                                         "Idempotency-Key": uuid.uuid4().hex},
                                json={"product_id": pid, "variant_id": variant,
