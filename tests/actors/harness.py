@@ -82,3 +82,19 @@ def product(pid: str, price: int = 1000, variants: int = 1, hold_ttl: float | No
             v["stock"] = stock
         body["variants"].append(v)
     return body
+
+
+def make_inventory_oversell(monkeypatch: Any) -> None:
+    """Plant the bug the invariant checks must catch: inventory makes stock up instead of
+    refusing a reservation it cannot cover (undone by ``monkeypatch``)."""
+    from actors.inventory import InventoryActor
+
+    real = InventoryActor.reserve
+
+    async def conjuring(self: InventoryActor, reservation_id: str, quantity: int, ttl: float,
+                        owner: str) -> dict[str, Any]:
+        if self.ledger.available < quantity:
+            self.ledger.on_hand += quantity
+        return await real(self, reservation_id, quantity, ttl, owner)
+
+    monkeypatch.setattr(InventoryActor, "reserve", conjuring)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from actors.inventory import InventoryActor
 from actors.simulation import Scenario, arrival_times, load_scenario, simulate
 from gateway.cli import main
+from tests.actors.harness import make_inventory_oversell
 
 pytestmark = pytest.mark.actors
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flash-sale.toml"
@@ -93,15 +94,7 @@ async def test_the_same_seed_gives_the_same_sale() -> None:
 
 async def test_an_inventory_that_sells_stock_it_does_not_have_is_reported_oversold(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    real = InventoryActor.reserve
-
-    async def conjuring(self: InventoryActor, reservation_id: str, quantity: int, ttl: float,
-                        owner: str) -> dict[str, Any]:
-        if self.ledger.available < quantity:  # the bug: make stock up instead of refusing
-            self.ledger.on_hand += quantity
-        return await real(self, reservation_id, quantity, ttl, owner)
-
-    monkeypatch.setattr(InventoryActor, "reserve", conjuring)
+    make_inventory_oversell(monkeypatch)
     r = await simulate(sale(buyers=80))
     assert not r.ok
     # Buyers refused at add (stock on add reads the honest count) never reach the bug; the

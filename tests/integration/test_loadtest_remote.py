@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import uvicorn
 
-from actors.inventory import InventoryActor
 from actors.service import CartService
 from gateway.app import create_app
 from gateway.auth import issue_token
 from gateway.settings import GatewaySettings
 from loadtest.remote import LoadConfig, LoadTestError, run_loadtest, verdict
 from loadtest.report import render_html
+from tests.actors.harness import make_inventory_oversell
 from tests.integration.inprocess import SECRET
 
 pytestmark = pytest.mark.integration
@@ -102,15 +102,7 @@ async def test_given_variants_are_judged_from_their_stock_at_the_start(url: str)
 async def test_a_server_that_oversells_fails_the_verdict(url: str,
                                                          monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
-    real = InventoryActor.reserve
-
-    async def conjuring(self: InventoryActor, reservation_id: str, quantity: int, ttl: float,
-                        owner: str) -> dict[str, Any]:
-        if self.ledger.available < quantity:  # the bug: make stock up instead of refusing
-            self.ledger.on_hand += quantity
-        return await real(self, reservation_id, quantity, ttl, owner)
-
-    monkeypatch.setattr(InventoryActor, "reserve", conjuring)
+    make_inventory_oversell(monkeypatch)
     result = await run_loadtest(config(url, scenarios=("flash",), units=5, buyers=12))
     assert not result["verdict"]["passed"]
     assert result["findings"]["oversold"] and result["findings"]["ledger gap"]
