@@ -41,7 +41,7 @@ from actors.directory_router import DirectoryRouter
 from actors.membership import ClusterView, Membership, cluster_summary
 from actors.placement import build_host, resendable
 from actors.reference import ReferenceData
-from actors.runtime import Host, Message, Reply, tune_gc
+from actors.runtime import Host, Message, Reply, partition_of, tune_gc
 from actors.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,20 @@ class HostPlacement:
 
     async def send(self, msg: Message) -> Reply:
         return await self.router.send(msg)
+
+    def owner_of(self, kind: str, key: str) -> str | None:
+        """The host id that owns actor ``(kind, key)`` as this process last read the
+        directory ("" or None: none now)."""
+        return self.router.view.owners[partition_of(kind, key)] or None
+
+    def local_key(self, kind: str, make: Callable[[], str]) -> str:
+        """A new actor key, preferably one this host owns (`ActorContext.local_key`)."""
+        return self.host.ctx.local_key(kind, make)
+
+    async def forward(self, host_id: str, msg: Message) -> Reply:
+        """Send ``msg`` to host ``host_id`` once, as it is: no re-send, no id given (the
+        caller decides what a lost reply means). Raises NotSent if it never left."""
+        return await self.router.batcher.send_to(host_id, msg)
 
     async def publish(self, kind: str, value: Any) -> None:
         self.reference.apply(kind, value)

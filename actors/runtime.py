@@ -246,6 +246,11 @@ class Actor:
         return None if w.is_empty() else w
 
 
+#: Random ids `ActorContext.local_key` draws at most: with N hosts owning equal shares, the
+#: chance that none is local is (1 - 1/N) ** 8, 0.4% for 2 hosts and 10% for 8.
+LOCAL_KEY_TRIES = 8
+
+
 class ActorContext:
     """What an actor may use from its host: clock, settings, reference data, other actors."""
 
@@ -265,6 +270,19 @@ class ActorContext:
     @property
     def payments(self) -> Any:
         return self.host.payments
+
+    def local_key(self, kind: str, make: Callable[[], str],
+                  tries: int = LOCAL_KEY_TRIES) -> str:
+        """A new key for an actor of ``kind`` from ``make()`` (random ids), preferring one
+        whose partition this host serves, so the new actor activates beside its creator
+        (Orleans' prefer-local placement): the first of ``tries`` that is local, else the
+        last made. Only where an id lands is chosen, never what it says."""
+        key = make()
+        for _ in range(tries - 1):
+            if self.host.ownership.accepts(partition_of(kind, key), False):
+                break
+            key = make()
+        return key
 
     async def ask(self, kind: str, key: str, method: str, args: dict[str, Any] | None = None,
                   request_id: str | None = None) -> Any:

@@ -17,7 +17,7 @@ turn and one write per cart, and a lean answer per op instead of a rendered cart
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from actors.cart import shards_of
@@ -80,6 +80,13 @@ class CartService:
         """Send one message and return its reply value (or raise its DomainError)."""
         return unwrap(await self.placement.send((kind, key, method, args, request_id,
                                                  fingerprint)))
+
+    def new_key(self, kind: str, make: Callable[[], str]) -> str:
+        """A new id for an actor of ``kind`` from ``make()``; where the placement can say,
+        one that this process's host owns, so the actor starts beside the request that made
+        it (a guest's user actor on the ingress that took the request)."""
+        local_key = getattr(self.placement, "local_key", None)
+        return local_key(kind, make) if local_key is not None else make()
 
     @staticmethod
     def _scoped(caller: str, request_id: str | None) -> str | None:

@@ -72,7 +72,7 @@ class UserActor(Actor):
                 view = await self.ctx.ask("cart", self.active, "view",
                                           {"caller": self.key, "groups": groups})
                 return view, False
-        cart_id = new_cart_id()
+        cart_id = self.ctx.local_key("cart", new_cart_id)
         view = await self.ctx.ask("cart", cart_id, "create",
                                   {"owner": self.key, "currency": currency, "groups": groups})
         self.active = cart_id

@@ -64,6 +64,9 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
             else:
                 kwargs.update(num_cpus=os.cpu_count() or 2,
                               object_store_memory=256 * 1024 * 1024)
+                # Ray runs workers at nice 15 (for batch jobs beside a driver); the hosts are
+                # this service, so they get the CPU at the same priority as everything else.
+                os.environ.setdefault("RAY_worker_niceness", "0")
             await _init_ray_keeping_signal_handlers(ray, kwargs)
             ray_started = True
         from gateway.ingress import ingress_for

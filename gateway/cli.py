@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from gateway import cli_tools
 from gateway.auth import issue_token
+from gateway.http_protocol import CoalescingHttpProtocol
 from gateway.redis_url import RedisUnusable, check_redis
 from gateway.settings import DEV_SECRET, GatewaySettings
 
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 # X-Forwarded-For only from --trusted-proxies (the app's own middleware);
                 # uvicorn's default would trust it from 127.0.0.1.
                 proxy_headers=False,
-                timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive)
+                timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive,
+                http=CoalescingHttpProtocol)
     return 0
 
 

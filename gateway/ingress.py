@@ -52,8 +52,11 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.forwarding import OwnerForwarding
 
-    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, service=service)))
+    app = OwnerForwarding(create_app(settings, service=service), placement,
+                          settings.max_body_bytes)
+    server = uvicorn.Server(uvicorn_config(settings, app))
     sock = shared_socket(settings.host, settings.port)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started:
@@ -67,15 +70,17 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
 def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:
     """uvicorn's configuration for an ingress: the keep-alive outlasts clients' idle expiry
     (`GatewaySettings.keep_alive`), no access log, no proxy headers but from trusted
-    proxies, a graceful shutdown of 10 s."""
+    proxies, a graceful shutdown of 10 s, one ``send`` per response (`gateway.http_protocol`)."""
     import uvicorn
+
+    from gateway.http_protocol import CoalescingHttpProtocol
 
     return uvicorn.Config(app, lifespan="on", log_level=settings.log_level, access_log=False,
                           timeout_keep_alive=int(settings.keep_alive),
                           # X-Forwarded-For only from --trusted-proxies (the app's own
                           # middleware); uvicorn's default would trust it from 127.0.0.1.
                           proxy_headers=False,
-                          timeout_graceful_shutdown=10, http="httptools", ws="none")
+                          timeout_graceful_shutdown=10, http=CoalescingHttpProtocol, ws="none")
 
 
 def ingress_for(settings: GatewaySettings) -> Any:

@@ -218,6 +218,10 @@ class MetricsMiddleware:
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        #: (method, route, status) -> its request counter and latency histogram: the label
+        #: sets a process sees are few (routes x methods x statuses), and ``labels()`` on
+        #: every request costs a lock and a lookup.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -245,11 +249,16 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status[0])).inc()
+            method = scope["method"]
+            children = self._children.get((method, path, status[0]))
+            if children is None:
+                children = self._children[method, path, status[0]] = (
+                    self.metrics.requests.labels(method, path, str(status[0])),
+                    self.metrics.latency.labels(method, path))
+            children[0].inc()
             if status[0] == 201:
                 if path == _CHECKOUT:
                     metrics.checkouts.labels("paid").inc()
                 elif path == "/v1/carts":
                     metrics.carts_created.inc()
-            self.metrics.latency.labels(scope["method"], path).observe(
-                time.perf_counter() - start)
+            children[1].observe(time.perf_counter() - start)

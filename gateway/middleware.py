@@ -100,8 +100,8 @@ async def error_body(send: Any, status: int, code: str, message: str,
 #: Paths whose answers a shared cache may keep (public catalog and API documents), when the
 #: request carries no credentials.
 _CACHEABLE = ("/v1/products", "/docs", "/redoc", "/openapi.json")
-_NOSNIFF = (b"x-content-type-options", b"nosniff")
-_NO_STORE = (b"cache-control", b"no-store")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+NO_STORE = (b"cache-control", b"no-store")
 
 
 class SecurityHeadersMiddleware:
@@ -127,9 +127,9 @@ class SecurityHeadersMiddleware:
         async def _send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
-                headers.append(_NOSNIFF)
+                headers.append(NOSNIFF)
                 if no_store and not any(name.lower() == b"cache-control" for name, _ in headers):
-                    headers.append(_NO_STORE)
+                    headers.append(NO_STORE)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -46,7 +46,7 @@ async def open_cart(request: Request) -> JSONResponse:
     currency = body.currency if body else None
     caller, token = call.caller, None
     if caller is None:
-        sub = new_guest_id()
+        sub = call.service.new_key("user", new_guest_id)
         token = issue_token(call.settings.auth_secret.get_secret_value(), sub, "guest",
                             call.settings.guest_token_ttl)
     else:
