@@ -224,6 +224,9 @@ class RayHostActor:
         s.update(pid=os.getpid(), node=_node_id(), router=self.router.stats(),
                  membership=self.membership.stats(),
                  rss_bytes=psutil.Process(os.getpid()).memory_info().rss)
+        forwarding = getattr(self.ingress, "forwarding_stats", None)
+        if forwarding is not None:
+            s["forwarding"] = forwarding()
         return s
 
     async def info(self) -> dict[str, Any]:

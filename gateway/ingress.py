@@ -37,9 +37,16 @@ def shared_socket(host: str, port: int) -> socket.socket:
 class HttpIngress:
     """A running uvicorn server in this event loop; `stop` ends it gracefully."""
 
-    def __init__(self, server: Any, task: asyncio.Task[None]) -> None:
+    def __init__(self, server: Any, task: asyncio.Task[None], app: Any = None) -> None:
         self.server = server
         self.task = task
+        self.app = app
+
+    def forwarding_stats(self) -> dict[str, int]:
+        """Requests this ingress forwarded to their cart's owner, ran for other ingresses,
+        and ran itself because forwarding was not possible (`OwnerForwarding.stats`)."""
+        stats = getattr(self.app, "stats", None)
+        return stats() if stats is not None else {}
 
     async def stop(self) -> None:
         self.server.should_exit = True
@@ -64,7 +71,7 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
             task.result()
             raise OSError("the HTTP ingress stopped before it started")
         await asyncio.sleep(0.01)
-    return HttpIngress(server, task)
+    return HttpIngress(server, task, app)
 
 
 def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:

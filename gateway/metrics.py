@@ -59,7 +59,8 @@ class EngineCollector:
     turns); open reservations and reserved units per host.
 
     Per host (label ``host``): resident actors, turns, activations, passivations, group-commit
-    flushes and the writes they carried (writes / flushes = the group-commit batch). Per
+    flushes and the writes they carried (writes / flushes = the group-commit batch), and the
+    cart requests its ingress forwarded to their owner or ran for another ingress. Per
     router (label ``router``: ``gateway``, or ``host-N`` for a Ray host's messages to the
     others): batches and messages sent (messages / batches = the micro-batch), messages
     refused as overloaded (503), failed batches (host unreachable), messages re-sent after a
@@ -110,6 +111,15 @@ class EngineCollector:
             for h in self.hosts:
                 family.add_metric([str(h["host"])], h.get(key, 0))
             yield family
+        forwarded = CounterMetricFamily(
+            "cart_engine_ingress_forwarded_requests",
+            "cart requests by what a host's ingress did with them: forwarded to the cart's "
+            "owner, ran_for_others (forwarded here), fell_back (ran here: owner unreachable)",
+            labels=["host", "outcome"])
+        for h in self.hosts:
+            for outcome, n in (h.get("forwarding") or {}).items():
+                forwarded.add_metric([str(h["host"]), outcome], n)
+        yield forwarded
         router_counters = (
             ("batches", "cart_engine_router_batches", "message batches sent"),
             ("messages", "cart_engine_router_messages", "messages sent in batches"),
