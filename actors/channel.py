@@ -186,6 +186,10 @@ def _replies_from_wire(value: Any) -> list[tuple[int, Reply]]:
     return [(r[0], (r[1], r[2])) for r in value]
 
 
+#: Seconds a closing channel server waits for the batches under way to answer.
+CLOSE_GRACE = 10.0
+
+
 class ChannelServer:
     """Answers batches sent over TCP with ``handler`` (a host's ``handle_batch``) to callers
     that prove they hold ``token``.
@@ -223,11 +227,15 @@ class ChannelServer:
         self._address = (host, port)
         return host, port
 
-    async def close(self) -> None:
-        """Stop listening and close every connection (batches in flight fail on the caller's
-        side, as if the host had died)."""
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop listening, let the batches under way answer (up to ``grace`` seconds: a
+        leaving host finishes what it was asked, forwarded HTTP requests included), then
+        close every connection (what is still in flight fails on the caller's side, as if
+        the host had died)."""
         if self._server is not None:
             self._server.close()
+            if self._tasks and grace > 0:
+                await asyncio.wait(list(self._tasks), timeout=grace)
             for writer in list(self._writers):
                 writer.close()
             await self._server.wait_closed()

@@ -134,7 +134,7 @@ async def test_a_host_that_dies_mid_call_fails_the_batch_and_the_next_one_reconn
     router = BatchingRouter(call, n_hosts=1)
     sent = asyncio.ensure_future(router.send(msg(1, "hold")))
     await dying.holding.wait()
-    await server.close()
+    await server.close(grace=0)  # as if it died: no time to answer
     status, error = await sent
     assert status == "err" and error["code"] == "host_unavailable"
     healthy = ChannelServer(Host(), TOKEN)
@@ -151,10 +151,29 @@ async def test_closing_the_server_fails_what_is_in_flight_instead_of_hanging() -
     client = ChannelClient(await server.start("127.0.0.1"), TOKEN)
     held = asyncio.ensure_future(client.call([msg(1, "hold")]))
     await host.holding.wait()
-    await server.close()
+    await server.close(grace=0.05)  # the turn outlasts the grace
     with pytest.raises(ConnectionError):
         await held
     host.release.set()  # the host finishes its turn; its reply has nowhere to go
+    await client.close()
+
+
+async def test_a_closing_server_lets_the_batches_under_way_answer_first() -> None:
+    """A leaving host finishes what it was asked (a forwarded HTTP request, a turn) before it
+    closes its connections: its callers get answers, not lost replies."""
+    host = Host()
+    server = ChannelServer(host, TOKEN)
+    client = ChannelClient(await server.start("127.0.0.1"), TOKEN)
+    held = asyncio.ensure_future(client.call([msg(1, "hold"), msg(2)]))
+    await host.holding.wait()
+    closing = asyncio.ensure_future(server.close())
+    await asyncio.sleep(0)
+    assert not closing.done()  # waiting for the batch under way
+    host.release.set()
+    assert await held == [ok(1), ok(2)]
+    await closing
+    with pytest.raises(ConnectionError):  # and then it is closed
+        await ChannelClient(client.address, TOKEN).call([msg(3)])
     await client.close()
 
 
