@@ -32,7 +32,7 @@ from typing import Any
 
 from actors.router import NotSent
 from actors.runtime import SYSTEM
-from gateway.middleware import NO_STORE, NOSNIFF, error_body
+from gateway.middleware import NO_STORE, NOSNIFF, error_body, replay
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,11 @@ class OwnerForwarding:
         body = await _read_body(receive, length)
         if body is None:
             return  # the client went away
-        replay = _replay(receive, body)
+        again = replay(receive, body)
         answer = await self._forward(owner, scope, body)
         if answer is None:
             self.fell_back += 1
-            await self.app(scope, replay, send)
+            await self.app(scope, again, send)
             return
         if answer is False:
             await _unavailable(send)
@@ -213,19 +213,6 @@ async def _read_body(receive: Any, length: int) -> bytes | None:
         if len(body) > length:
             break
     return body
-
-
-def _replay(receive: Any, body: bytes) -> Any:
-    replayed = False
-
-    async def again() -> dict[str, Any]:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again
 
 
 async def _unavailable(send: Any) -> None:

@@ -66,16 +66,7 @@ class BodyLimitMiddleware:
                 if len(body) > self.max_bytes:
                     await self._refuse(send)
                     return
-            replayed = False
-
-            async def _replay() -> dict[str, Any]:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()  # type: ignore[no-any-return]
-
-            await self.app(scope, _replay, send)
+            await self.app(scope, replay(receive, body), send)
             return
         await self.app(scope, receive, send)
 
@@ -83,6 +74,21 @@ class BodyLimitMiddleware:
         await error_body(send, 413, "payload_too_large",
                      f"request bodies are at most {self.max_bytes} bytes",
                      [{"limit": self.max_bytes}])
+
+
+def replay(receive: Any, body: bytes) -> Any:
+    """An ASGI ``receive`` that hands on ``body`` (already read, whole) first, then defers to
+    ``receive`` (for the disconnect)."""
+    replayed = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # type: ignore[no-any-return]
+
+    return again
 
 
 async def error_body(send: Any, status: int, code: str, message: str,
