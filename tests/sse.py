@@ -38,7 +38,7 @@ class EventStream:
             block.append(line)
         raise EOFError("the stream ended")
 
-    async def next(self, timeout: float = 10.0, comments: bool = False) -> Event | str:
+    async def next(self, within: float = 10.0, comments: bool = False) -> Event | str:
         """The next event (a comment block too, as its text, when ``comments``)."""
         async def read() -> Event | str:
             while True:
@@ -59,19 +59,19 @@ class EventStream:
                     self.last_id = fields["id"]
                 return Event(fields.get("event", "message"), fields.get("id"),
                              json.loads(fields["data"]) if "data" in fields else None)
-        return await asyncio.wait_for(read(), timeout)
+        return await asyncio.wait_for(read(), within)
 
-    async def event(self, timeout: float = 10.0) -> Event:
-        ev = await self.next(timeout)
+    async def event(self, within: float = 10.0) -> Event:
+        ev = await self.next(within)
         assert isinstance(ev, Event)
         return ev
 
-    async def until(self, kind: str, timeout: float = 10.0, **match: Any) -> tuple[Event,
+    async def until(self, kind: str, within: float = 10.0, **match: Any) -> tuple[Event,
                                                                                  list[Event]]:
         """The first ``kind`` event whose data has ``match``, and the events before it."""
         skipped: list[Event] = []
         loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
+        end = loop.time() + within
         while True:
             ev = await self.event(max(0.01, end - loop.time()))
             if ev.event == kind and all(ev.data.get(k) == v for k, v in match.items()):

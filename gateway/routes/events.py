@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.cart_events import CartEventHub, Subscriber, hub_of
-from gateway.deps import LeanRoute, documented, read_call
+from gateway.deps import BODY_SCHEMAS, LeanRoute, documented, read_call
 from gateway.routes._respond import ERRORS, operation_id
 from gateway.schemas import CartEventPublic
 
@@ -36,9 +36,14 @@ def _extra() -> dict[str, Any]:
     return extra
 
 
+BODY_SCHEMAS[CartEventPublic.__name__] = CartEventPublic.model_json_schema(
+    ref_template="#/components/schemas/{model}")
+
+
 @router.get("/{cart_id}/events", name="events", response_class=EventSourceResponse,
-            responses={200: {"model": CartEventPublic,
-                             "description": "text/event-stream of CartEventPublic events"}},
+            responses={200: {"description": "a text/event-stream of CartEventPublic events",
+                             "content": {"text/event-stream": {"schema": {
+                                 "$ref": "#/components/schemas/CartEventPublic"}}}}},
             openapi_extra=_extra())
 async def cart_events(request: Request) -> EventSourceResponse:
     """Server-Sent Events of the cart: its view on every change (`cart`), `price_changed`,

@@ -263,7 +263,7 @@ async def test_streams_end_cleanly_when_the_server_stops(redis_store: RedisStore
             await st.event()
             stopping = asyncio.ensure_future(s.ingress.stop())
             with pytest.raises(EOFError):
-                await st.next(timeout=5)
+                await st.next(within=5)
             await asyncio.wait_for(stopping, 5)
             assert s.app.state.cart_events.stats()["streams"] == 0
 
