@@ -32,7 +32,7 @@ from actors.views import cart_view
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
 from engine.errors import Conflict, DomainError, NotFound, ValidationFailed
-from engine.events import CART_CHECKED_OUT, CART_EXPIRED, CART_MERGED, event
+from engine.events import CART_CHECKED_OUT, CART_EXPIRED, CART_MERGED, CART_UPDATED, event
 from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
 from engine.money import check_currency
 from engine.policies import check_destination
@@ -98,6 +98,16 @@ class CartActor(Actor):
 
     def exists(self) -> bool:
         return self.cart is not None
+
+    def _take_write(self, storage_key: str) -> Any:
+        # A turn that changed the cart tells real-time subscribers (`gateway.cart_events`)
+        # which version to show: one small outbox entry in the turn's own commit.
+        dirty = self._dirty
+        if dirty and self.cart is not None and self.ctx.settings.cart_update_events and (
+                "meta" in dirty or any(n.startswith("l:") for n in dirty)):
+            self.emit(event(CART_UPDATED, self.now, cart_id=self.key,
+                            version=self.cart.version))
+        return super()._take_write(storage_key)
 
     def resident(self) -> bool:
         return self.cart is not None and self.cart.is_active

@@ -7,6 +7,7 @@ product or promotion, so adding to a cart costs one message, not two.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine.catalog import Catalog, Product
@@ -21,6 +22,8 @@ class ReferenceData:
         self.promotions: dict[str, Promotion] = {}
         self.by_code: dict[str, Promotion] = {}
         self._automatic: list[Promotion] | None = None
+        #: Called with ``(kind, value)`` after each `apply` (the cart event hub watches prices).
+        self.listeners: list[Callable[[str, Any], None]] = []
 
     def apply(self, kind: str, value: Any) -> None:
         """Install a product (``kind="product"``) or promotion (``"promotion"``); a promotion
@@ -33,6 +36,8 @@ class ReferenceData:
             self.put_promotion(value)
         else:
             raise ValueError(f"unknown reference kind {kind!r}")
+        for listener in self.listeners:
+            listener(kind, value)
 
     def put_product(self, product: Product) -> None:
         self.catalog.put(product)

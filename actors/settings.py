@@ -39,3 +39,6 @@ class EngineSettings:
     #: ``immediate``: capture at checkout; ``on_shipment``: authorize at checkout, capture
     #: when the order ships.
     payment_capture: str = "immediate"
+    #: Whether every cart turn that changes the cart adds a ``cart.updated`` outbox event
+    #: (real-time streams, `gateway.cart_events`); simulations that read no stream turn it off.
+    cart_update_events: bool = True

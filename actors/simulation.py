@@ -263,8 +263,9 @@ async def simulate(s: Scenario,
     # The store's deadline sweep recovers deadlines after a restart; a simulation never
     # restarts and its clock fires every timer, so one sweep a simulated day is plenty (the
     # in-memory sweep scans every deadline: every 5 s it cost a tenth of the run).
+    # No stream reads ``cart.updated`` here: without them the in-memory outbox stays small.
     settings = EngineSettings(cart_ttl=s.cart_ttl, reservation_ttl=s.reservation_ttl,
-                              sweep_interval=86400.0)
+                              sweep_interval=86400.0, cart_update_events=False)
     store = MemoryStore()
     shop = await CartService.in_process(store=store, clock=clock, settings=settings,
                                         hosts=s.hosts)

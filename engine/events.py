@@ -17,6 +17,8 @@ ORDER_REFUNDED = "order.refunded"
 CART_CHECKED_OUT = "cart.checked_out"
 CART_EXPIRED = "cart.expired"
 CART_MERGED = "cart.merged"
+#: A turn changed the cart: ``{cart_id, version}`` (what real-time subscribers refresh on).
+CART_UPDATED = "cart.updated"
 STOCK_DEPLETED = "stock.depleted"
 STOCK_OFFERED = "stock.offered"
 

@@ -13,7 +13,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from actors import tracing
 from actors.runtime import tune_gc
 from actors.service import CartService
-from gateway import errors
+from gateway import cart_events, errors
 from gateway.bootstrap import start_runtime, stop_runtime
 from gateway.deps import BODY_SCHEMAS
 from gateway.logging_setup import AccessLogMiddleware
@@ -26,6 +26,7 @@ from gateway.routes import (
     carts,
     catalog,
     checkout,
+    events,
     ops,
     orders,
     payments,
@@ -47,7 +48,10 @@ def create_app(settings: GatewaySettings | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if service is not None:
             app.state.service = service
-            yield
+            try:
+                yield
+            finally:
+                await cart_events.shutdown(app)  # streams end before the engine stops
             return
         rt = await start_runtime(settings)
         app.state.service = rt.service
@@ -59,6 +63,7 @@ def create_app(settings: GatewaySettings | None = None,
         try:
             yield
         finally:
+            await cart_events.shutdown(app)
             await stop_runtime(rt)
             print("cart-engine: stopped cleanly (writes drained, hosts stopped)", flush=True)
 
@@ -73,7 +78,7 @@ def create_app(settings: GatewaySettings | None = None,
     # The routes go straight into the app's route list: `include_router` would wrap each
     # router in a nested matcher that costs about 6% of the CPU of a cart request here.
     for r in (carts.router, checkout.router, saved.router, catalog.router, admin.router,
-              ops.router, orders.router, payments.router, waitlist.router):
+              ops.router, orders.router, payments.router, waitlist.router, events.router):
         app.router.routes.extend(r.routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.rate_limit:

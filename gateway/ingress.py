@@ -49,6 +49,10 @@ class HttpIngress:
         return stats() if stats is not None else {}
 
     async def stop(self) -> None:
+        from gateway.cart_events import shutdown
+
+        # Open event streams end first: uvicorn waits for running responses before it stops.
+        await shutdown(self.server.config.app)
         self.server.should_exit = True
         await asyncio.gather(self.task, return_exceptions=True)
 

@@ -182,6 +182,21 @@ class CartPublic(BaseModel):
     token: str | None = Field(None, description="only for a new guest cart")
 
 
+class CartEventPublic(BaseModel):
+    """One Server-Sent Event of ``GET /v1/carts/{cart_id}/events`` (text/event-stream): an
+    ``event:`` line naming the type, ``id:`` (cart and offer events), one ``data:`` line of
+    JSON. Types: ``cart`` and ``reset`` (data: the Cart), ``price_changed`` (``{cart_id,
+    lines: [{line_id, product_id, variant_id, unit_price, current_unit_price}]}``),
+    ``hold_expiring`` (``{cart_id, line_id, variant_id, quantity, expires_at}``),
+    ``cart_expiring`` (``{cart_id, expires_at}``), ``offer`` (``{variant_id, quantity,
+    position, expires_at}``). Lines starting with ``:`` are heartbeats."""
+
+    event: Literal["cart", "reset", "price_changed", "hold_expiring", "cart_expiring",
+                   "offer"]
+    id: str | None = Field(None, description="resume point: send it back as Last-Event-ID")
+    data: dict[str, Any]
+
+
 class OrderPublic(BaseModel):
     order_id: str
     cart_id: str

@@ -81,6 +81,9 @@ class GatewaySettings(BaseSettings):
     #: connection at the instant a client reuses it (the request would be lost in flight);
     #: 75 s as nginx's ``keepalive_timeout`` default.
     keep_alive: float = Field(75.0, gt=0)
+    #: Seconds between heartbeats (SSE comments) on an idle cart event stream: under the
+    #: idle timeouts of proxies (nginx 60 s, most load balancers 60 s).
+    sse_heartbeat: float = Field(15.0, gt=0)
     #: Payment provider ``module:attr`` (`actors.payments.load_provider`); unset: the test one.
     payment_provider: str | None = None
     #: ``immediate``: capture at checkout; ``on_shipment``: authorize, capture when shipped.
