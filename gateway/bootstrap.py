@@ -62,7 +62,9 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
             if settings.ray_address:
                 kwargs["address"] = settings.ray_address
             else:
-                kwargs.update(num_cpus=os.cpu_count() or 2,
+                # "local": a cluster of our own, even where a `ray start` cluster runs (a bare
+                # ray.init() would join that one, and refuse the resources given here).
+                kwargs.update(address="local", num_cpus=os.cpu_count() or 2,
                               object_store_memory=256 * 1024 * 1024)
                 # Ray runs workers at nice 15 (for batch jobs beside a driver); the hosts are
                 # this service, so they get the CPU at the same priority as everything else.
