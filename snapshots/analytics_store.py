@@ -167,6 +167,7 @@ class RedisAnalytics:
         self._lease = self.r.register_script(_LEASE)
         self._release = self.r.register_script(_RELEASE)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.applied = 0  # events applied by this consumer (a figure for logs and tests)
 
     # -- keys ------------------------------------------------------------------------------
@@ -282,7 +283,9 @@ class RedisAnalytics:
         taking it, re-read what is pending first. Errors are logged and retried."""
         loop = asyncio.get_running_loop()
         holding, renewed = False, 0.0
-        while True:
+        # A flag as well as cancellation: a cancellation that lands inside a cluster
+        # client's command can come out as a connection error.
+        while not self._stopping:
             try:
                 if not holding or loop.time() - renewed > self.lease_ttl / 3:
                     was = holding
@@ -303,6 +306,8 @@ class RedisAnalytics:
             except LeaseLost:
                 holding = False
             except Exception:  # noqa: BLE001 - Redis away for a while: try again
+                if self._stopping:
+                    break
                 log.exception("analytics consumer failed; retrying")
                 holding = False
                 await asyncio.sleep(1.0)
@@ -310,10 +315,12 @@ class RedisAnalytics:
     def start(self) -> None:
         """Run `run` as a task of the running loop."""
         if self._task is None or self._task.done():
+            self._stopping = False
             self._task = asyncio.ensure_future(self.run())
 
     async def stop(self) -> None:
         """Cancel the task and give the lease back (another process may take over)."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
