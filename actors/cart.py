@@ -29,10 +29,10 @@ from actors.runtime import Actor, err, key_hash
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient, availability_reads, shards_of
 from actors.views import cart_view
+from engine.analytics import compact_lines
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
 from engine.errors import Conflict, DomainError, NotFound, ValidationFailed
-from engine.analytics import compact_lines
 from engine.events import CART_CHECKED_OUT, CART_CREATED, CART_EXPIRED, CART_MERGED, event
 from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
 from engine.money import check_currency

@@ -205,13 +205,11 @@ def parse_time(text: str, name: str) -> float:
     """Epoch seconds of an RFC 3339 timestamp (``2026-11-18T09:00:00Z``, an offset, or a
     naive time taken as UTC). Raises ValidationFailed ``invalid_time`` naming ``name``."""
     try:
-        dt = datetime.fromisoformat(text.replace("z", "Z"))
-    except (TypeError, ValueError):
+        dt = datetime.fromisoformat(text.upper())  # RFC 3339 allows a lower-case t and z
+        return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
+    except (AttributeError, TypeError, ValueError, OverflowError):
         raise ValidationFailed("invalid_time", f"{name} is not an RFC 3339 timestamp",
                                [{"field": name, "value": str(text)[:64]}]) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 def plan(start: float, end: float, bucket: str) -> Plan:

@@ -168,6 +168,7 @@ class RedisAnalytics:
         self._release = self.r.register_script(_RELEASE)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._progress = asyncio.Event()
         self.applied = 0  # events applied by this consumer (a figure for logs and tests)
 
     # -- keys ------------------------------------------------------------------------------
@@ -264,6 +265,13 @@ class RedisAnalytics:
         if int(applied) < 0:
             raise LeaseLost("another consumer holds the analytics lease")
         self.applied += int(applied)
+        self._progress.set()
+
+    async def wait_applied(self, n: int) -> None:
+        """Return once this consumer has applied ``n`` events in all (tests, tools)."""
+        while self.applied < n:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def catch_up(self) -> int:
         """Apply this consumer's pending entries, then every new one, until none is left

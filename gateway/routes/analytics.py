@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -14,6 +14,9 @@ from gateway.deps import AdminCaller, Service
 from gateway.routes._respond import ERRORS, JSONResponse, answers, operation_id
 from gateway.schemas import MoneyPublic
 from snapshots.analytics_store import FigureSource, analytics_for, analytics_report
+
+#: ``from`` and ``to`` are RFC 3339 date-times (parsed by `engine.analytics.parse_time`).
+DATE_TIME: dict[str, Any] = {"format": "date-time"}
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses={**ERRORS, 403: ERRORS[401]},
                    generate_unique_id_function=operation_id)
@@ -102,10 +105,10 @@ def _source(request: Request, service: CartService) -> FigureSource:
 @router.get("/analytics", responses=answers(AnalyticsPublic))
 async def get_analytics(
         request: Request, service: Service, _: AdminCaller,
-        start: Annotated[str, Query(alias="from", max_length=64,
+        start: Annotated[str, Query(alias="from", max_length=64, json_schema_extra=DATE_TIME,
                                     description="RFC 3339, inclusive (rounded down to a "
                                                 "minute)")],
-        end: Annotated[str, Query(alias="to", max_length=64,
+        end: Annotated[str, Query(alias="to", max_length=64, json_schema_extra=DATE_TIME,
                                   description="RFC 3339, exclusive (rounded down to a "
                                               "minute)")],
         bucket: Literal["minute", "hour", "day"] = "hour",

@@ -198,16 +198,12 @@ async def test_the_running_consumer_counts_events_as_they_come_and_hands_over_on
     first.start()
     await feed(redis_store, known_sequence())
 
-    async def settled(an: RedisAnalytics, want: int) -> None:
-        while an.applied < want:
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(settled(first, len(known_sequence())), 20)
+    await asyncio.wait_for(first.wait_applied(len(known_sequence())), 20)
     await first.stop()  # gives the lease back
     second = RedisAnalytics(redis_store, poll=0.05)
     second.start()
     await feed(redis_store, [{"type": "cart.created", "at": T0 + 5}], "late")
-    await asyncio.wait_for(settled(second, 1), 20)
+    await asyncio.wait_for(second.wait_applied(1), 20)
     await second.stop()
     got = await figures(second)
     assert got["conversion"]["carts_created"] == 6 and got["sales"] == EXPECTED["sales"]
