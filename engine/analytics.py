@@ -197,8 +197,13 @@ class Plan:
     series: list[tuple[int, int, list[tuple[str, int]]]]
 
     def stored(self) -> list[tuple[str, int]]:
-        """Every stored bucket the query reads, once each."""
+        """Every stored bucket the series reads, once each."""
         return [b for _, _, parts in self.series for b in parts]
+
+    def whole(self) -> list[tuple[str, int]]:
+        """The fewest stored buckets covering the whole range (for the rankings: a day by
+        minute reads one day's rankings, not 1,440 minutes')."""
+        return cover(self.start, self.end)
 
 
 def parse_time(text: str, name: str) -> float:
@@ -282,7 +287,8 @@ def _sales(counters: Counter[str]) -> list[dict[str, Any]]:
     return out
 
 
-def report(p: Plan, per_bucket: list[Figures], top: int = 10) -> dict[str, Any]:
+def report(p: Plan, per_bucket: list[Figures], top: int = 10,
+           ranks: dict[str, Counter[str]] | None = None) -> dict[str, Any]:
     """The analytics answer for plan ``p``, given the figures of each series bucket (in
     ``p.series`` order). Shapes (amounts in minor units, times RFC 3339 by the caller):
 
@@ -293,7 +299,8 @@ def report(p: Plan, per_bucket: list[Figures], top: int = 10) -> dict[str, Any]:
     revenue: Money}]}, promotions: [{promotion_id, code, uses, discount: [Money]}],
     series: [{start, end, orders, sales: [...]}]}`` with ``start``/``end`` epoch seconds.
     ``rate`` is a float (0 or more) or None with no cart created; ``by_units`` holds at most
-    ``top`` entries with a positive figure, largest first (ties by id); ``by_revenue`` as
+    ``top`` entries with a positive figure, largest first (ties by id), from ``ranks`` (the
+    rankings of the whole range: `Plan.whole`) or else the buckets' own; ``by_revenue`` as
     many per currency, by currency then largest first (amounts of two currencies are never
     compared).
     """
@@ -306,8 +313,9 @@ def report(p: Plan, per_bucket: list[Figures], top: int = 10) -> dict[str, Any]:
                        "sales": sales})
     c = total.counters
     created, checked = c.get("carts_created", 0), c.get("carts_checked_out", 0)
-    units = total.ranks.get(UNITS, Counter())
-    revenue = total.ranks.get(REVENUE, Counter())
+    ranks = total.ranks if ranks is None else ranks
+    units = ranks.get(UNITS, Counter())
+    revenue = ranks.get(REVENUE, Counter())
     by_units = sorted(((n, m) for m, n in units.items() if n > 0), key=lambda x: (-x[0], x[1]))
     by_cur: dict[str, list[tuple[int, str]]] = {}
     for m, n in revenue.items():

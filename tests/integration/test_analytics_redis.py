@@ -207,3 +207,20 @@ async def test_the_running_consumer_counts_events_as_they_come_and_hands_over_on
     await second.stop()
     got = await figures(second)
     assert got["conversion"]["carts_created"] == 6 and got["sales"] == EXPECTED["sales"]
+
+
+async def test_a_batch_mixing_counted_and_new_entries_counts_only_the_new_ones(
+        redis_store: RedisStore) -> None:
+    events = known_sequence()
+    # Every event in one stream, so one batch holds counted and new entries of one stream.
+    writes = [Write(key=f"test:one{i}", epoch=NEW_EPOCH, partition=3, events=[e])
+              for i, e in enumerate(events)]
+    first = RedisAnalytics(redis_store)
+    await first.join()
+    assert all(isinstance(x, int) for x in await redis_store.commit(writes[:9]))
+    assert await first.catch_up() == 9
+    assert all(isinstance(x, int) for x in await redis_store.commit(writes[9:]))
+    await redis_store.r.xgroup_setid(redis_store.events_key(3), GROUP, id="0")  # a replay
+    assert await first.catch_up() == len(events)
+    assert first.applied == len(events)  # the first 9 once, the others once
+    assert await figures(first) == EXPECTED | {"orders_by_hour": [1, 3, 0]}
