@@ -12,6 +12,7 @@ import pytest
 
 from actors.clock import ManualClock
 from actors.service import CartService
+from actors.settings import EngineSettings
 from engine.timefmt import rfc3339
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -169,3 +170,34 @@ async def test_only_an_admin_reads_analytics(
     assert (await c.get("/v1/admin/analytics", params=RANGE)).status_code == 401
     r = await c.get("/v1/admin/analytics", params=RANGE, headers=bearer("ann"))
     assert r.status_code == 403 and r.json()["error"]["code"] == "admin_only"
+
+
+async def test_cancelling_a_paid_order_whose_capture_waited_takes_its_total_back() -> None:
+    clock = ManualClock(START)
+    service = await CartService.in_process(
+        clock=clock, settings=EngineSettings(payment_capture="on_shipment"))
+    app = create_app(GatewaySettings(auth_secret=SECRET), service)
+    app.state.service = service
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://test") as c:
+            await _ok(await c.put("/v1/admin/products/tee", headers=ADMIN, json={
+                "name": "Tee", "price": {"amount": 2500, "currency": "USD"},
+                "variants": [{"variant_id": "tee-m", "stock": 5}]}))
+            ann = bearer("ann")
+            order = await _ok(await _checkout(c, ann, await _cart(c, ann, 2)), 201)
+            await _ok(await c.post(f"/v1/orders/{order['order_id']}/cancel", headers=ann))
+            events = (await _ok(await c.get("/v1/admin/events", headers=ADMIN)))["items"]
+            [cancelled] = [e for e in events if e["type"] == "order.cancelled"]
+            total = order["totals"]["total"]["amount"]
+            assert cancelled["previous_status"] == "paid"
+            assert cancelled["voided"] == {"amount": total, "currency": "USD"}
+            assert cancelled["refund"] == {"amount": 0, "currency": "USD"}
+            r = await _ok(await c.get("/v1/admin/analytics", headers=ADMIN, params=RANGE))
+            assert r["sales"] == [{
+                "currency": "USD", "orders": 1, "orders_cancelled": 1, "revenue": total,
+                "refunded": total, "net_revenue": 0, "average_order_value": total,
+                "discount_given": 0}]
+            assert r["top_sellers"]["by_units"] == []
+    finally:
+        await service.close()
