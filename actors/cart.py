@@ -29,10 +29,18 @@ from actors.runtime import Actor, err, key_hash
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient, availability_reads, shards_of
 from actors.views import cart_view
+from engine.analytics import compact_lines
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
 from engine.errors import Conflict, DomainError, NotFound, ValidationFailed
-from engine.events import CART_CHECKED_OUT, CART_EXPIRED, CART_MERGED, CART_UPDATED, event
+from engine.events import (
+    CART_CHECKED_OUT,
+    CART_CREATED,
+    CART_EXPIRED,
+    CART_MERGED,
+    CART_UPDATED,
+    event,
+)
 from engine.limits import MAX_QUANTITY_PER_LINE, check_quantity
 from engine.money import check_currency
 from engine.policies import check_destination
@@ -122,9 +130,17 @@ class CartActor(Actor):
         held = cart.expire(self.now)
         await self._release([ln.line_id for ln in held], [ln.variant_id for ln in held])
         self.mark("meta", *(f"l:{ln.line_id}" for ln in held))
+        # ``lines`` and ``value`` (the lines at their captured prices) are for abandonment
+        # analytics (engine.analytics).
+        lines = compact_lines([{"product_id": ln.product_id, "variant_id": ln.variant_id,
+                                "quantity": ln.quantity, "unit_price": ln.unit_price,
+                                "line_total": ln.unit_price * ln.quantity}
+                               for ln in cart.lines.values()])
         self.emit(event(CART_EXPIRED, self.now, cart_id=cart.cart_id, owner=cart.owner,
                         released=[{"variant_id": ln.variant_id, "quantity": ln.quantity}
-                                  for ln in held]))
+                                  for ln in held], currency=cart.currency, lines=lines,
+                        value={"amount": sum(ln["line_total"] for ln in lines),
+                               "currency": cart.currency}))
         self.expire_record_after(self.ctx.settings.finished_cart_retention)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -270,6 +286,7 @@ class CartActor(Actor):
                              updated_at=now, expires_at=now + self.ttl,
                              customer_groups=tuple(sorted(groups or [])))
             self.mark("meta")
+            self.emit(event(CART_CREATED, now, cart_id=self.key, owner=owner, currency=cur))
         return self._view()
 
     async def view(self, caller: str, groups: list[str] | None = None,

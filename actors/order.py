@@ -18,6 +18,7 @@ from actors import business
 from actors.runtime import Actor
 from actors.stock_client import StockClient, shards_of
 from actors.views import order_view
+from engine.analytics import sale_fields
 from engine.checkout import Order, OrderStatus
 from engine.errors import Conflict, DomainError, Forbidden, NotFound
 from engine.events import (
@@ -139,7 +140,8 @@ class OrderActor(Actor):
             self.order = Order(order_id=self.key, created_at=now, updated_at=now, **data)
             self.mark("meta")
             self.emit(event(ORDER_CREATED, now, order_id=self.key, cart_id=self.order.cart_id,
-                            owner=self.order.owner, total=self.order.totals["total"]))
+                            owner=self.order.owner, total=self.order.totals["total"],
+                            **_sale(self.order)))
         return order_view(self.order)
 
     async def mark_paid(self, payment: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +150,7 @@ class OrderActor(Actor):
             o.payment = payment
             if payment.get("status") == "captured":
                 o.captured = o.totals["total"]["amount"]
-            self._move(OrderStatus.PAID, ORDER_PAID, total=o.totals["total"])
+            self._move(OrderStatus.PAID, ORDER_PAID, total=o.totals["total"], **_sale(o))
             business.order_paid(o.currency, o.totals["total"]["amount"], o.discounts)
         return order_view(o)
 
@@ -222,7 +224,7 @@ class OrderActor(Actor):
         o.payment.pop("next_action", None)
         if self.ctx.settings.payment_capture == "immediate":
             await self._capture(o)
-        self._move(OrderStatus.PAID, ORDER_PAID, total=o.totals["total"])
+        self._move(OrderStatus.PAID, ORDER_PAID, total=o.totals["total"], **_sale(o))
         return {"order": order_view(o), "changed": True}
 
     async def get(self, caller: str) -> dict[str, Any]:
@@ -260,6 +262,7 @@ class OrderActor(Actor):
                            f"an order cannot go from {o.status.value} to cancelled")
         ref = o.payment.get("reference", "")
         refund = None
+        previous, returned, voided = o.status, 0, 0
         if o.status is OrderStatus.REQUIRES_ACTION:
             await self._release_holds(o)
             await self.ctx.payments.void(ref, f"{o.order_id}:void")
@@ -269,15 +272,20 @@ class OrderActor(Actor):
                 refund = await self.ctx.payments.refund(ref, amount, o.currency,
                                                         f"{o.order_id}:cancel")
                 o.refunded += amount
+                returned = amount
             elif not o.captured:
                 await self.ctx.payments.void(ref, f"{o.order_id}:void")
+                voided = o.totals["total"]["amount"]
             await self._restock(o)
             await asyncio.gather(*(self.ctx.ask("limit", k, "release", {"order_id": o.order_id})
                                    for k in o.limit_holds))
         o.payment = {**o.payment, "status": "refunded" if refund else "voided"}
         self._move(OrderStatus.CANCELLED, ORDER_CANCELLED,
                    reason=reason or ("by_admin" if caller == ADMIN else "by_customer"),
-                   refunded=o.refunded)
+                   refunded=o.refunded, previous_status=previous.value, currency=o.currency,
+                   refund={"amount": returned, "currency": o.currency},
+                   voided={"amount": voided, "currency": o.currency},
+                   lines=_sale(o)["lines"])
         return order_view(o)
 
     async def refund(self, caller: str, amount: int | None = None,
@@ -306,3 +314,8 @@ class OrderActor(Actor):
                         owner=o.owner, amount={"amount": value, "currency": o.currency},
                         refund_id=out.get("refund_id"), restocked=o.restocked))
         return order_view(o)
+
+
+def _sale(o: Order) -> dict[str, Any]:
+    """What order events carry for sales analytics (`engine.analytics.sale_fields`)."""
+    return sale_fields(o.currency, o.lines, o.discounts, o.totals)

@@ -23,6 +23,7 @@ from gateway.ratelimit import RateLimitMiddleware
 from gateway.redis_url import redacted
 from gateway.routes import (
     admin,
+    analytics,
     carts,
     catalog,
     checkout,
@@ -80,6 +81,7 @@ def create_app(settings: GatewaySettings | None = None,
     for r in (carts.router, checkout.router, saved.router, catalog.router, admin.router,
               ops.router, orders.router, payments.router, waitlist.router, events.router):
         app.router.routes.extend(r.routes)
+    app.router.routes.extend(analytics.router.routes)  # GET /v1/admin/analytics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.rate_limit:
         app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit,

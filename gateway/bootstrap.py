@@ -38,6 +38,8 @@ class Runtime:
     bundled: BundledRedis | None = None
     ray_started: bool = False
     notes: list[str] = field(default_factory=list)
+    #: The sales analytics consumer (`snapshots.analytics_store.RedisAnalytics`), if run.
+    analytics: Any = None
 
 
 async def start_runtime(settings: GatewaySettings) -> Runtime:
@@ -96,6 +98,11 @@ async def start_runtime(settings: GatewaySettings) -> Runtime:
         rt.notes.append(f"catalog: {n} products from {settings.catalog}")
     if settings.placement == "ray" and settings.ingress == "hosts":
         await placement.open_ingress()
+    if settings.analytics:
+        from snapshots.analytics_store import RedisAnalytics
+
+        rt.analytics = RedisAnalytics(store)
+        rt.analytics.start()
     return rt
 
 
@@ -192,6 +199,8 @@ async def load_catalog(service: CartService, path: Any) -> int:
 
 
 async def stop_runtime(rt: Runtime) -> None:
+    if rt.analytics is not None:
+        await rt.analytics.stop()
     try:
         await rt.service.close()
     finally:

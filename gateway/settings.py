@@ -93,6 +93,9 @@ class GatewaySettings(BaseSettings):
     webhook_secret: SecretStr | None = Field(None, min_length=32)
     #: Seconds a webhook signature stays valid (replays after it are refused).
     webhook_tolerance: float = Field(300.0, gt=0)
+    #: Run the sales analytics consumer (`snapshots.analytics_store`) in ``serve``
+    #: (``CART_ENGINE_ANALYTICS=false``: not in this process; one per cluster is enough).
+    analytics: bool = True
 
     @field_validator("auth_secret")
     @classmethod

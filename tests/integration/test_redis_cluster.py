@@ -43,6 +43,14 @@ from tests.actors.test_persistence import (  # noqa: F401 - collected here, on t
     test_a_new_reservation_writes_as_much_with_10000_open_as_with_none,
     test_concurrent_turns_share_one_commit,
 )
+from tests.integration.test_analytics_redis import (  # noqa: F401 - on the cluster too
+    test_a_batch_mixing_counted_and_new_entries_counts_only_the_new_ones,
+    test_a_consumer_killed_after_applying_and_before_acking_counts_nothing_twice,
+    test_a_second_consumer_applies_nothing_while_the_first_holds_the_lease,
+    test_entries_read_but_not_applied_before_a_crash_are_applied_on_restart,
+    test_the_consumer_folds_a_known_sequence_into_every_figure,
+    test_the_running_consumer_counts_events_as_they_come_and_hands_over_on_stop,
+)
 from tests.integration.test_redis_partitions import (  # noqa: F401 - collected here too
     _write,
     test_a_commit_touches_only_keys_of_its_partition_in_one_hash_slot,

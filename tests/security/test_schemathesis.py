@@ -121,6 +121,10 @@ def _keep_unless_an_unstated_rule(context: Any, failure: Any, case: Any,
             _coherent_destination(body.get("shipping_address"))):
         DROPPED["region without its country"] += 1
         return False
+    if error["code"] in ("invalid_range", "range_too_large") and \
+            case.path == "/v1/admin/analytics":
+        DROPPED["analytics range reversed or over its bucket limit"] += 1
+        return False
     types = {d.get("type") for d in error["details"]}
     if error["code"] == "validation_failed" and _integral_float(case.body) and \
             "int_type" in types and types <= {"int_type", "string_type", "bool_type"}:
