@@ -41,7 +41,7 @@ from actors.directory_router import DirectoryRouter
 from actors.membership import ClusterView, Membership, cluster_summary
 from actors.placement import build_host, resendable
 from actors.reference import ReferenceData
-from actors.runtime import Host, Message, Reply, partition_of, tune_gc
+from actors.runtime import PARTITIONS, Host, Message, Reply, partition_of, tune_gc
 from actors.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -345,6 +345,7 @@ class RayPlacement:
                                       max_batch=self.cfg.max_batch,
                                       max_queue=self.cfg.max_queue)
         await self.wait_owned()
+        await self.wait_serving()
         self._supervisor = asyncio.ensure_future(self._supervise())
 
     async def open_ingress(self) -> None:
@@ -386,6 +387,22 @@ class RayPlacement:
                 return
             if loop.time() >= end:
                 raise TimeoutError(f"{len(self.view.map.unowned())} partitions have no owner")
+            await asyncio.sleep(0.05)
+
+    async def wait_serving(self, within: float = 30.0) -> None:
+        """Wait until the hosts serve every partition themselves: the directory may name a
+        restarted host as owner while its new incarnation still waits out its predecessor's
+        lease (`LEASE`), and until then it runs no turn and sweeps no deadline there.
+        Raises TimeoutError."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while True:
+            stats = await self.stats()
+            served = sum(s["membership"]["partitions"] for s in stats if "membership" in s)
+            if served >= PARTITIONS and all(s["membership"]["lease_ok"] for s in stats):
+                return
+            if loop.time() >= end:
+                raise TimeoutError(f"the hosts serve {served} of {PARTITIONS} partitions")
             await asyncio.sleep(0.05)
 
     async def _supervise(self) -> None:
