@@ -17,6 +17,8 @@ from actors.runtime import err, ok
 from engine.errors import ValidationFailed
 from gateway.forwarding import OwnerForwarding, cart_of
 
+pytestmark = pytest.mark.unit
+
 
 class _Host:
     def __init__(self, host_id: str) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.http_protocol import _CoalescingTransport
+
+pytestmark = pytest.mark.unit
 
 
 class _Recorder:
