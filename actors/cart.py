@@ -1,31 +1,21 @@
-"""Cart actor: one per cart, with its own inactivity timer and the checkout saga.
+"""Cart actor: one per cart, with its own inactivity timer.
 
 Persistence is O(change): the cart header is field ``meta`` and each line item field
 ``l:{line_id}``. The deadline is the cart's ``expires_at``: when it passes with no activity the
-cart expires, gives back the stock it holds and leaves memory.
-
-Checkout (a saga, run as one turn of the cart so the cart cannot change under it):
-1. re-price every line against the catalog; a moved price is a 409 ``price_changed`` unless
-   the client accepted it;
-2. reserve every line at its inventory actor, in parallel; if any fails, release the others
-   (compensation) and answer 409 ``out_of_stock`` with a reason per line; hold a use of
-   each limited promotion (a use limit reached releases the stock again). A cart with
-   coupon codes is priced before step 2, one without after it;
-3. create the order (id derived from cart and Idempotency-Key, so a retry finds it);
-4. authorize the payment; on failure release every reservation, record why on the order
-   and keep the cart usable (402 / 503);
-5. commit the reservations, mark the order paid and the cart checked out; events go out in
-   the same commits.
+cart expires, gives back the stock it holds and leaves memory. The checkout saga is
+`actors.checkout_saga`, the guest merge `actors.cart_merge`; both are mixed in here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
+from actors.cart_keys import customer_of, limit_key, reservation_id_for
+from actors.cart_merge import GuestMerge
+from actors.checkout_saga import CheckoutSaga
 from actors.order import ADMIN
-from actors.runtime import Actor, err, key_hash
+from actors.runtime import Actor, err
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient, availability_reads, shards_of
 from actors.views import cart_view
@@ -34,10 +24,8 @@ from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
 from engine.errors import Conflict, DomainError, NotFound, ValidationFailed
 from engine.events import (
-    CART_CHECKED_OUT,
     CART_CREATED,
     CART_EXPIRED,
-    CART_MERGED,
     CART_UPDATED,
     event,
 )
@@ -54,29 +42,13 @@ from engine.pricing import (
 )
 from engine.promotions import Promotion
 from engine.purchase import (
-    LimitScope,
     check_account,
     check_available,
     check_purchase_limit,
 )
 
 
-def order_id_for(cart_id: str, idempotency_key: str) -> str:
-    """Deterministic order id: the same cart and key always name the same order.
-
-    ``ord_``, the cart's partition (4 hex digits, so the order is placed on the cart's host:
-    `actors.runtime.key_hash`), then 16 hex digits of a BLAKE2b digest of cart and key.
-    """
-    digest = hashlib.blake2b(f"{cart_id}\x00{idempotency_key}".encode(), digest_size=8)
-    return f"ord_{key_hash('cart', cart_id):04x}{digest.hexdigest()}"
-
-
-def reservation_id_for(cart_id: str, line_id: str) -> str:
-    """One reservation per cart line: a hold on add becomes the checkout reservation in place."""
-    return f"{cart_id}/{line_id}"
-
-
-class CartActor(Actor):
+class CartActor(CheckoutSaga, GuestMerge, Actor):
     kind = "cart"
     idempotent = frozenset({"view", "status"})
     passivate_after = None  # an active cart stays until it expires, checks out or merges
@@ -605,345 +577,6 @@ class CartActor(Actor):
         self.mark("meta")
         return self._view()
 
-    async def checkout(self, caller: str, payment_token: str, idempotency_key: str,
-                       accept_price_changes: bool = False,
-                       shipping_address: dict[str, Any] | None = None,
-                       groups: list[str] | None = None,
-                       if_match: int | None = None) -> dict[str, Any]:
-        """The checkout saga (module docstring). Returns the API.md Order.
-
-        Raises ValidationFailed ``invalid_destination`` (a ``shipping_address`` whose
-        ``country`` / ``region`` are not ISO 3166 codes), Conflict ``cart_empty`` /
-        ``cart_not_active`` / ``version_mismatch`` / ``price_changed`` / ``out_of_stock`` /
-        ``usage_limit_reached``, PaymentDeclined,
-        Unavailable (payment provider down), and a code's own error when a code on the cart
-        no longer applies.
-        """
-        shipping_address = self._destination(shipping_address)
-        cart = self._own(caller)
-        cart.ensure_active()
-        cart.check_version(if_match)
-        self._note_groups(cart, groups)
-        if not cart.lines:
-            raise Conflict("cart_empty", "the cart has no lines to check out")
-        lines = list(cart.lines.values())
-        self._reprice(cart, lines, accept_price_changes)
-        # A cart with coupon codes is priced first, so a code that no longer applies fails
-        # before any stock is touched (a held line keeps its hold). Without codes nothing in
-        # pricing can fail: stock goes first, since in a flash sale most checkouts fail there
-        # and should not pay for the promotion pipeline.
-        priced = self._price(shipping_address) if cart.codes else None
-        if priced is not None and priced.code_errors:
-            code, e = sorted(priced.code_errors.items())[0]
-            raise type(e)(e.code, f"code {code}: {e.message}", e.details)
-        order_id = order_id_for(cart.cart_id, idempotency_key)
-        try:
-            await self._reserve_all(cart, lines)
-        except Conflict:
-            # This key's checkout may have paid already, its reply lost with a dead host
-            # before this cart's own write: its stock is sold, so reserving fails. Finish it.
-            settled = await self.ctx.ask("order", order_id, "settled", {})
-            if settled is None:
-                raise
-            return self._checked_out(cart, lines, order_id, settled)
-        try:
-            priced = priced or self._price(shipping_address)
-            limited = [p for pid in priced.promotion_ids
-                       if (p := self.ctx.reference.promotions.get(pid)) is not None and
-                       (p.usage_limit is not None or p.per_customer_limit is not None)]
-            limit_keys = await self._reserve_limits(order_id, lines)
-            try:
-                await self._reserve_uses(order_id, limited)
-            except DomainError:
-                await self._release_limits(order_id, limit_keys)
-                raise
-        except DomainError:
-            await self._release_lines(lines)
-            raise
-        order = await self.ctx.ask("order", order_id, "create", {"data": {
-            "cart_id": cart.cart_id, "owner": cart.owner, "currency": cart.currency,
-            "lines": cart_view(cart, priced, self.now)["lines"], "totals": priced.totals(),
-            "discounts": priced.discounts,
-            "expires_at": self.now + self.ctx.settings.reservation_ttl,
-            "reservations": [[reservation_id_for(cart.cart_id, ln.line_id), ln.variant_id,
-                              ln.quantity] for ln in lines],
-            "promotion_uses": [p.promotion_id for p in limited],
-            "limit_holds": limit_keys,
-            "shipping_address": shipping_address}})
-        if order["status"] == "paid":  # paid before (a reply lost with a dead host):
-            await self._release_lines(lines)  # what this try reserved again goes back
-        elif order["status"] != "requires_action":
-            order = await self._pay(cart, lines, limited, limit_keys, order_id, priced,
-                                    payment_token)
-        return self._checked_out(cart, lines, order_id, order)
-
-    def _checked_out(self, cart: Cart, lines: list[LineItem], order_id: str,
-                     order: Any) -> dict[str, Any]:
-        cart.check_out(order_id, self.now)
-        self.mark("meta", *(f"l:{ln.line_id}" for ln in lines))
-        self.emit(event(CART_CHECKED_OUT, self.now, cart_id=cart.cart_id, owner=cart.owner,
-                        order_id=order_id))
-        self.expire_record_after(self.ctx.settings.finished_cart_retention)
-        return order  # type: ignore[no-any-return]
-
-    async def _pay(self, cart: Cart, lines: list[LineItem], limited: list[Promotion],
-                   limit_keys: list[str], order_id: str, priced: PricedCart,
-                   token: str) -> Any:
-        """Steps 4-5: authorize, then commit everything; compensate on any failure."""
-        async def undo(reason: str, code: str) -> None:
-            await self._release_lines(lines)
-            await self._release_limits(order_id, limit_keys)
-            await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "release",
-                                                {"order_id": order_id}) for p in limited))
-            await self.ctx.ask("order", order_id, "mark_failed", {"reason": reason,
-                                                                   "code": code})
-
-        try:
-            auth = await self.ctx.payments.authorize(order_id, priced.total, cart.currency,
-                                                     token, f"{order_id}:authorize")
-        except DomainError as e:
-            await undo(e.message, e.code)
-            raise
-        if auth.get("status") == "requires_action":
-            # The customer confirms with their bank (3-D Secure): the reservations, uses and
-            # limit units stay held for the order, which a webhook settles (or its deadline).
-            return await self.ctx.ask("order", order_id, "mark_requires_action",
-                                      {"payment": auth})
-        try:
-            await asyncio.gather(*(self.stock.commit(
-                ln.variant_id, reservation_id_for(cart.cart_id, ln.line_id), ln.quantity)
-                for ln in lines))
-        except DomainError as e:
-            # A reservation lapsed while the payment was slow: undo the payment too.
-            await self.ctx.payments.void(auth.get("reference", ""), f"{order_id}:void")
-            await undo("a reservation expired during payment", "reservation_expired")
-            raise Conflict("reservation_expired",
-                           "stock was released while the payment was pending; try again") from e
-        await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "commit",
-                                            {"order_id": order_id}) for p in limited),
-                             *(self.ctx.ask("limit", k, "commit", {"order_id": order_id})
-                               for k in limit_keys))
-        if self.ctx.settings.payment_capture == "immediate":
-            captured = await self.ctx.payments.capture(auth["reference"], priced.total,
-                                                       cart.currency, f"{order_id}:capture")
-            auth = {**auth, "status": captured.get("status", "captured")}
-        return await self.ctx.ask("order", order_id, "mark_paid", {"payment": auth})
-
-    async def _reserve_limits(self, order_id: str, lines: list[LineItem]) -> list[str]:
-        """Hold the customer's units under each purchase limit the cart touches, all or
-        none (atomic per customer and scope: `actors.purchase_limits`); the actor keys held.
-        A guest's cart is checked on its own (limits are per cart for guests).
-
-        Raises Conflict ``purchase_limit_exceeded``, Forbidden ``account_required``.
-        """
-        assert self.cart is not None
-        customer = customer_of(self.cart.owner)
-        scopes: dict[str, LimitScope] = {}
-        for ln in lines:
-            product = self.ctx.catalog.find(ln.product_id)
-            if product is None:
-                continue
-            variant = product.variant(ln.variant_id)
-            check_account(product.requires_account(variant), customer, ln.variant_id)
-            for sc in product.limits_of(variant):
-                scopes[sc.scope] = sc
-        pairs = [(ln.variant_id, ln.quantity) for ln in lines]
-        if customer is None:
-            for sc in scopes.values():
-                check_purchase_limit(sc, sc.in_cart(pairs), 0)
-            return []
-        keys = [limit_key(customer, sc.scope) for sc in scopes.values()]
-        ttl = self.ctx.settings.reservation_ttl
-        results = await asyncio.gather(*(self.ctx.ask("limit", k, "reserve", {
-            "order_id": order_id, "quantity": sc.in_cart(pairs), "limit": sc.limit,
-            "ttl": ttl}) for k, sc in zip(keys, scopes.values(), strict=True)),
-            return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            await self._release_limits(order_id, [k for k, r in zip(keys, results, strict=True)
-                                                  if not isinstance(r, BaseException)])
-            raise failed[0]
-        return keys
-
-    async def _release_limits(self, order_id: str, keys: list[str]) -> None:
-        await asyncio.gather(*(self.ctx.ask("limit", k, "release", {"order_id": order_id})
-                               for k in keys))
-
-    async def _reserve_uses(self, order_id: str, promos: list[Promotion]) -> None:
-        """Step 3: hold one use of each limited promotion; all or none."""
-        assert self.cart is not None
-        customer = customer_of(self.cart.owner)
-        ttl = self.ctx.settings.reservation_ttl
-        results = await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "reserve", {
-            "order_id": order_id, "customer": customer, "usage_limit": p.usage_limit,
-            "per_customer_limit": p.per_customer_limit, "ttl": ttl}) for p in promos),
-            return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if not failed:
-            return
-        await asyncio.gather(*(self.ctx.ask("promo", p.promotion_id, "release",
-                                            {"order_id": order_id})
-                               for p, r in zip(promos, results, strict=True)
-                               if not isinstance(r, BaseException)))
-        raise failed[0]
-
-    async def _release_lines(self, lines: list[LineItem]) -> None:
-        """Compensation for stock: release every line's reservation; a line's hold goes too."""
-        await self._release([ln.line_id for ln in lines], [ln.variant_id for ln in lines])
-        for ln in lines:
-            if ln.hold_until is not None:
-                ln.hold_until = None
-                self.mark(f"l:{ln.line_id}")
-
-    def _reprice(self, cart: Cart, lines: list[LineItem], accept: bool) -> None:
-        changed = []
-        for ln in lines:
-            try:
-                _, _, current = self._lookup(ln.product_id, ln.variant_id)
-            except DomainError as e:
-                raise Conflict("product_unavailable",
-                               f"{ln.name} can no longer be bought: {e.message}",
-                               [{"line_id": ln.line_id, "product_id": ln.product_id}]) from e
-            if current != ln.unit_price:
-                changed.append((ln, current))
-        if changed and not accept:
-            raise Conflict("price_changed", "prices changed since these items were added", [
-                {"line_id": ln.line_id, "product_id": ln.product_id,
-                 "variant_id": ln.variant_id,
-                 "old_price": {"amount": ln.unit_price, "currency": cart.currency},
-                 "new_price": {"amount": new, "currency": cart.currency}}
-                for ln, new in changed])
-        for ln, new in changed:
-            ln.unit_price = new
-            ln.updated_at = self.now
-            self.mark(f"l:{ln.line_id}")
-
-    async def _reserve_all(self, cart: Cart, lines: list[LineItem]) -> None:
-        """Step 2: reserve every line or none. A held line's hold becomes its reservation."""
-        ttl = self.ctx.settings.reservation_ttl
-        stock = self.stock
-        results = await asyncio.gather(*(stock.reserve(
-            ln.variant_id, reservation_id_for(cart.cart_id, ln.line_id), ln.quantity, ttl,
-            cart.cart_id, fresh=ln.hold_until is None) for ln in lines),
-            return_exceptions=True)
-        failed = [(ln, r) for ln, r in zip(lines, results, strict=True)
-                  if isinstance(r, BaseException)]
-        if not failed:
-            return
-        taken = [ln for ln, r in zip(lines, results, strict=True)
-                 if not isinstance(r, BaseException) and ln.hold_until is None]
-        await self._release([ln.line_id for ln in taken], [ln.variant_id for ln in taken])
-        for _, r in failed:
-            if not isinstance(r, DomainError):
-                raise r
-        details = []
-        for ln, r in failed:
-            assert isinstance(r, DomainError)
-            d = {"line_id": ln.line_id, "variant_id": ln.variant_id,
-                 "requested": ln.quantity, "reason": r.code}
-            if r.details:
-                d["available"] = r.details[0].get("available")
-            details.append(d)
-        raise Conflict("out_of_stock", "some lines could not be reserved", details)
-
-    # -- guest merge -----------------------------------------------------------------------
-    async def take_lines(self, caller: str, into_cart_id: str) -> dict[str, Any]:
-        """Merge source side: hand over this (guest) cart's lines and codes, end as ``merged``.
-
-        Idempotent: a cart already merged into ``into_cart_id`` answers the same lines.
-        """
-        cart = self._own(caller)
-        if cart.merged_into != into_cart_id:
-            cart.ensure_active()
-            held = [ln for ln in cart.lines.values() if ln.hold_until is not None]
-            await self._release([ln.line_id for ln in held], [ln.variant_id for ln in held])
-            cart.mark_merged(into_cart_id, self.now)
-            self.mark("meta", *(f"l:{ln.line_id}" for ln in held))
-            self.emit(event(CART_MERGED, self.now, cart_id=cart.cart_id,
-                            owner=cart.owner, into=into_cart_id))
-            self.expire_record_after(self.ctx.settings.finished_cart_retention)
-        return {"lines": [{"product_id": ln.product_id, "variant_id": ln.variant_id,
-                           "quantity": ln.quantity, "options": ln.options, "name": ln.name,
-                           "unit_price": ln.unit_price, "added_at": ln.added_at}
-                          for ln in cart.lines.values()],
-                "codes": list(cart.codes), "currency": cart.currency}
-
-    async def absorb(self, caller: str, source_cart_id: str, lines: list[dict[str, Any]],
-                     codes: list[str], currency: str, strategy: str) -> dict[str, Any]:
-        """Merge target side: fold a guest cart's lines and codes in; ``{cart, report}``.
-
-        Strategies for a variant both carts hold: ``sum`` the quantities, keep the ``larger``,
-        or ``keep_user`` (the user's line wins). Quantities are clamped to the 999-per-line
-        limit and to the units available; a line or code that cannot come along is reported,
-        never silently dropped.
-        """
-        cart = self._mutable(caller, None)
-        report: dict[str, Any] = {"source_cart_id": source_cart_id, "strategy": strategy,
-                                  "already_merged": source_cart_id in cart.merged_from,
-                                  "lines_added": [], "lines_merged": [], "clamped": [],
-                                  "lines_dropped": [], "codes_kept": [], "codes_dropped": []}
-        if report["already_merged"]:
-            return {"cart": self._view(), "report": report}
-        cart.merged_from = (*cart.merged_from, source_cart_id)
-        self.mark("meta")
-        if currency != cart.currency:
-            report["lines_dropped"] = [{"product_id": g["product_id"],
-                                        "variant_id": g["variant_id"],
-                                        "reason": "currency_mismatch"} for g in lines]
-            lines = []
-        for g in lines:
-            await self._absorb_line(cart, g, strategy, report)
-        for code in codes:
-            if code in cart.codes:
-                report["codes_kept"].append(code)
-                continue
-            try:
-                await self.add_code(caller, code)
-                report["codes_kept"].append(code)
-            except DomainError as e:
-                report["codes_dropped"].append({"code": code, "reason": e.code,
-                                                "message": e.message})
-        return {"cart": self._view(), "report": report}
-
-    async def _absorb_line(self, cart: Cart, g: dict[str, Any], strategy: str,
-                           report: dict[str, list[Any]]) -> None:
-        mine = cart.find_line(g["variant_id"], g["options"])
-        have = mine.quantity if mine else 0
-        want = {"sum": have + g["quantity"], "larger": max(have, g["quantity"]),
-                "keep_user": have if mine else g["quantity"]}[strategy]
-        want = min(want, MAX_QUANTITY_PER_LINE)
-        available = (await self.stock.status(g["variant_id"]))["available"]
-        if mine is not None and mine.hold_until is not None:
-            available += mine.quantity  # its own hold counts as available to it
-        target = min(want, max(available, have))
-        if target < want:
-            report["clamped"].append({"variant_id": g["variant_id"], "requested": want,
-                                      "quantity": target, "reason": "stock"
-                                      if want <= MAX_QUANTITY_PER_LINE else "limit"})
-        try:
-            if mine is None:
-                if target <= 0:
-                    report["lines_dropped"].append({"variant_id": g["variant_id"],
-                                                    "reason": "out_of_stock"})
-                    return
-                await self._add(cart.owner, g["product_id"], target, g["variant_id"],
-                                g["options"], unit_price=g["unit_price"],
-                                added_at=g["added_at"])
-                report["lines_added"].append({"variant_id": g["variant_id"],
-                                              "quantity": target})
-            elif target != have:
-                await self._set(cart.owner, mine.line_id, target)
-                report["lines_merged"].append({"line_id": mine.line_id,
-                                               "variant_id": g["variant_id"],
-                                               "quantity": target, "was": have})
-            else:
-                report["lines_merged"].append({"line_id": mine.line_id,
-                                               "variant_id": g["variant_id"],
-                                               "quantity": have, "was": have})
-        except DomainError as e:
-            report["lines_dropped"].append({"variant_id": g["variant_id"], "reason": e.code,
-                                            "message": e.message})
-
 
 _POLICIES: list[tuple[EngineSettings, tuple[ShippingPolicy, TaxPolicy]]] = []
 
@@ -960,14 +593,6 @@ def policies(s: EngineSettings) -> tuple[ShippingPolicy, TaxPolicy]:
     return built
 
 
-def limit_key(customer: str, scope: str) -> str:
-    """The purchase-limit actor of one customer and one limit scope (`engine.purchase`)."""
-    return f"{customer}/{scope}"
-
-
-def customer_of(owner: str) -> str | None:
-    """The customer id for per-customer limits: None for guests (ids ``guest_...``)."""
-    return None if owner.startswith("guest_") else owner
 
 
 def _str_or_none(value: Any) -> str | None:

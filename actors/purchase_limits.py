@@ -1,6 +1,6 @@
 """Purchase-limit actor: one per (customer, limit scope); the customer's units under a limit.
 
-Key ``{customer}/{scope}`` (`actors.cart.limit_key`; scope ``v:{variant_id}`` or
+Key ``{customer}/{scope}`` (`actors.cart_keys.limit_key`; scope ``v:{variant_id}`` or
 ``p:{product_id}``, `engine.purchase.LimitScope`). Being one actor per customer and scope is
 what makes the limit atomic: the checkouts of one customer on several carts or devices
 reserve their units here one turn at a time, so together they never exceed the limit.

@@ -69,7 +69,7 @@ def key_hash(kind: str, key: str) -> int:
     """The 16-bit hash of actor ``(kind, key)``: a stable hash (CRC-32), not ``hash``.
 
     An order lives with the cart it was created from: its id is ``ord_`` then the cart's
-    hash in 4 hex digits (`actors.cart.order_id_for`), so the checkout saga's order turns
+    hash in 4 hex digits (`actors.cart_keys.order_id_for`), so the checkout saga's order turns
     stay in the cart's partition, on the cart's host, instead of crossing to another.
     """
     if kind == "order" and key.startswith("ord_") and _HEX4.fullmatch(key, 4, 8):

@@ -20,13 +20,12 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from actors.cart import shards_of
 from actors.clock import Clock, SystemClock
 from actors.order import ADMIN
 from actors.placement import LocalPlacement, Placement
 from actors.runtime import Reply, unwrap
 from actors.settings import EngineSettings
-from actors.stock_client import StockClient
+from actors.stock_client import StockClient, shards_of
 from engine.catalog import Product, product_from_dict, product_to_dict
 from engine.errors import Conflict, NotFound
 from engine.limits import check_id

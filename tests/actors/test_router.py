@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from actors.cart import order_id_for
+from actors.cart_keys import order_id_for
 from actors.router import BatchingRouter
 from actors.runtime import Message, Reply, host_of, key_hash, ok, partition_of
 
