@@ -18,10 +18,11 @@ SECRET = "in-process-test-secret-0123456789abcdef"
 
 
 @asynccontextmanager
-async def gateway(engine: EngineSettings | None = None, **settings: Any
-                  ) -> AsyncIterator[tuple[httpx.AsyncClient, CartService]]:
-    """An HTTP client to a fresh app (``GatewaySettings(**settings)``) and its engine."""
-    service = await CartService.in_process(settings=engine)
+async def gateway(engine: EngineSettings | None = None, clock: Any = None, store: Any = None,
+                  **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, CartService]]:
+    """An HTTP client to a fresh app (``GatewaySettings(**settings)``) and its engine (on
+    ``clock`` and ``store`` when given: `CartService.in_process`)."""
+    service = await CartService.in_process(store=store, clock=clock, settings=engine)
     app = create_app(GatewaySettings(auth_secret=SECRET, **settings), service)
     app.state.service = service  # the lifespan would do this; ASGITransport does not run it
     try:

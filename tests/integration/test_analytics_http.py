@@ -16,7 +16,7 @@ from actors.settings import EngineSettings
 from engine.timefmt import rfc3339
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.integration.inprocess import SECRET, bearer
+from tests.integration.inprocess import SECRET, bearer, gateway
 
 pytestmark = pytest.mark.integration
 ADMIN = bearer("ops", "admin")
@@ -27,15 +27,8 @@ RANGE = {"from": rfc3339(START - 3600), "to": rfc3339(START + 86400)}
 @pytest.fixture
 async def shop() -> AsyncIterator[tuple[httpx.AsyncClient, ManualClock]]:
     clock = ManualClock(START)
-    service = await CartService.in_process(clock=clock)
-    app = create_app(GatewaySettings(auth_secret=SECRET), service)
-    app.state.service = service
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test") as client:
-            yield client, clock
-    finally:
-        await service.close()
+    async with gateway(clock=clock) as (client, _):
+        yield client, clock
 
 
 async def _ok(r: httpx.Response, status: int = 200) -> Any:

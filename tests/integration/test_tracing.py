@@ -18,7 +18,7 @@ from actors.service import CartService
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from snapshots.redis_store import RedisStore
-from tests.integration.inprocess import SECRET, bearer
+from tests.integration.inprocess import SECRET, bearer, gateway
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +33,8 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
 
 
 async def client_over(store: RedisStore) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    service = await CartService.in_process(store=store)
-    app = create_app(GatewaySettings(auth_secret=SECRET), service)
-    app.state.service = service
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test") as http:
-            yield http, service
-    finally:
-        await service.close()
+    async with gateway(store=store) as (http, service):
+        yield http, service
 
 
 async def test_one_checkout_is_one_trace_from_request_to_payment(
