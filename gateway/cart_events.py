@@ -51,6 +51,8 @@ MAX_QUEUE = 64
 #: Seconds before a hold lapses / the cart expires that the warnings are sent.
 HOLD_LEAD = 60.0
 CART_LEAD = 300.0
+#: Seconds after a catalog change that the views it touched are fetched a second time.
+REFERENCE_SETTLE = 1.0
 #: Outbox events that change what a cart's view shows.
 CART_EVENTS = frozenset({"cart.updated", "cart.expired", "cart.checked_out", "cart.merged"})
 OFFERED = "stock.offered"
@@ -405,7 +407,7 @@ class CartEventHub:
                  cursor: str | None = None) -> None:
         before, watch.view = watch.view, view
         watch.products = frozenset(ln["product_id"] for ln in view.get("lines", []))
-        if notify:
+        if notify and view != before:
             data = _json(view)
             for sub in watch.subs:
                 if sub.owner is not None:
@@ -445,9 +447,16 @@ class CartEventHub:
         if kind != "product" or not self.carts:
             return
         product_id = getattr(value, "product_id", None)
-        for watch in list(self.carts.values()):
-            if product_id in watch.products:
-                self._refresh(watch)
+        watched = [w for w in self.carts.values() if product_id in w.products]
+        for watch in watched:
+            self._refresh(watch)
+        if watched:
+            # The cart's owner may apply the change a moment after this process (each
+            # host hears it on its own): look again once it surely has.
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to look at
+                asyncio.get_running_loop().call_later(
+                    REFERENCE_SETTLE, lambda: [self._refresh(w) for w in watched
+                                               if w.subs and self.carts.get(w.cart_id) is w])
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
