@@ -68,7 +68,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors import wire
-from actors.router import NotSent
+from actors.router import NotSent, unavailable
 from actors.runtime import Message, Reply
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,9 @@ def _replies_from_wire(value: Any) -> list[tuple[int, Reply]]:
 
 #: Seconds a closing channel server waits for the batches under way to answer.
 CLOSE_GRACE = 10.0
+#: Seconds it then keeps its connections open, refusing new batches unrun: more than the
+#: directory refresh (`actors.directory.HEARTBEAT`, 0.5 s), after which callers route elsewhere.
+CLOSE_LINGER = 1.0
 
 
 class ChannelServer:
@@ -216,12 +219,14 @@ class ChannelServer:
         self._address: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._unauthenticated = 0
 
     async def start(self, host: str, port: int = 0) -> tuple[str, int]:
         """Listen on ``host`` at ``port`` (0: a free one); answers the ``(host, port)`` that
         callers must dial: the HMAC exchange proves this address."""
+        self._closing = False
         self._server = await asyncio.start_server(self._serve, host, port)
         port = self._server.sockets[0].getsockname()[1]
         self._address = (host, port)
@@ -229,13 +234,19 @@ class ChannelServer:
 
     async def close(self, grace: float = CLOSE_GRACE) -> None:
         """Stop listening, let the batches under way answer (up to ``grace`` seconds: a
-        leaving host finishes what it was asked, forwarded HTTP requests included), then
-        close every connection (what is still in flight fails on the caller's side, as if
-        the host had died)."""
+        leaving host finishes what it was asked, forwarded HTTP requests included) while
+        refusing new ones unrun for `CLOSE_LINGER` more, then close every connection (what
+        is still in flight fails on the caller's side, as if the host had died)."""
         if self._server is not None:
+            self._closing = True  # batches arriving from now on are refused, not run
             self._server.close()
-            if self._tasks and grace > 0:
-                await asyncio.wait(list(self._tasks), timeout=grace)
+            if grace > 0:
+                if self._tasks:
+                    await asyncio.wait(list(self._tasks), timeout=grace)
+                # Callers whose directory copy still names this host keep sending for up to
+                # a refresh: refuse those batches (they are re-sent elsewhere) rather than
+                # drop them unanswered with the connection.
+                await asyncio.sleep(min(CLOSE_LINGER, grace))
             for writer in list(self._writers):
                 writer.close()
             await self._server.wait_closed()
@@ -320,6 +331,10 @@ class ChannelServer:
             if messages is None:
                 self._refuse("a frame that is not a batch of messages")
                 return
+            if self._closing:  # never run: the caller re-sends or runs it elsewhere
+                data = wire.pack([True, [[i, *unavailable(False)] for i in range(len(messages))]])
+                writer.write(HEADER.pack(len(data), batch_id) + data)
+                continue
             task = asyncio.ensure_future(self._answer(writer, batch_id, messages))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

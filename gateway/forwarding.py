@@ -16,9 +16,9 @@ Failure rules, so that forwarding never weakens what the API promises:
 - the request never left (no route to the owner, the owner has no ingress, the channel was
   down): it runs here, through the engine's own routing;
 - it left and its answer was lost (the owner died mid-request): a safe method (GET, HEAD)
-  runs here; any other answers 503 ``host_unavailable`` with ``Retry-After``, as an HTTP
-  proxy does for a non-idempotent request (RFC 9110 section 9.2.2); a retry carrying the same
-  Idempotency-Key answers the first result if it had run.
+  or a request carrying an Idempotency-Key runs here (the actor answers a repeated key with
+  the first result); any other answers 503 ``host_unavailable`` with ``Retry-After``, as an
+  HTTP proxy does for a non-idempotent request (RFC 9110 section 9.2.2).
 
 Streams (``.../events``) and bodies without a Content-Length or over the body limit are
 never forwarded.
@@ -127,13 +127,12 @@ class OwnerForwarding:
             return int(status), headers, bytes(payload)
         error = reply[1]
         code = error.get("code")
-        if code in NOT_RUN or scope["method"] in SAFE_METHODS or (
-                code == "host_unavailable" and not any(
-                    d.get("sent", True) for d in error.get("details") or ())):
+        if code in NOT_RUN or (code == "host_unavailable" and not any(
+                d.get("sent", True) for d in error.get("details") or ())):
             return None
-        log.warning("forwarded %s %s: the owner's answer was lost (%s)", scope["method"],
-                    scope["path"], code)
-        return False
+        log.warning("forwarded %s %s: the owner's answer was lost (%s: %s)", scope["method"],
+                    scope["path"], code, error.get("message"))
+        return None if scope["method"] in SAFE_METHODS or _keyed(scope) else False
 
     # -- the owner side --------------------------------------------------------------------
     async def run_here(self, method: str, path: str, raw_path: bytes, query: bytes,
@@ -187,6 +186,12 @@ class OwnerForwarding:
                 "fell_back": self.fell_back}
 
 
+def _keyed(scope: dict[str, Any]) -> bool:
+    """Whether the request carries an Idempotency-Key: run again, it answers the first
+    result if it had run (the actor records the key with its reply, in the same write)."""
+    return any(name == b"idempotency-key" for name, _ in scope["headers"])
+
+
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     """The request's Content-Length; 0 when it has neither that nor Transfer-Encoding;
     None for a chunked (or malformed) one."""
@@ -217,6 +222,6 @@ async def _read_body(receive: Any, length: int) -> bytes | None:
 
 async def _unavailable(send: Any) -> None:
     await error_body(send, 503, "host_unavailable",
-                     "the host that owns this cart stopped while answering; retry (with the "
-                     "same Idempotency-Key, the first result is answered if it had run)",
+                     "the host that owns this cart stopped while answering; send an "
+                     "Idempotency-Key to have such a request retried safely",
                      [{"retry_after": 1}], [(b"retry-after", b"1"), NOSNIFF, NO_STORE])

@@ -37,22 +37,23 @@ def shared_socket(host: str, port: int) -> socket.socket:
 class HttpIngress:
     """A running uvicorn server in this event loop; `stop` ends it gracefully."""
 
-    def __init__(self, server: Any, task: asyncio.Task[None], app: Any = None) -> None:
+    def __init__(self, server: Any, task: asyncio.Task[None], api: Any,
+                 forwarding: Any = None) -> None:
         self.server = server
         self.task = task
-        self.app = app
+        self.api = api  # the FastAPI app (under the forwarding layer)
+        self.forwarding = forwarding
 
     def forwarding_stats(self) -> dict[str, int]:
         """Requests this ingress forwarded to their cart's owner, ran for other ingresses,
         and ran itself because forwarding was not possible (`OwnerForwarding.stats`)."""
-        stats = getattr(self.app, "stats", None)
-        return stats() if stats is not None else {}
+        return self.forwarding.stats() if self.forwarding is not None else {}
 
     async def stop(self) -> None:
         from gateway.cart_events import shutdown
 
         # Open event streams end first: uvicorn waits for running responses before it stops.
-        await shutdown(self.server.config.app)
+        await shutdown(self.api)
         self.server.should_exit = True
         await asyncio.gather(self.task, return_exceptions=True)
 
@@ -65,8 +66,8 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
     from gateway.app import create_app
     from gateway.forwarding import OwnerForwarding
 
-    app = OwnerForwarding(create_app(settings, service=service), placement,
-                          settings.max_body_bytes)
+    api = create_app(settings, service=service)
+    app = OwnerForwarding(api, placement, settings.max_body_bytes)
     server = uvicorn.Server(uvicorn_config(settings, app))
     sock = shared_socket(settings.host, settings.port)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -75,7 +76,7 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
             task.result()
             raise OSError("the HTTP ingress stopped before it started")
         await asyncio.sleep(0.01)
-    return HttpIngress(server, task, app)
+    return HttpIngress(server, task, api, app)
 
 
 def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:

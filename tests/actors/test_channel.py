@@ -41,9 +41,11 @@ class Host:
         self.release = asyncio.Event()
         self.holding = asyncio.Event()
         self.batches: list[int] = []
+        self.seen: list[int] = []
 
     async def __call__(self, batch: list[Message]) -> list[Reply]:
         self.batches.append(len(batch))
+        self.seen.extend(m[3]["i"] for m in batch)
         if batch[0][2] == "hold":
             self.holding.set()
             await self.release.wait()
@@ -169,6 +171,10 @@ async def test_a_closing_server_lets_the_batches_under_way_answer_first() -> Non
     closing = asyncio.ensure_future(server.close())
     await asyncio.sleep(0)
     assert not closing.done()  # waiting for the batch under way
+    # a batch sent while it closes is refused unrun: its caller may send it elsewhere
+    status, error = (await client.call([msg(9)]))[0]
+    assert status == "err" and error["code"] == "host_unavailable"
+    assert error["details"][0]["sent"] is False and 9 not in host.seen
     host.release.set()
     assert await held == [ok(1), ok(2)]
     await closing

@@ -84,7 +84,7 @@ async def served(store: RedisStore, heartbeat: float = 15.0) -> AsyncIterator[Se
     while not server.started:
         assert not task.done(), task.result()
         await asyncio.sleep(0.01)
-    ingress = HttpIngress(server, task)
+    ingress = HttpIngress(server, task, app)
     port = sock.getsockname()[1]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",

@@ -37,9 +37,11 @@ async def _owner_map(engine: Cluster, redis_url: str) -> list[str]:
 
 async def _probe_cart(client: httpx.AsyncClient, owners: list[str], victims: set[str]
                       ) -> tuple[str, str]:
-    """A guest cart whose partition a victim host owns: ``(token, cart_id)``."""
+    """A guest cart whose partition a victim host owns: ``(token, cart_id)``. A new guest's
+    cart is placed on the host whose ingress took the request, so each try opens a new
+    connection (``Connection: close``): the kernel spreads those over the hosts."""
     for _ in range(200):
-        r = (await call(client, "POST", "/v1/carts")).json()
+        r = (await call(client, "POST", "/v1/carts", headers={"Connection": "close"})).json()
         assert "cart_id" in r, r
         if owners[partition_of("cart", r["cart_id"])] in victims:
             return r["token"], r["cart_id"]

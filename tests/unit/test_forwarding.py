@@ -149,3 +149,7 @@ async def test_a_lost_answer_reruns_a_read_but_never_a_write(pair: Any) -> None:
     assert r.json()["error"]["code"] == "host_unavailable"
     assert r.headers["x-content-type-options"] == "nosniff"
     assert [(s[0], s[1]) for s in seen] == [("A", "GET")]  # the write ran nowhere here
+    async with _client(a) as c:  # with a key, running it again answers the first result
+        r = await c.post("/v1/carts/b_1/items", content=b'{"quantity":1}',
+                         headers={"Idempotency-Key": "k1"})
+    assert r.json()["ran_on"] == "A" and [(s[0], s[1]) for s in seen][-1] == ("A", "POST")
