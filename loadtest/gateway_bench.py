@@ -22,6 +22,7 @@ import orjson
 from actors.service import CartService
 from gateway.app import create_app
 from gateway.auth import issue_token
+from gateway.middleware import replay
 from gateway.settings import GatewaySettings
 from loadtest.client import run_async
 
@@ -40,14 +41,10 @@ async def call(app: Any, method: str, path: str, body: bytes = b"",
              "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
              "query_string": b"", "root_path": "", "headers": raw, "app": app,
              "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def disconnect() -> dict[str, Any]:
         return {"type": "http.disconnect"}
+
+    receive = replay(disconnect, body)
 
     status, chunks = 0, []
 
