@@ -132,8 +132,9 @@ def test_a_short_bench_run_writes_ratios_cpu_and_counts_per_buyer(tmp_path: Path
     assert churn["vs_raw-asgi"] == round(churn["requests_per_s"] / ceiling["requests_per_s"], 3)
     assert churn["server_cpu_ms_per_request"] > 0 and ceiling["requests_per_s"] > 0
     assert flash["paid_orders"] == 20 and flash["oversold_units"] == 0
-    # a private Redis: the counts are the peer's alone (a script's first call may retry once)
-    assert 2.0 <= flash["per_buyer"]["redis_evalsha"] <= 2.1
+    # a private Redis: the counts are the peer's alone; each worker's first call of each of
+    # its 5 scripts may meet NOSCRIPT once and retry (2 workers, 60 buyers: at most 10 more)
+    assert 2.0 <= flash["per_buyer"]["redis_evalsha"] <= 2.0 + 2 * 5 / 60
     assert flash["server_cpu_ms_per_buyer"] > 0
     assert document["config"]["peer_workers"] == 2 and document["config"]["lines_per_cart"] == 6
 
