@@ -246,7 +246,8 @@ class ChannelServer:
                 # Callers whose directory copy still names this host keep sending for up to
                 # a refresh: refuse those batches (they are re-sent elsewhere) rather than
                 # drop them unanswered with the connection.
-                await asyncio.sleep(min(CLOSE_LINGER, grace))
+                if self._writers:
+                    await asyncio.sleep(min(CLOSE_LINGER, grace))
             for writer in list(self._writers):
                 writer.close()
             await self._server.wait_closed()

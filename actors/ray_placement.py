@@ -95,7 +95,8 @@ class HostPlacement:
 
     async def forward(self, host_id: str, msg: Message) -> Reply:
         """Send ``msg`` to host ``host_id`` once, as it is: no re-send, no id given (the
-        caller decides what a lost reply means). Raises NotSent if it never left."""
+        caller decides what a lost reply means). A batch that never left, or whose answer
+        was lost, answers 503 ``host_unavailable`` with ``details[].sent`` saying which."""
         return await self.router.batcher.send_to(host_id, msg)
 
     async def publish(self, kind: str, value: Any) -> None:

@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from gateway import cli_tools
 from gateway.auth import issue_token
-from gateway.http_protocol import CoalescingHttpProtocol
 from gateway.redis_url import RedisUnusable, check_redis
 from gateway.settings import DEV_SECRET, GatewaySettings
 
@@ -152,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(serve_on_hosts(settings))
     print(f"cart-engine: listening on http://{settings.host}:{settings.port} "
           f"(docs at /docs)", flush=True)
+    from gateway.http_protocol import CoalescingHttpProtocol
+
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, lifespan="on", access_log=False, log_config=None,
                 # X-Forwarded-For only from --trusted-proxies (the app's own middleware);

@@ -30,7 +30,6 @@ import asyncio
 import logging
 from typing import Any
 
-from actors.router import NotSent
 from actors.runtime import SYSTEM
 from gateway.middleware import NO_STORE, NOSNIFF, error_body, replay
 
@@ -117,11 +116,7 @@ class OwnerForwarding:
                 "raw_path": scope.get("raw_path") or scope["path"].encode(),
                 "query": scope.get("query_string", b""), "headers": scope["headers"],
                 "body": body, "client": list(client) if client else None}
-        try:
-            reply = await self.placement.forward(owner, (SYSTEM, owner, RUN_HTTP, args, None,
-                                                         None))
-        except NotSent:
-            return None
+        reply = await self.placement.forward(owner, (SYSTEM, owner, RUN_HTTP, args, None, None))
         if reply[0] == "ok":
             status, headers, payload = reply[1]
             return int(status), headers, bytes(payload)

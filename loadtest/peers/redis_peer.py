@@ -36,6 +36,7 @@ from loadtest.peers.domain import (
     stock_level,
     utc_now,
 )
+from loadtest.peers.lua_scripts import DELTA_LUA  # the same stock adjustment
 
 #: Seconds a cart, order or idempotency record lives in Redis after its last write.
 RECORD_TTL_S = 24 * 3600
@@ -68,16 +69,6 @@ for i = 2, #KEYS do redis.call('INCRBY', KEYS[i], ARGV[i]) end
 redis.call('HSET', KEYS[1], 'status', 'active', 'updated_at', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1
-"""
-
-# KEYS[1] stock counter; ARGV[1] delta in units. Answers {1, new}, or {0, current} when a
-# negative delta would take the units below zero (refused).
-DELTA_LUA = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local target = current + tonumber(ARGV[1])
-if target < 0 and target < current then return {0, current} end
-redis.call('SET', KEYS[1], target)
-return {1, target}
 """
 
 
