@@ -18,7 +18,7 @@ from actors.order import ADMIN
 from actors.runtime import Actor, err
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient, availability_reads, shards_of
-from actors.views import cart_view
+from actors.views import LineViews, cart_view
 from engine.analytics import compact_lines
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
@@ -52,13 +52,15 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
     kind = "cart"
     idempotent = frozenset({"view", "status"})
     passivate_after = None  # an active cart stays until it expires, checks out or merges
-    __slots__ = ("cart", "_available")
+    __slots__ = ("cart", "_available", "_line_views")
 
     def __init__(self, key: str, ctx: Any) -> None:
         super().__init__(key, ctx)
         self.cart: Cart | None = None
         #: Within one ``apply`` turn: variant id -> units available when first read.
         self._available: dict[str, int] | None = None
+        #: The static part of each line's view, between turns (`actors.views.cart_view`).
+        self._line_views: LineViews = {}
 
     # -- persistence -----------------------------------------------------------------------
     def load(self, fields: dict[str, Any]) -> None:
@@ -182,7 +184,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
 
     def _view(self) -> dict[str, Any]:
         assert self.cart is not None
-        return cart_view(self.cart, self._price(), self.now)
+        return cart_view(self.cart, self._price(), self.now, self._line_views)
 
     def _note_groups(self, cart: Cart, groups: list[str] | None) -> None:
         """Keep the owner's membership tiers (token claim) for group-only promotions."""
@@ -273,7 +275,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         self._note_groups(cart, groups)
         if dest is None:
             return self._view()
-        return cart_view(cart, self._price(dest), self.now)
+        return cart_view(cart, self._price(dest), self.now, self._line_views)
 
     async def status(self) -> dict[str, Any]:
         """``{exists, status, owner}``: for the owner's user actor."""

@@ -246,6 +246,9 @@ class Actor:
         return None if w.is_empty() else w
 
 
+#: Keys minted by `ActorContext.local_key` a host remembers as fresh (not yet activated);
+#: past it the set is emptied (those actors then read the store on activation, as any other).
+MAX_FRESH = 10_000
 #: Random ids `ActorContext.local_key` draws at most: with N hosts owning equal shares, the
 #: chance that none is local is (1 - 1/N) ** 8, 0.4% for 2 hosts and 10% for 8.
 LOCAL_KEY_TRIES = 8
@@ -277,11 +280,16 @@ class ActorContext:
         whose partition this host serves, so the new actor activates beside its creator
         (Orleans' prefer-local placement): the first of ``tries`` that is local, else the
         last made. Only where an id lands is chosen, never what it says."""
+        host = self.host
         key = make()
         for _ in range(tries - 1):
-            if self.host.ownership.accepts(partition_of(kind, key), False):
+            if host.ownership.accepts(partition_of(kind, key), False):
                 break
             key = make()
+        if host.ownership.accepts(partition_of(kind, key), False):
+            if len(host.fresh) >= MAX_FRESH:  # minted and never used: forget them, no harm
+                host.fresh.clear()
+            host.fresh.add(f"{kind}:{key}")
         return key
 
     async def ask(self, kind: str, key: str, method: str, args: dict[str, Any] | None = None,
@@ -438,6 +446,10 @@ class Host:
         # kind -> key -> actor: no per-actor composite key string kept in memory
         self.actors: dict[str, dict[str, Actor]] = {kind: {} for kind in registry}
         self._activating: dict[str, asyncio.Future[Actor]] = {}
+        #: Storage keys (``kind:key``) this host minted for new actors and has not activated
+        #: yet (`ActorContext.local_key`): nothing is stored under them, so their activation
+        #: skips the store's read (their first write creates them, refused if a key exists).
+        self.fresh: set[str] = set()
         #: (kind, key) -> deliveries under way for that actor (no entry when none)
         self._deliveries: dict[tuple[str, str], int] = {}
         #: deliveries under way per partition, and who waits for a partition to go quiet
@@ -556,6 +568,9 @@ class Host:
         late writes are fenced by the activation epoch). Answers how many left memory."""
         gone = [a for of_kind in self.actors.values() for a in of_kind.values()
                 if partition_of(a.kind, a.key) in parts]
+        # Keys minted here for those partitions may be created by their next owner: from now
+        # on their activation reads the store.
+        self.fresh = {k for k in self.fresh if partition_of(*k.split(":", 1)) not in parts}
         for a in gone:
             self._forget(a)
         return len(gone)
@@ -633,7 +648,11 @@ class Host:
         fut = asyncio.get_running_loop().create_future()
         self._activating[skey] = fut
         try:
-            epoch, fields = await self.store.activate(skey, partition_of(kind, key))
+            if skey in self.fresh:  # minted here: nothing stored yet, no read needed
+                self.fresh.discard(skey)
+                epoch, fields = NEW_EPOCH, {}
+            else:
+                epoch, fields = await self.store.activate(skey, partition_of(kind, key))
             actor = cls(key, self.ctx)
             actor.epoch = epoch
             idem = {k[2:]: v for k, v in fields.items() if k.startswith("i:")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.cart import Cart
+from engine.cart import Cart, LineItem
 from engine.checkout import Order
 from engine.pricing import PricedCart
 from engine.timefmt import rfc3339
@@ -14,25 +14,55 @@ def money(amount: int, currency: str) -> dict[str, Any]:
     return {"amount": amount, "currency": currency}
 
 
-def cart_view(cart: Cart, priced: PricedCart, now: float) -> dict[str, Any]:
-    """The API.md Cart: ids, status, version, times (RFC 3339), lines, discounts, totals."""
+#: Per line id: the fields its static part was rendered from, and that part (see `cart_view`).
+LineViews = dict[str, tuple[tuple[Any, ...], dict[str, Any]]]
+
+
+def _line_static(ln: LineItem, cur: str) -> dict[str, Any]:
+    """The part of a line's view that only its own fields decide (ids, quantity, price at
+    add, RFC 3339 times)."""
+    return {
+        "line_id": ln.line_id, "product_id": ln.product_id, "variant_id": ln.variant_id,
+        "sku": ln.sku, "name": ln.name, "quantity": ln.quantity,
+        "unit_price": money(ln.unit_price, cur), "options": ln.options,
+        "added_at": rfc3339(ln.added_at), "updated_at": rfc3339(ln.updated_at),
+    }
+
+
+def cart_view(cart: Cart, priced: PricedCart, now: float,
+              cache: LineViews | None = None) -> dict[str, Any]:
+    """The API.md Cart: ids, status, version, times (RFC 3339), lines, discounts, totals.
+
+    ``cache`` (a cart actor's, kept between its turns) holds each line's static part,
+    rendered again only when the line's quantity, times, unit price or hold changed: a view
+    of a many-line cart after a one-line change formats one line's times, not all of them.
+    Each view gets its own line dicts; nested values (money, options) are shared and must be
+    treated as read-only.
+    """
     cur = cart.currency
     lines = []
     for ln in cart.lines.values():
         pl = priced.lines[ln.line_id]
-        lines.append({
-            "line_id": ln.line_id, "product_id": ln.product_id, "variant_id": ln.variant_id,
-            "sku": ln.sku, "name": ln.name, "quantity": ln.quantity,
-            "unit_price": money(ln.unit_price, cur), "options": ln.options,
-            "added_at": rfc3339(ln.added_at), "updated_at": rfc3339(ln.updated_at),
-            "line_subtotal": money(pl.subtotal, cur),
-            "line_total": money(pl.total, cur), "discounts": pl.discounts,
-            "price_changed": pl.price_changed,
-            "current_unit_price": None if pl.current_unit_price is None
-            else money(pl.current_unit_price, cur),
-            "held": ln.hold_until is not None and ln.hold_until > now,
-            "hold_expires_at": rfc3339(ln.hold_until) if ln.hold_until else None,
-        })
+        if cache is None:
+            line = _line_static(ln, cur)
+        else:
+            stamp = (ln.quantity, ln.updated_at, ln.added_at, ln.unit_price, cur)
+            hit = cache.get(ln.line_id)
+            if hit is None or hit[0] != stamp:
+                hit = cache[ln.line_id] = (stamp, _line_static(ln, cur))
+            line = dict(hit[1])
+        line["line_subtotal"] = money(pl.subtotal, cur)
+        line["line_total"] = money(pl.total, cur)
+        line["discounts"] = pl.discounts
+        line["price_changed"] = pl.price_changed
+        line["current_unit_price"] = None if pl.current_unit_price is None \
+            else money(pl.current_unit_price, cur)
+        line["held"] = ln.hold_until is not None and ln.hold_until > now
+        line["hold_expires_at"] = rfc3339(ln.hold_until) if ln.hold_until else None
+        lines.append(line)
+    if cache is not None and len(cache) > 2 * len(cart.lines) + 8:  # lines removed since
+        for line_id in [k for k in cache if k not in cart.lines]:
+            del cache[line_id]
     return {
         "cart_id": cart.cart_id, "owner": cart.owner, "status": cart.status.value,
         "currency": cur, "version": cart.version,

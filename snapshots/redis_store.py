@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
@@ -269,7 +270,7 @@ class RedisStore:
             args += ["del", member, 0] if when is None else ["set", member, repr(when)]
         args.append(len(w.events))
         for e in w.events:
-            args += [e["type"], json.dumps(e, separators=(",", ":"))]
+            args += [e["type"], orjson.dumps(e, option=orjson.OPT_NON_STR_KEYS)]
         args.append("" if w.expire_after is None else int(w.expire_after))
         return args
 

@@ -1,0 +1,43 @@
+"""The cart view's per-line cache renders exactly what a fresh rendering would."""
+
+from __future__ import annotations
+
+from actors.views import LineViews, cart_view
+from engine.pricing import PricingContext, price_cart
+from tests.unit.builders import make_cart, make_line
+
+NOW = 1_795_000_000.0
+
+
+def _both(cart, cache: LineViews):  # type: ignore[no-untyped-def]
+    cart.expires_at = NOW + 1800  # the builder's far-future deadline has no RFC 3339 form
+    priced = price_cart(cart, PricingContext(now=NOW))
+    return cart_view(cart, priced, NOW, cache), cart_view(cart, priced, NOW)
+
+
+def test_a_cached_view_follows_every_change_of_its_lines() -> None:
+    cart = make_cart(make_line("ln_1"), make_line("ln_2", product_id="hat", unit_price=500))
+    cache: LineViews = {}
+    cached, fresh = _both(cart, cache)
+    assert cached == fresh and set(cache) == {"ln_1", "ln_2"}
+    cart.set_quantity("ln_1", 4, NOW + 7.5, 1800)  # quantity and updated_at change
+    cached, fresh = _both(cart, cache)
+    assert cached == fresh
+    assert cached["lines"][0]["quantity"] == 4
+    assert cached["lines"][0]["updated_at"] == "2026-11-18T11:06:47.500Z"
+    cart.lines["ln_2"].unit_price = 450  # a price accepted in place
+    cached, fresh = _both(cart, cache)
+    assert cached == fresh and cached["lines"][1]["unit_price"]["amount"] == 450
+
+
+def test_views_do_not_share_their_line_dicts_and_removed_lines_leave_the_cache() -> None:
+    cart = make_cart(*(make_line(f"ln_{i}", product_id=f"p{i}") for i in range(12)))
+    cache: LineViews = {}
+    first, _ = _both(cart, cache)
+    first["lines"][0]["quantity"] = 99  # a caller editing its copy
+    second, fresh = _both(cart, cache)
+    assert second == fresh and second["lines"][0]["quantity"] == 1
+    for i in range(1, 12):
+        cart.remove_line(f"ln_{i}", NOW, 1800)
+    _both(cart, cache)
+    assert set(cache) == {"ln_0"}
