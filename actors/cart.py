@@ -9,6 +9,7 @@ cart expires, gives back the stock it holds and leaves memory. The checkout saga
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from actors.cart_keys import customer_of, limit_key, reservation_id_for
@@ -52,7 +53,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
     kind = "cart"
     idempotent = frozenset({"view", "status"})
     passivate_after = None  # an active cart stays until it expires, checks out or merges
-    __slots__ = ("cart", "_available", "_line_views")
+    __slots__ = ("cart", "_available", "_line_views", "_view_memo")
 
     def __init__(self, key: str, ctx: Any) -> None:
         super().__init__(key, ctx)
@@ -61,6 +62,8 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         self._available: dict[str, int] | None = None
         #: The static part of each line's view, between turns (`actors.views.cart_view`).
         self._line_views: LineViews = {}
+        #: The last default view: what it was rendered from, until when it holds, the view.
+        self._view_memo: tuple[tuple[Any, ...], float, dict[str, Any]] | None = None
 
     # -- persistence -----------------------------------------------------------------------
     def load(self, fields: dict[str, Any]) -> None:
@@ -183,8 +186,39 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         return price_cart(self.cart, self._pricing_context(destination))
 
     def _view(self) -> dict[str, Any]:
-        assert self.cart is not None
-        return cart_view(self.cart, self._price(), self.now, self._line_views)
+        """The cart view (default destination). A view of a cart that has not changed since
+        the last one (same version, lines, holds, codes, tiers and reference data) and whose
+        promotion windows and holds have not moved past a boundary is that view again, not
+        priced and rendered anew: reads between changes cost no pricing."""
+        cart = self.cart
+        assert cart is not None
+        now = self.now
+        ref = self.ctx.reference
+        stamp = (cart.version, cart.status, cart.updated_at, cart.expires_at,
+                 cart.customer_groups, tuple(cart.codes), ref.version,
+                 tuple([(ln.quantity, ln.unit_price, ln.hold_until)
+                        for ln in cart.lines.values()]))
+        memo = self._view_memo
+        if memo is not None and memo[0] == stamp and now < memo[1]:
+            return dict(memo[2])
+        view = cart_view(cart, self._price(), now, self._line_views)
+        self._view_memo = (stamp, self._view_horizon(now), view)
+        return dict(view)
+
+    def _view_horizon(self, now: float) -> float:
+        """The first instant after ``now`` at which time alone changes the view: a hold
+        lapsing, or a promotion (automatic, or of one of the cart's codes) starting or
+        ending; infinity when none."""
+        cart = self.cart
+        assert cart is not None
+        ref = self.ctx.reference
+        instants = [ln.hold_until for ln in cart.lines.values()
+                    if ln.hold_until is not None and ln.hold_until > now]
+        promos = list(ref.automatic()) + [p for c in cart.codes
+                                          if (p := ref.by_code.get(c)) is not None]
+        for p in promos:
+            instants += [t for t in (p.starts_at, p.ends_at) if t is not None and t > now]
+        return min(instants, default=math.inf)
 
     def _note_groups(self, cart: Cart, groups: list[str] | None) -> None:
         """Keep the owner's membership tiers (token claim) for group-only promotions."""

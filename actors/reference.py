@@ -22,6 +22,9 @@ class ReferenceData:
         self.promotions: dict[str, Promotion] = {}
         self.by_code: dict[str, Promotion] = {}
         self._automatic: list[Promotion] | None = None
+        #: Bumped by every change (a product or promotion put or deleted): what was priced
+        #: against an older version may be stale.
+        self.version = 0
         #: Called with ``(kind, value)`` after each `apply` (the cart event hub watches prices).
         self.listeners: list[Callable[[str, Any], None]] = []
 
@@ -41,6 +44,7 @@ class ReferenceData:
 
     def put_product(self, product: Product) -> None:
         self.catalog.put(product)
+        self.version += 1
 
     def put_promotion(self, promo: Promotion) -> None:
         old = self.promotions.get(promo.promotion_id)
@@ -50,6 +54,7 @@ class ReferenceData:
         if promo.code is not None:
             self.by_code[promo.code] = promo
         self._automatic = None
+        self.version += 1
 
     def delete_promotion(self, promotion_id: str) -> None:
         """Forget a promotion (its store record is a tombstone ``{"deleted": id}``)."""
@@ -57,6 +62,7 @@ class ReferenceData:
         if old is not None and old.code is not None and self.by_code.get(old.code) is old:
             del self.by_code[old.code]
         self._automatic = None
+        self.version += 1
 
     def automatic(self) -> list[Promotion]:
         """Promotions without a coupon code, ordered by id (deterministic)."""
