@@ -403,7 +403,9 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         """Whether ``extra`` more units of ``variant`` may go into ``cart`` (changes nothing).
 
         Stock: the cart's unheld units of the variant after the change against what is
-        available (a held line's units are already set aside for it). Purchase limits: the
+        available (a held line's units are already set aside for it), read at most half a
+        second ago when the variant had plenty (`actors.stock_client.AvailabilityReads`: the
+        add reserves nothing; checkout's reservation decides). Purchase limits: the
         cart's units under each limit plus the customer's paid and pending orders.
         Raises Forbidden ``account_required``, Conflict ``out_of_stock`` /
         ``purchase_limit_exceeded`` (`engine.purchase`).
@@ -416,12 +418,16 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
             variant.purchase_limit is not None else []
         ask_stock = variant.hold_ttl is None
         known = self._available.get(vid) if self._available is not None else None
+        unheld = extra + sum(ln.quantity for ln in cart.lines.values()
+                             if ln.variant_id == vid and ln.hold_until is None)
         if ask_stock and known is None and not scopes:  # the common case: one read
-            answers = [await availability_reads(self.ctx.host).status(self.stock, vid)]
+            answers = [await availability_reads(self.ctx.host).status(
+                self.stock, vid, self.now, unheld)]
         else:
             asks = []
             if ask_stock and known is None:
-                asks.append(availability_reads(self.ctx.host).status(self.stock, vid))
+                asks.append(availability_reads(self.ctx.host).status(
+                    self.stock, vid, self.now, unheld))
             if customer is not None:
                 asks.extend(self.ctx.ask("limit", limit_key(customer, s.scope), "usage", {})
                             for s in scopes)
@@ -438,8 +444,6 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
                 already = answers.pop(0)["used"] if customer is not None else 0
                 check_purchase_limit(s, s.in_cart(pairs), already)
         if stock is not None:
-            unheld = extra + sum(ln.quantity for ln in cart.lines.values()
-                                 if ln.variant_id == vid and ln.hold_until is None)
             try:
                 check_available(vid, unheld, stock["available"])
             except Conflict as e:

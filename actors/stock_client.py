@@ -189,30 +189,60 @@ class StockClient:
         return await self.status(variant_id)
 
 
+#: Seconds an availability answer may be reused for a stock-on-add check (see
+#: `AvailabilityReads`), and the units it must show beyond the add for that: near sell-out
+#: every add reads the inventory afresh.
+REUSE_FOR, PLENTY = 0.5, 50
+#: Variants whose last answer a host keeps; past it the map starts over.
+MAX_RECENT = 10_000
+
+
 class AvailabilityReads:
-    """Single-flight reads of a variant's stock for one host (stock on add, a check).
+    """Single-flight, briefly reused reads of a variant's stock for one host (stock on add).
 
     Concurrent adds of the same variant on one host share one ``status`` message to its
     inventory instead of one each: during a flash sale every add names the same hot SKU, and
     its inventory actor, which serializes the reservations, should spend its turns on
     reservations rather than on answering the same question many times. A read that joins
-    one in flight sees a state no older than that message's turn (at most one round trip):
-    enough for a check that checkout's reservation confirms anyway.
+    one in flight sees a state no older than that message's turn (at most one round trip).
+
+    An answer at most `REUSE_FOR` seconds old is reused by a check that asks for ``at_least``
+    units when it showed `PLENTY` more than that and no waitlist: adding to a cart reserves
+    nothing (checkout's reservation is what never oversells), and a variant with plenty in
+    stock cannot be short by then unless more than `PLENTY` units left it in that half
+    second. So most adds of well-stocked SKUs cost no message to their inventory, which may
+    live on another host, while near sell-out every add asks. Deciding is the caller's
+    (its clock's ``now``); without ``now`` nothing is reused.
     """
 
-    __slots__ = ("inflight",)
+    __slots__ = ("inflight", "recent")
 
     def __init__(self) -> None:
         self.inflight: dict[str, asyncio.Future[dict[str, int]]] = {}
+        #: variant id -> (when its last read began, its answer)
+        self.recent: dict[str, tuple[float, dict[str, int]]] = {}
 
-    async def status(self, client: StockClient, variant_id: str) -> dict[str, int]:
-        """``{on_hand, reserved, available, sold}`` of ``variant_id`` (all shards)."""
+    async def status(self, client: StockClient, variant_id: str, now: float | None = None,
+                     at_least: int = 0) -> dict[str, int]:
+        """``{on_hand, reserved, available, sold}`` of ``variant_id`` (all shards), maybe
+        reused (see the class); ``now`` in epoch seconds, ``at_least`` in units. Callers
+        must not change the answer."""
+        if now is not None:
+            hit = self.recent.get(variant_id)
+            if hit is not None and now - hit[0] < REUSE_FOR and \
+                    hit[1]["available"] >= at_least + PLENTY and not hit[1].get("waitlist"):
+                return hit[1]
         fut = self.inflight.get(variant_id)
         if fut is None:
             fut = asyncio.ensure_future(client.status(variant_id))
             self.inflight[variant_id] = fut
             fut.add_done_callback(lambda f: self._done(variant_id, f))
-        return await asyncio.shield(fut)
+        answer = await asyncio.shield(fut)
+        if now is not None:
+            if len(self.recent) >= MAX_RECENT:
+                self.recent.clear()
+            self.recent[variant_id] = (now, answer)
+        return answer
 
     def _done(self, variant_id: str, fut: asyncio.Future[dict[str, int]]) -> None:
         if self.inflight.get(variant_id) is fut:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from actors.service import CartService
+from actors.stock_client import PLENTY, REUSE_FOR
 from engine.errors import Conflict, DomainError, Forbidden
 from tests.actors.harness import Harness, product
 
@@ -137,7 +138,8 @@ async def test_concurrent_adds_of_one_variant_share_one_stock_read() -> None:
     from actors.service import CartOp
     from snapshots.memory_store import MemoryStore
 
-    svc = await CartService.in_process(store=MemoryStore(), clock=ManualClock(1.8e9), hosts=1)
+    clock = ManualClock(1.8e9)
+    svc = await CartService.in_process(store=MemoryStore(), clock=clock, hosts=1)
     host = svc.placement.hosts[0]  # type: ignore[attr-defined]
     seen: list[str] = []
     deliver = host.deliver
@@ -157,10 +159,47 @@ async def test_concurrent_adds_of_one_variant_share_one_stock_read() -> None:
                                for cid in carts))
         assert seen.count("cart.add_item") == 200
         assert 1 <= seen.count("inv.status") <= 2  # one read in flight for the burst
+        await clock.advance(REUSE_FOR)  # past what an answer may be reused for
         seen.clear()
         out = await svc.apply([CartOp(carts[0], f"guest_{carts[0]}", "add", "tee", 1)
                                for _ in range(50)])
         assert all(r[0] == "ok" for r in out)
         assert seen.count("inv.status") == 1
+    finally:
+        await svc.close()
+
+
+async def test_a_recent_answer_serves_adds_while_stock_is_plenty_and_not_near_sell_out() -> None:
+    """Stock on add reuses an availability answer at most `REUSE_FOR` s old that showed
+    `PLENTY` units beyond the add; otherwise (older, or near sell-out) it asks again."""
+    from actors.clock import ManualClock
+    from snapshots.memory_store import MemoryStore
+
+    clock = ManualClock(1.8e9)
+    svc = await CartService.in_process(store=MemoryStore(), clock=clock, hosts=1)
+    host = svc.placement.hosts[0]  # type: ignore[attr-defined]
+    seen: list[str] = []
+    deliver = host.deliver
+
+    async def counting(msg, internal=False):  # type: ignore[no-untyped-def]
+        seen.append(f"{msg[0]}.{msg[2]}")
+        return await deliver(msg, internal)
+
+    host.deliver = counting
+    try:
+        await svc.put_product("tee", product("tee", stock=PLENTY + 3))
+        carts = [f"c_{i}" for i in range(4)]
+        for cid in carts:
+            await svc.call("cart", cid, "create", {"owner": f"guest_{cid}"})
+        seen.clear()
+        await svc.add_item("guest_c_0", "c_0", product_id="tee", quantity=1)
+        await svc.add_item("guest_c_1", "c_1", product_id="tee", quantity=1)
+        assert seen.count("inv.status") == 1  # the second add reused the first answer
+        # Three units beyond PLENTY: an add of 4 is near sell-out and asks afresh.
+        await svc.add_item("guest_c_2", "c_2", product_id="tee", quantity=4)
+        assert seen.count("inv.status") == 2
+        await clock.advance(REUSE_FOR)
+        await svc.add_item("guest_c_3", "c_3", product_id="tee", quantity=1)
+        assert seen.count("inv.status") == 3  # too old to reuse
     finally:
         await svc.close()
