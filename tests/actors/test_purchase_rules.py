@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -131,14 +132,11 @@ async def test_guests_are_limited_per_cart_and_kept_out_of_account_only_variants
     assert order["status"] == "paid"
 
 
-async def test_concurrent_adds_of_one_variant_share_one_stock_read() -> None:
-    """Stock on add costs the inventory one ``status`` turn per host for a burst of adds,
-    and one per variant for a whole `CartService.apply` batch (the design's batching)."""
-    from actors.clock import ManualClock
-    from actors.service import CartOp
+async def _counted(clock: Any) -> tuple[CartService, list[str]]:
+    """An in-process engine of one host on ``clock``, and the ``kind.method`` of every
+    message its host delivers from now on."""
     from snapshots.memory_store import MemoryStore
 
-    clock = ManualClock(1.8e9)
     svc = await CartService.in_process(store=MemoryStore(), clock=clock, hosts=1)
     host = svc.placement.hosts[0]  # type: ignore[attr-defined]
     seen: list[str] = []
@@ -149,6 +147,17 @@ async def test_concurrent_adds_of_one_variant_share_one_stock_read() -> None:
         return await deliver(msg, internal)
 
     host.deliver = counting
+    return svc, seen
+
+
+async def test_concurrent_adds_of_one_variant_share_one_stock_read() -> None:
+    """Stock on add costs the inventory one ``status`` turn per host for a burst of adds,
+    and one per variant for a whole `CartService.apply` batch (the design's batching)."""
+    from actors.clock import ManualClock
+    from actors.service import CartOp
+
+    clock = ManualClock(1.8e9)
+    svc, seen = await _counted(clock)
     try:
         await svc.put_product("tee", product("tee", stock=10_000))
         carts = [f"c_{i}" for i in range(200)]
@@ -173,19 +182,9 @@ async def test_a_recent_answer_serves_adds_while_stock_is_plenty_and_not_near_se
     """Stock on add reuses an availability answer at most `REUSE_FOR` s old that showed
     `PLENTY` units beyond the add; otherwise (older, or near sell-out) it asks again."""
     from actors.clock import ManualClock
-    from snapshots.memory_store import MemoryStore
 
     clock = ManualClock(1.8e9)
-    svc = await CartService.in_process(store=MemoryStore(), clock=clock, hosts=1)
-    host = svc.placement.hosts[0]  # type: ignore[attr-defined]
-    seen: list[str] = []
-    deliver = host.deliver
-
-    async def counting(msg, internal=False):  # type: ignore[no-untyped-def]
-        seen.append(f"{msg[0]}.{msg[2]}")
-        return await deliver(msg, internal)
-
-    host.deliver = counting
+    svc, seen = await _counted(clock)
     try:
         await svc.put_product("tee", product("tee", stock=PLENTY + 3))
         carts = [f"c_{i}" for i in range(4)]
