@@ -2,13 +2,14 @@
 
 Usage (from the project root, with the project's venv):
 
-    python -m loadtest.gateway_bench [--loops 1000]
+    python -m loadtest.gateway_bench [--loops 1000] [--lines 1]
 
 Builds the FastAPI app over an in-process engine (memory store) and drives it with bare ASGI
 calls, one cart and one guest token: each loop adds a line, re-quantities it, removes it and
-reads the cart (4 requests). Prints the process CPU time per request in microseconds: the
-gateway (routing, auth, validation, JSON) plus the engine's turn, without the server and the
-network, which `loadtest.bench` measures whole.
+reads the cart (4 requests); ``--lines N`` keeps N - 1 other lines in the cart throughout.
+Prints the process CPU time per request in microseconds: the gateway (routing, auth,
+validation, JSON) plus the engine's turn, without the server and the network, which
+`loadtest.bench` measures whole.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ async def call(app: Any, method: str, path: str, body: bytes = b"",
     return status, b"".join(chunks)
 
 
-async def measure(loops: int) -> float:
-    """CPU microseconds per request over ``loops`` add / PATCH / DELETE / GET loops."""
+async def measure(loops: int, lines: int = 1) -> float:
+    """CPU microseconds per request over ``loops`` add / PATCH / DELETE / GET loops, on a
+    cart holding ``lines - 1`` other lines."""
     service = await CartService.in_process(hosts=1)
     app = create_app(GatewaySettings(auth_secret=SECRET), service)
     app.state.service = service  # what the lifespan does for an embedded service
@@ -69,11 +71,18 @@ async def measure(loops: int) -> float:
         auth = (("Authorization", f"Bearer {issue_token(SECRET, 'bench-user')}"),)
         status, body = await call(app, "POST", "/v1/carts", headers=auth)
         cart = f"/v1/carts/{orjson.loads(body)['cart_id']}"
+        for i in range(lines - 1):
+            await service.put_product(f"other-{i}", PRODUCT)
+            status, _ = await call(app, "POST", f"{cart}/items", orjson.dumps(
+                {"product_id": f"other-{i}", "quantity": 1}), auth)
+            if status != 200:
+                raise RuntimeError(f"could not add line {i + 2}: {status}")
         add = orjson.dumps({"product_id": "tee", "quantity": 1})
         started = time.process_time()
         for _ in range(loops):
             status, body = await call(app, "POST", f"{cart}/items", add, auth)
-            line = f"{cart}/items/{orjson.loads(body)['lines'][0]['line_id']}"
+            line = f"{cart}/items/" + next(ln["line_id"] for ln in orjson.loads(body)["lines"]
+                                           if ln["product_id"] == "tee")
             answers = [status,
                        (await call(app, "PATCH", line, b'{"quantity": 2}', auth))[0],
                        (await call(app, "DELETE", line, headers=auth))[0],
@@ -88,9 +97,10 @@ async def measure(loops: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loops", type=int, default=1000)
+    parser.add_argument("--lines", type=int, default=1, help="lines in the cart while measured")
     args = parser.parse_args(argv)
-    print(f"{run_async(measure(args.loops)):.0f} us of CPU per cart request "
-          f"({4 * args.loops} requests, in process)")
+    print(f"{run_async(measure(args.loops, max(1, args.lines))):.0f} us of CPU per cart "
+          f"request ({4 * args.loops} requests, {max(1, args.lines)}-line cart, in process)")
     return 0
 
 
