@@ -187,17 +187,19 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
 
     def _view(self) -> dict[str, Any]:
         """The cart view (default destination). A view of a cart that has not changed since
-        the last one (same version, lines, holds, codes, tiers and reference data) and whose
-        promotion windows and holds have not moved past a boundary is that view again, not
-        priced and rendered anew: reads between changes cost no pricing."""
+        the last one and whose promotion windows and holds have not moved past a boundary is
+        that view again, not priced and rendered anew: reads between changes cost no pricing.
+
+        "Not changed": the same version (every change of lines, quantities, codes, status and
+        times bumps it: `engine.cart.Cart.touch`), membership tiers and reference data, and
+        per line the same price and hold (checkout's re-pricing and holds move those alone).
+        """
         cart = self.cart
         assert cart is not None
         now = self.now
         ref = self.ctx.reference
-        stamp = (cart.version, cart.status, cart.updated_at, cart.expires_at,
-                 cart.customer_groups, tuple(cart.codes), ref.version,
-                 tuple([(ln.quantity, ln.unit_price, ln.hold_until)
-                        for ln in cart.lines.values()]))
+        stamp = (cart.version, cart.customer_groups, ref.version,
+                 tuple([(ln.unit_price, ln.hold_until) for ln in cart.lines.values()]))
         memo = self._view_memo
         if memo is not None and memo[0] == stamp and now < memo[1]:
             return dict(memo[2])

@@ -376,16 +376,9 @@ class ChannelServer:
                 state["scheduled"] = True
                 loop.call_soon(flush)
 
-        if len(messages) == 1:  # most batches at a moderate load: no task per message
-            try:
-                await one(0, messages[0])
-                failures: list[BaseException] = []
-            except Exception as e:  # noqa: BLE001 - reported to the caller below
-                failures = [e]
-        else:
-            outcomes = await asyncio.gather(*(one(i, m) for i, m in enumerate(messages)),
-                                            return_exceptions=True)
-            failures = [o for o in outcomes if isinstance(o, BaseException)]
+        outcomes = await asyncio.gather(*(one(i, m) for i, m in enumerate(messages)),
+                                        return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures and not state["failed"]:
             e = failures[0]
             log.error("channel: a batch failed on this host: %r", e)

@@ -34,7 +34,7 @@ def cart_view(cart: Cart, priced: PricedCart, now: float,
     """The API.md Cart: ids, status, version, times (RFC 3339), lines, discounts, totals.
 
     ``cache`` (a cart actor's, kept between its turns) holds each line's static part,
-    rendered again only when the line's quantity, times, unit price or hold changed: a view
+    rendered again only when the line's quantity, times, unit price or currency changed: a view
     of a many-line cart after a one-line change formats one line's times, not all of them.
     Each view gets its own line dicts; nested values (money, options) are shared and must be
     treated as read-only.

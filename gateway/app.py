@@ -79,7 +79,8 @@ def create_app(settings: GatewaySettings | None = None,
                   generate_unique_id_function=operation_id,
                   # Spans come from `actors.tracing` (its own provider, when configured);
                   # FastAPI's native OpenTelemetry would look up the global providers on
-                  # every request (about 3% of a cart request's CPU) to find them unset.
+                  # every request to find them unset: about 10% of a cart request's CPU in
+                  # process (`python -m loadtest.gateway_bench --lines 6`).
                   telemetry=NO_NATIVE_TELEMETRY)
     app.state.settings = settings
     app.state.metrics = Metrics()
