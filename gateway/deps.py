@@ -85,21 +85,25 @@ async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Ca
 
 @dataclass(frozen=True, slots=True)
 class Idempotency:
-    """The client's Idempotency-Key (None if it sent none) and a digest of its request."""
+    """The client's Idempotency-Key (None if it sent none) and a digest of its request
+    (None without a key: nothing is recorded to compare it with)."""
 
     key: str | None
-    fingerprint: str
+    fingerprint: str | None
 
 
 async def idempotency(request: Request,
                       idempotency_key: Annotated[str | None, Header(
                           json_schema_extra=IDEMPOTENCY_KEY_LIMITS)] = None) -> Idempotency:
-    """Reads the header and fingerprints method, path and body (SHA-256)."""
+    """Reads the header and, when there is one, fingerprints method, path and body
+    (SHA-256)."""
     return _idempotency(request, idempotency_key, await request.body())
 
 
 def _idempotency(request: Request, key: str | None, body: bytes) -> Idempotency:
-    if key is not None and not 0 < len(key) <= 255:
+    if key is None:
+        return NO_KEY
+    if not 0 < len(key) <= 255:
         raise ValidationFailed("invalid_idempotency_key",
                                "Idempotency-Key is 1..255 characters")
     path: str = request.scope["path"]
@@ -107,6 +111,9 @@ def _idempotency(request: Request, key: str | None, body: bytes) -> Idempotency:
                             + body).hexdigest()[:32]
     return Idempotency(key, digest)
 
+
+#: A request without an Idempotency-Key: the same answer for all of them.
+NO_KEY = Idempotency(None, None)
 
 _ETAG = re.compile(r'\s*(?:W/)?"?v?(\d{1,19})"?\s*')
 
