@@ -281,7 +281,7 @@ class LuaPeer:
         options = orjson.dumps(dict(sorted(body.options.items()))).decode()
         reply = await self._add(
             keys=[self.key("c", cart_id), self.key("v", variant_id),
-                  self.key("p", body.product_id)],
+                  self.key("p", body.product_id), self.key("s", variant_id)],
             args=[*guard, line_id_for(variant_id, body.options), body.product_id,
                   body.quantity, utc_now(), options, CART_TTL_S, MAX_LINES, MAX_QUANTITY,
                   variant_id])

@@ -51,8 +51,11 @@ if redis.call('HGET', cart, 'status') ~= 'active' then
 end
 """
 
-#: Add `quantity` units of a variant (a new line, or more units on its line).
-#: KEYS[1] cart, KEYS[2] variant hash, KEYS[3] product body; ARGV[3] line id, ARGV[4]
+#: Add `quantity` units of a variant (a new line, or more units on its line), refused with
+#: 409 out_of_stock beyond the units on hand, as the engine refuses an add beyond what is
+#: available: a flash sale's late buyers stop at the add in both systems.
+#: KEYS[1] cart, KEYS[2] variant hash, KEYS[3] product body, KEYS[4] the variant's units on
+#: hand; ARGV[3] line id, ARGV[4]
 #: product id, ARGV[5] units, ARGV[6] now (RFC 3339), ARGV[7] options (JSON), ARGV[8] cart
 #: TTL seconds, ARGV[9] max lines, ARGV[10] max units per line, ARGV[11] variant id.
 ADD_LUA = _GUARD + _ACTIVE + """
@@ -77,6 +80,9 @@ elseif n >= tonumber(ARGV[9]) then
 end
 if units > tonumber(ARGV[10]) then
   return {'e', 422, 'invalid_quantity', 'a line holds at most ' .. ARGV[10] .. ' units'}
+end
+if units > tonumber(redis.call('GET', KEYS[4]) or '0') then
+  return {'e', 409, 'out_of_stock', 'not enough units on hand'}
 end
 if not q then
   local seq = redis.call('HINCRBY', cart, 'seq', 1)
