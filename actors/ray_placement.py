@@ -80,9 +80,8 @@ class HostPlacement:
         self.router = router
         self.membership = membership
         self.reference = host.reference
-
-    async def send(self, msg: Message) -> Reply:
-        return await self.router.send(msg)
+        #: Messages go straight to the router (one coroutine less per request).
+        self.send: Callable[[Message], Awaitable[Reply]] = router.send
 
     def owner_of(self, kind: str, key: str) -> str | None:
         """The host id that owns actor ``(kind, key)`` as this process last read the

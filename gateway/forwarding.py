@@ -103,8 +103,7 @@ class OwnerForwarding:
             return
         status, headers, payload = answer
         self.forwarded += 1
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(bytes(k), bytes(v)) for k, v in headers]})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
     async def _forward(self, owner: str, scope: dict[str, Any],
@@ -117,9 +116,9 @@ class OwnerForwarding:
                 "query": scope.get("query_string", b""), "headers": scope["headers"],
                 "body": body, "client": list(client) if client else None}
         reply = await self.placement.forward(owner, (SYSTEM, owner, RUN_HTTP, args, None, None))
-        if reply[0] == "ok":
+        if reply[0] == "ok":  # the channel's codec gives bytes back as bytes
             status, headers, payload = reply[1]
-            return int(status), headers, bytes(payload)
+            return int(status), headers, payload
         error = reply[1]
         code = error.get("code")
         if code in NOT_RUN or (code == "host_unavailable" and not any(

@@ -133,8 +133,11 @@ class AccessLogMiddleware:
         # unless the process that started this one configured it (INHERITED).
         if not structlog.is_configured() and os.environ.get(INHERITED):
             configure_logging(os.environ[INHERITED])
-        self.log = (structlog.get_logger().bind(logger="cart_engine.access")
-                    if structlog.is_configured() else None)
+        log = (structlog.get_logger().bind(logger="cart_engine.access")
+               if structlog.is_configured() else None)
+        # Below INFO (the service's default is warning) there is no line to build.
+        enabled = getattr(log, "is_enabled_for", lambda _: True)
+        self.log = log if log is not None and enabled(logging.INFO) else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
