@@ -155,10 +155,32 @@ class LeanRoute(APIRoute):
     endpoint is called directly, with no dependency solving, body parsing or response
     serialization by FastAPI; it reads its request with `read_call`. The route keeps its
     OpenAPI entry (through ``openapi_extra``, see `documented`) and the app's error handlers.
+
+    Its ASGI app (``Route.app``, which Starlette's ``Route.handle`` calls) is `_lean`, not
+    FastAPI's ``request_response``: that wrapper's two exit stacks serve dependencies with
+    ``yield`` and uploaded files, which these routes have none of, and its per-route
+    exception handling repeats the app's ``ExceptionMiddleware`` (the same handlers, which
+    read only the request's scope) one layer out. No route-level body limit is set on these
+    routes: the app's `gateway.middleware.BodyLimitMiddleware` is the limit.
     """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.app = _lean(self.endpoint)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return self.endpoint  # type: ignore[return-value]
+
+
+def _lean(endpoint: Callable[[Request], Coroutine[Any, Any, Response]]) -> Any:
+    """The ASGI app of a `LeanRoute`: the endpoint's response, sent; what it raises goes to
+    the app's exception handlers."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
 
 
 @dataclass(frozen=True, slots=True)
