@@ -30,13 +30,13 @@ have no TTL (about 3 keys a minute with sales: a year of minutes is ~1.6M small 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+import orjson
 from redis.exceptions import ResponseError
 
 from engine.analytics import (
@@ -163,13 +163,13 @@ async def analytics_report(source: FigureSource, start: float, end: float, bucke
 
 
 def decode_entry(fields: dict[bytes, bytes] | None) -> dict[str, Any] | None:
-    """The event of a stream entry (field ``data``, JSON), or None when it is gone (trimmed
-    while pending) or unreadable."""
+    """The event of a stream entry (field ``data``, JSON as the commit wrote it with orjson,
+    read back with orjson), or None when it is gone (trimmed while pending) or unreadable."""
     if not fields or b"data" not in fields:
         return None
     try:
-        event = json.loads(fields[b"data"])
-    except ValueError:
+        event = orjson.loads(fields[b"data"])
+    except ValueError:  # orjson.JSONDecodeError is one
         return None
     return event if isinstance(event, dict) else None
 
