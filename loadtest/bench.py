@@ -6,7 +6,7 @@ Usage (from the project root, with the project's venv):
                              [--scenarios churn,churn-edit,flash,read] [--big-carts]
                              [--connections 64] [--duration 20] [--carts 500] [--lines 6]
                              [--buyers 4000] [--units 1000] [--workers N] [--own-redis]
-                             [--json] [--out bench-results/bench.json]
+                             [--rounds 1] [--json] [--out bench-results/bench.json]
 
 Systems (each started in turn as a subprocess on a free 127.0.0.1 port, stopped before the next):
 
@@ -69,6 +69,12 @@ the generator, and the server CPU per request is the figure to compare. `tracing
 per scenario both ran, `engine-traced` against `engine` (requests/s, server CPU ms per
 request, their ratios, and the KB per request the exporter sent to the sink).
 
+`--rounds N` runs the systems N times in alternating order (as given, reversed, as given...):
+a VM's speed drifts by tens of percent within minutes, and a system that always runs first
+would meet a different machine than the one after it. Every row carries its `round`; ratios
+are taken within a round; `summary` holds the medians over the rounds and each round's ratio
+(`vs_lua-peer_rounds`), and a last table prints them.
+
 Example, a short check (3 s phases, small sale):
 
     python -m loadtest.bench --systems lua-peer,raw-asgi --duration 3 --buyers 400 --units 100
@@ -85,6 +91,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -480,6 +487,7 @@ class BenchPlan:
     carts: int = 500
     lines: int = 6
     big_lines: int = 50
+    rounds: int = 1
 
 
 async def run_scenario(name: str, target: Target, plan: BenchPlan, items: list) -> dict[str, Any]:
@@ -596,12 +604,13 @@ def tracing_overhead(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (requests/s; buyers/s for flash), server CPU ms per request, and the traced engine's
     ratios to the untraced (``rate_ratio`` below 1 and ``cpu_ratio`` above 1 are the cost
     of tracing), with what it exported (``otlp``)."""
-    plain = {r["scenario"]: r for r in rows if r["system"] == UNTRACED and "failed" not in r}
+    plain = {(r["scenario"], r.get("round")): r for r in rows
+             if r["system"] == UNTRACED and "failed" not in r}
     out = []
     for row in rows:
-        if row["system"] != TRACED or "failed" in row or row["scenario"] not in plain:
+        ref = plain.get((row["scenario"], row.get("round")))
+        if row["system"] != TRACED or "failed" in row or ref is None:
             continue
-        ref = plain[row["scenario"]]
         rate, ref_rate = headline(row), headline(ref)
         cpu, ref_cpu = row.get("server_cpu_ms_per_request"), ref.get("server_cpu_ms_per_request")
         out.append({
@@ -636,15 +645,17 @@ def headline(row: dict[str, Any]) -> float | None:
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Set `vs_lua-peer` (the row's headline over lua-peer's on the same scenario) and
-    `vs_raw-asgi` (requests/s over the ceiling row's requests/s)."""
-    peer = {r["scenario"]: headline(r) for r in rows
+    `vs_raw-asgi` (requests/s over the ceiling row's requests/s), both within the row's
+    round (`--rounds`)."""
+    peer = {(r["scenario"], r.get("round")): headline(r) for r in rows
             if r["system"] == PEER and "failed" not in r}
-    ceiling = next((r.get("requests_per_s") for r in rows
-                    if r["system"] == CEILING and "failed" not in r), None)
+    ceilings = {r.get("round"): r.get("requests_per_s") for r in rows
+                if r["system"] == CEILING and "failed" not in r}
     for row in rows:
         if "failed" in row:
             continue
-        mine, ref = headline(row), peer.get(row["scenario"])
+        ceiling = ceilings.get(row.get("round"))
+        mine, ref = headline(row), peer.get((row["scenario"], row.get("round")))
         row[f"vs_{PEER}"] = round(mine / ref, 2) if mine and ref else None
         rps = row.get("requests_per_s")
         row[f"vs_{CEILING}"] = round(rps / ceiling, 3) if rps and ceiling else None
@@ -652,24 +663,76 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per system and scenario, the figures a regression shows in: requests/s (and buyers/s),
-    p99 ms, server CPU ms per request, the ratios, and for flash the counts per buyer."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+    p99 ms, server CPU ms per request, the ratios, and for flash the counts per buyer.
+
+    With several rounds (`--rounds`) each figure is the median of the rounds' (counts per
+    buyer key by key), ``rounds`` says how many rounds ran it, and ``vs_lua-peer_rounds``
+    lists the ratio of each round; a failed round makes the whole entry ``failed``."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        if "failed" in row:
-            out.setdefault(row["system"], {})[row["scenario"]] = {"failed": True}
+        grouped.setdefault((row["system"], row["scenario"]), []).append(row)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (system, scenario), group in grouped.items():
+        if any("failed" in row for row in group):
+            out.setdefault(system, {})[scenario] = {"failed": True}
             continue
-        figures = {key: row.get(key) for key in (
-            "requests_per_s", "p50_ms", "p99_ms", "error_count", "server_cpu_ms_per_request",
-            "client_cpu_ms_per_request", f"vs_{PEER}", f"vs_{CEILING}")}
-        if row["scenario"] == "flash":
-            figures.update({key: row.get(key) for key in (
-                "buyers_per_s", "purchase_p50_ms", "purchase_p99_ms", "paid_orders",
-                "oversold_units", "server_cpu_ms_per_buyer", "per_buyer")})
-        out.setdefault(row["system"], {})[row["scenario"]] = figures
+        keys = ["requests_per_s", "p50_ms", "p99_ms", "error_count",
+                "server_cpu_ms_per_request", "client_cpu_ms_per_request", f"vs_{PEER}",
+                f"vs_{CEILING}"]
+        if scenario == "flash":
+            keys += ["buyers_per_s", "purchase_p50_ms", "purchase_p99_ms", "paid_orders",
+                     "oversold_units", "server_cpu_ms_per_buyer", "per_buyer"]
+        figures = {key: _median_of([row.get(key) for row in group]) for key in keys}
+        if len(group) > 1:
+            figures["rounds"] = len(group)
+            figures[f"vs_{PEER}_rounds"] = [row.get(f"vs_{PEER}") for row in group]
+        out.setdefault(system, {})[scenario] = figures
     return out
 
 
+def _median_of(values: list[Any]) -> Any:
+    """One round's value as it is; of several, the median (of each key, for dicts), None
+    when no round has one."""
+    if len(values) == 1:
+        return values[0]
+    if all(isinstance(v, dict) for v in values):
+        keys = {k for v in values for k in v}
+        return {k: _median_of([v.get(k) for v in values]) for k in sorted(keys)}
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not numbers:
+        return None
+    middle = statistics.median(numbers)
+    if all(isinstance(v, int) for v in numbers) and middle == int(middle):
+        return int(middle)  # counts stay counts
+    return round(middle, 3)
+
+
 # --------------------------------------------------------------------------- reporting
+
+
+def label(row: dict[str, Any]) -> str:
+    """A row's system, with its round when the run had several."""
+    return f"{row['system']} #{row['round']}" if row.get("rounds", 1) > 1 else row["system"]
+
+
+def rounds_table(summary: dict[str, dict[str, dict[str, Any]]]) -> Table:
+    """The medians over the rounds of a ``--rounds`` run, with each round's ratio."""
+    table = Table(title=f"median over rounds: headline (req/s; buyers/s for flash) and ratio "
+                        f"to {PEER}, each round's ratio beside it")
+    for header in ("system", "scenario", "rounds", "median", f"median x {PEER}",
+                   f"x {PEER} per round", "median p99 ms", "median srv CPU ms/req"):
+        table.add_column(header, justify="left" if header in ("system", "scenario") else "right")
+    for system, scenarios in summary.items():
+        for scenario, f in scenarios.items():
+            if f.get("failed"):
+                table.add_row(system, scenario, "", "[red]FAILED", *([""] * 4))
+                continue
+            rate = f.get("buyers_per_s") if scenario == "flash" else f.get("requests_per_s")
+            table.add_row(system, scenario, fmt(f.get("rounds", 1)), fmt(rate, 0),
+                          fmt(f.get(f"vs_{PEER}")),
+                          ", ".join(fmt(v) for v in f.get(f"vs_{PEER}_rounds", [])),
+                          fmt(f.get("p99_ms")), fmt(f.get("server_cpu_ms_per_request")))
+    return table
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -695,10 +758,10 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
         if row["scenario"] == "flash":
             continue
         if "failed" in row:
-            table.add_row(row["system"], row["scenario"], "[red]FAILED", *([""] * 10))
+            table.add_row(label(row), row["scenario"], "[red]FAILED", *([""] * 10))
             continue
         table.add_row(
-            row["system"], row["scenario"], fmt(row["requests_per_s"], 0),
+            label(row), row["scenario"], fmt(row["requests_per_s"], 0),
             fmt(row["p50_ms"]), fmt(row["p99_ms"]), fmt(row["p999_ms"]),
             fmt(row["error_count"]), fmt(row.get(f"vs_{PEER}")), fmt(row.get(f"vs_{CEILING}"), 3),
             fmt(row.get("server_cpu_ms_per_request")), fmt(row.get("client_cpu_ms_per_request")),
@@ -720,11 +783,11 @@ def flash_table(rows: list[dict[str, Any]]) -> Table:
         if row["scenario"] != "flash":
             continue
         if "failed" in row:
-            table.add_row(row["system"], "[red]FAILED", *([""] * 12))
+            table.add_row(label(row), "[red]FAILED", *([""] * 12))
             continue
         per = row.get("per_buyer") or {}
         table.add_row(
-            row["system"], fmt(row.get("buyers_per_s"), 0), fmt(row["seconds"]),
+            label(row), fmt(row.get("buyers_per_s"), 0), fmt(row["seconds"]),
             fmt(row.get("purchase_p50_ms")), fmt(row.get("purchase_p99_ms")),
             fmt(row["paid_orders"]), fmt(row["oversold_units"]), fmt(row["error_count"]),
             fmt(row.get(f"vs_{PEER}")), fmt(per.get("redis_evalsha")),
@@ -814,6 +877,7 @@ def bench_document(plan: BenchPlan, ctx: RunContext, rows: list[dict[str, Any]]
         "read_carts": plan.read_carts, "engine_hosts": ctx.hosts,
         "engine_placement": ctx.placement, "peer_workers": ctx.workers,
         "ray_per_cart_max_carts": ctx.ray_carts, "redis_url": ctx.redis_url,
+        "rounds": plan.rounds,
     }
     return {"machine": machine_info(ctx.redis_url), "config": config,
             "summary": summarize(rows), "tracing_overhead": tracing_overhead(rows),
@@ -870,6 +934,10 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
                         help="time limit of each setup phase (making carts), seconds")
     parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds")
     parser.add_argument("--stop-timeout", type=float, default=30.0, help="seconds")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the systems this many times, in alternating order "
+                             "(as given, then reversed, ...); ratios are taken within each "
+                             "round and the summary gives their median")
     parser.add_argument("--json", action="store_true",
                         help="print the results document as JSON on stdout (tables on stderr)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
@@ -879,7 +947,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
         scenarios.append("churn-big")
     for flag, value in (("--carts", args.carts), ("--lines", args.lines),
                         ("--big-lines", args.big_lines), ("--buyers", args.buyers),
-                        ("--workers", args.workers), ("--connections", args.connections)):
+                        ("--workers", args.workers), ("--connections", args.connections),
+                        ("--rounds", args.rounds)):
         if value < 1:
             parser.error(f"{flag} must be at least 1")
     if args.units < 0:
@@ -891,7 +960,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
         buyers=args.buyers, units=args.units, read_carts=args.read_carts,
         setup_s=args.setup_timeout, ready_timeout_s=args.ready_timeout,
         stop_timeout_s=args.stop_timeout, out=args.out, rate=args.rate,
-        carts=args.carts, lines=args.lines, big_lines=args.big_lines,
+        carts=args.carts, lines=args.lines, big_lines=args.big_lines, rounds=args.rounds,
     )
     return plan, args
 
@@ -932,15 +1001,23 @@ async def run_bench(plan: BenchPlan, args: argparse.Namespace) -> list[dict[str,
         )
         items = catalog_items(entries)
         rows: list[dict[str, Any]] = []
-        for name in plan.systems:
-            console.rule(name)
-            rows.extend(await run_system(SYSTEMS[name], ctx, plan, items))
+        for r in range(plan.rounds):
+            # Alternating order: a machine that speeds up or slows down during the run
+            # favours no system in the medians.
+            for name in plan.systems if r % 2 == 0 else plan.systems[::-1]:
+                console.rule(name if plan.rounds == 1 else f"{name}, round {r + 1}")
+                got = await run_system(SYSTEMS[name], ctx, plan, items)
+                for row in got:
+                    row.update(round=r + 1, rounds=plan.rounds)
+                rows.extend(got)
         add_ratios(rows)
         console.print(results_table(rows))
         if any(row["scenario"] == "flash" for row in rows):
             console.print(flash_table(rows))
         if overhead := tracing_overhead(rows):
             console.print(overhead_table(overhead))
+        if plan.rounds > 1:
+            console.print(rounds_table(summarize(rows)))
         for row in rows:
             if "failed" in row:
                 reason = row["failed"][:300]

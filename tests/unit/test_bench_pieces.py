@@ -110,6 +110,37 @@ def test_the_summary_keeps_per_system_cpu_and_figures() -> None:
     assert summary["engine"]["read"] == {"failed": True}
 
 
+def test_rounds_take_ratios_within_each_round_and_summarize_their_median() -> None:
+    # Round 2 met a machine 2x slower for everybody: its ratios are the same as round 1's
+    # within the round, while a ratio across rounds would be off by 2x.
+    table = []
+    for r, speed, engine_churn in ((1, 1.0, 3000.0), (2, 0.5, 1200.0), (3, 1.0, 2400.0)):
+        for row in rows()[:5]:
+            row = dict(row, round=r, rounds=3)
+            for key in ("requests_per_s", "buyers_per_s"):
+                if key in row:
+                    row[key] *= speed
+            if row["system"] == "engine" and row["scenario"] == "churn":
+                row["requests_per_s"] = engine_churn
+            table.append(row)
+    table.append({"system": "engine", "scenario": "read", "failed": "boom", "round": 2})
+    table.append({"system": "engine", "scenario": "read", "requests_per_s": 1.0, "round": 1})
+    add_ratios(table)
+    flash = [r for r in table if r["system"] == "engine" and r["scenario"] == "flash"]
+    assert [r["vs_lua-peer"] for r in flash] == [1.5, 1.5, 1.5]
+    assert [r["vs_raw-asgi"] for r in flash] == [0.05, 0.05, 0.05]
+    summary = summarize(table)
+    churn = summary["engine"]["churn"]
+    assert churn["rounds"] == 3 and churn["vs_lua-peer_rounds"] == [1.5, 1.2, 1.2]
+    assert churn["vs_lua-peer"] == 1.2 and churn["requests_per_s"] == 2400.0
+    assert summary["engine"]["flash"]["per_buyer"] == {"engine_turns": 6.0}
+    assert summary["engine"]["read"] == {"failed": True}  # one failed round fails the entry
+    plan, _ = parse_args(["--rounds", "3"])
+    assert plan.rounds == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--rounds", "0"])
+
+
 def test_the_command_line_defaults_to_realistic_carts_and_the_issue_sale() -> None:
     plan, args = parse_args([])
     assert plan.systems == ["engine", "engine-traced", "lua-peer", "raw-asgi"]
