@@ -15,6 +15,7 @@ Two ways in, with the same rules and errors:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from collections.abc import Callable, Coroutine
@@ -174,7 +175,10 @@ class LeanRoute(APIRoute):
 
 def _lean(endpoint: Callable[[Request], Coroutine[Any, Any, Response]]) -> Any:
     """The ASGI app of a `LeanRoute`: the endpoint's response, sent; what it raises goes to
-    the app's exception handlers."""
+    the app's exception handlers. Raises TypeError for an endpoint that is not ``async``
+    (FastAPI would run it in a thread pool; a hot route must not block the loop either)."""
+    if not inspect.iscoroutinefunction(endpoint):
+        raise TypeError(f"a LeanRoute endpoint must be 'async def': {endpoint!r}")
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         response = await endpoint(Request(scope, receive, send))

@@ -64,6 +64,14 @@ def test_the_routes_under_test_are_lean_routes_that_take_only_the_request(app: F
             (ORDER, "GET")} <= lean
 
 
+def test_a_lean_route_refuses_an_endpoint_that_is_not_async() -> None:
+    def blocking(request: Any) -> Any:  # would block the event loop of every request
+        return None
+
+    with pytest.raises(TypeError, match="async def"):
+        LeanRoute("/v1/blocking", blocking, methods=["GET"])
+
+
 def test_adding_an_item_documents_its_cart_id_headers_and_required_body(
         spec: dict[str, Any]) -> None:
     params = parameters(spec, ITEMS, "post")
