@@ -281,12 +281,12 @@ class ActorContext:
         (Orleans' prefer-local placement): the first of ``tries`` that is local, else the
         last made. Only where an id lands is chosen, never what it says."""
         host = self.host
-        key = make()
-        for _ in range(tries - 1):
-            if host.ownership.accepts(partition_of(kind, key), False):
-                break
+        for _ in range(max(1, tries)):
             key = make()
-        if host.ownership.accepts(partition_of(kind, key), False):
+            local = host.ownership.accepts(partition_of(kind, key), False)
+            if local:
+                break
+        if local:
             if len(host.fresh) >= MAX_FRESH:  # minted and never used: forget them, no harm
                 host.fresh.clear()
             host.fresh.add(f"{kind}:{key}")

@@ -711,8 +711,8 @@ def _median_of(values: list[Any]) -> Any:
 
 
 def label(row: dict[str, Any]) -> str:
-    """A row's system, with its round when the run had several."""
-    return f"{row['system']} #{row['round']}" if row.get("rounds", 1) > 1 else row["system"]
+    """A row's system, with its round when the run had several (only those rows carry one)."""
+    return f"{row['system']} #{row['round']}" if "round" in row else row["system"]
 
 
 def rounds_table(summary: dict[str, dict[str, dict[str, Any]]]) -> Table:
@@ -1007,8 +1007,9 @@ async def run_bench(plan: BenchPlan, args: argparse.Namespace) -> list[dict[str,
             for name in plan.systems if r % 2 == 0 else plan.systems[::-1]:
                 console.rule(name if plan.rounds == 1 else f"{name}, round {r + 1}")
                 got = await run_system(SYSTEMS[name], ctx, plan, items)
-                for row in got:
-                    row.update(round=r + 1, rounds=plan.rounds)
+                if plan.rounds > 1:
+                    for row in got:
+                        row["round"] = r + 1
                 rows.extend(got)
         add_ratios(rows)
         console.print(results_table(rows))
@@ -1016,13 +1017,13 @@ async def run_bench(plan: BenchPlan, args: argparse.Namespace) -> list[dict[str,
             console.print(flash_table(rows))
         if overhead := tracing_overhead(rows):
             console.print(overhead_table(overhead))
-        if plan.rounds > 1:
-            console.print(rounds_table(summarize(rows)))
         for row in rows:
             if "failed" in row:
                 reason = row["failed"][:300]
                 console.print(f"[red]failed[/] {row['system']} {row['scenario']}: {reason}")
         document = bench_document(plan, ctx, rows)
+        if plan.rounds > 1:
+            console.print(rounds_table(document["summary"]))
     finally:
         if own is not None:
             own.stop()

@@ -116,7 +116,7 @@ def test_rounds_take_ratios_within_each_round_and_summarize_their_median() -> No
     table = []
     for r, speed, engine_churn in ((1, 1.0, 3000.0), (2, 0.5, 1200.0), (3, 1.0, 2400.0)):
         for row in rows()[:5]:
-            row = dict(row, round=r, rounds=3)
+            row = dict(row, round=r)
             for key in ("requests_per_s", "buyers_per_s"):
                 if key in row:
                     row[key] *= speed
