@@ -453,7 +453,12 @@ class RayPlacement:
         await _broadcast(self.router, "publish", {"kind": kind, "value": value})
 
     async def advance(self, seconds: float) -> None:
+        """Move every host's manual clock by ``seconds`` (tests, simulations); due timers and
+        sweeps run before this returns. A host whose lease lapsed a moment ago (a heartbeat
+        late under load) sweeps nothing, so this waits first until every partition is served
+        again (`wait_serving`). Raises TimeoutError, or TypeError on a system clock."""
         assert self.router is not None, "RayPlacement.start() first"
+        await self.wait_serving()
         await _broadcast(self.router, "advance", {"seconds": seconds})
 
     async def stats(self) -> list[dict[str, Any]]:
