@@ -36,6 +36,10 @@ from engine.purchase import (
     check_account,
     check_purchase_limit,
 )
+from engine.stock import COMMITTED_MEMORY
+
+#: Seconds the hosts' clocks may disagree by, for `CheckoutSaga._may_have_sold`.
+CLOCK_MARGIN = 60.0
 
 
 class CheckoutSaga:
@@ -83,6 +87,8 @@ class CheckoutSaga:
         except Conflict:
             # This key's checkout may have paid already, its reply lost with a dead host
             # before this cart's own write: its stock is sold, so reserving fails. Finish it.
+            if not self._may_have_sold(lines):
+                raise  # a plain refusal (a flash sale's losers): no order actor to wake
             settled = await self.ctx.ask("order", order_id, "settled", {})
             if settled is None:
                 raise
@@ -117,6 +123,21 @@ class CheckoutSaga:
             order = await self._pay(cart, lines, limited, limit_keys, order_id, priced,
                                     payment_token)
         return self._checked_out(cart, lines, order_id, order)
+
+    def _may_have_sold(self, lines: list[LineItem]) -> bool:
+        """Whether a refused reservation may hide an earlier, paid try of this checkout.
+
+        Such a try committed each line's reservation after the line's last stored change,
+        and its inventory answers a reserve of a committed id with the units it sold
+        (`engine.stock.COMMITTED_MEMORY` seconds, from the commit). So when every line is
+        of an unsharded variant (one actor holds the memory; a sharded reservation may have
+        been spread over other shards) and changed less than that long ago (less
+        `CLOCK_MARGIN` for the hosts' clocks), a refusal is a refusal and no order needs
+        looking up.
+        """
+        shards = self.stock.shards_of
+        recent = self.now - COMMITTED_MEMORY + CLOCK_MARGIN
+        return any(shards(ln.variant_id) > 1 or ln.updated_at <= recent for ln in lines)
 
     def _checked_out(self, cart: Cart, lines: list[LineItem], order_id: str,
                      order: Any) -> dict[str, Any]:

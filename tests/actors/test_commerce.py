@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
+from actors.clock import ManualClock
+from actors.placement import LocalPlacement
 from actors.service import CartService
 from engine.errors import Conflict, NotFound, ValidationFailed
+from engine.stock import COMMITTED_MEMORY
 from snapshots.memory_store import MemoryStore
-from tests.actors.harness import Harness, product
+from tests.actors.harness import SETTINGS, START, Harness, product
 
 pytestmark = pytest.mark.actors
 
@@ -189,3 +193,53 @@ async def test_a_checkout_retried_after_its_reply_was_lost_answers_the_paid_orde
     paid = [e for e in await svc.events() if e["type"] == "order.paid"]
     assert len(paid) == 1
     await harness.close()
+
+
+async def test_a_checkout_refused_for_stock_wakes_no_order_actor() -> None:
+    # A flash sale's losers: their lines are fresh and unsharded, so the inventory would have
+    # answered an earlier paid try of theirs from its memory; nothing to look up.
+    harness = Harness("local", MemoryStore())
+    svc = await harness.start()
+    await svc.put_product("p", product("p", stock=1))
+    won, lost = await _cart(harness, "u"), await _cart(harness, "v")
+    await svc.add_item("u", won, product_id="p", quantity=1)
+    await svc.add_item("v", lost, product_id="p", quantity=1)
+    await svc.checkout("u", won, payment_token="tok_ok", idempotency_key="k")
+    before = sum(h["activations"] for h in await svc.placement.stats())
+    with pytest.raises(Conflict) as e:
+        await svc.checkout("v", lost, payment_token="tok_ok", idempotency_key="k")
+    assert e.value.code == "out_of_stock"
+    assert sum(h["activations"] for h in await svc.placement.stats()) == before
+    await harness.close()
+
+
+async def test_a_paid_checkout_retried_after_its_inventory_forgot_it_answers_the_order(
+        ) -> None:
+    # As above, but the retry comes after the inventory forgot the committed reservation
+    # (COMMITTED_MEMORY, pruned by a later sale): reserving is refused, and the order is
+    # looked up. Carts live long enough here (cart_ttl) for the retry to find this one active.
+    store = MemoryStore()
+    settings = dataclasses.replace(SETTINGS, cart_ttl=4 * COMMITTED_MEMORY)
+
+    async def start(at: float) -> CartService:
+        placement = LocalPlacement(store, ManualClock(at), settings, n_hosts=2)
+        await placement.start()
+        return CartService(placement, store)
+
+    svc = await start(START)
+    await svc.put_product("p", product("p", stock=2))
+    cid = (await svc.active_cart("u"))["cart"]["cart_id"]
+    await svc.add_item("u", cid, product_id="p", quantity=1)
+    before = dict(store.hashes[f"cart:{cid}"])
+    order = await svc.checkout("u", cid, payment_token="tok_ok", idempotency_key="k")
+    store.hashes[f"cart:{cid}"] = before  # the cart's write never landed
+    await svc.close()
+    svc = await start(START + COMMITTED_MEMORY + 100)
+    other = (await svc.active_cart("v"))["cart"]["cart_id"]
+    await svc.add_item("v", other, product_id="p", quantity=1)
+    await svc.checkout("v", other, payment_token="tok_ok", idempotency_key="k")
+    again = await svc.checkout("u", cid, payment_token="tok_ok", idempotency_key="k")
+    assert again["order_id"] == order["order_id"] and again["status"] == "paid"
+    assert (await svc.stock("p-v0"))["sold"] == 2
+    assert (await svc.get_cart("u", cid))["status"] == "checked_out"
+    await svc.close()
