@@ -53,7 +53,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
     kind = "cart"
     idempotent = frozenset({"view", "status"})
     passivate_after = None  # an active cart stays until it expires, checks out or merges
-    __slots__ = ("cart", "_available", "_line_views", "_view_memo")
+    __slots__ = ("cart", "_available", "_line_views", "_view_memo", "_prices")
 
     def __init__(self, key: str, ctx: Any) -> None:
         super().__init__(key, ctx)
@@ -64,6 +64,9 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         self._line_views: LineViews = {}
         #: The last default view: what it was rendered from, until when it holds, the view.
         self._view_memo: tuple[tuple[Any, ...], float, dict[str, Any]] | None = None
+        #: Today's unit prices of the lines' variants (`_current_prices`), with the reference
+        #: data version and currency they were read for.
+        self._prices: tuple[int, str, dict[str, int | None]] | None = None
 
     # -- persistence -----------------------------------------------------------------------
     def load(self, fields: dict[str, Any]) -> None:
@@ -146,14 +149,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         s = self.ctx.settings
         cart = self.cart
         assert cart is not None
-        current: dict[str, int | None] = {}
-        for ln in cart.lines.values():
-            product = ref.catalog.find(ln.product_id)
-            try:
-                current[ln.variant_id] = None if product is None else \
-                    product.price_of(product.variant(ln.variant_id), cart.currency)
-            except DomainError:
-                current[ln.variant_id] = None
+        current = self._current_prices()
         dest = destination or {}
         shipping, tax = policies(s)
         return PricingContext(
@@ -164,6 +160,33 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
             customer_groups=frozenset(cart.customer_groups),
             customer_uses=customer_uses or {}, usage_exhausted=usage_exhausted,
             country=_str_or_none(dest.get("country")), region=_str_or_none(dest.get("region")))
+
+    def _current_prices(self) -> dict[str, int | None]:
+        """Variant id -> today's unit price in the cart's currency (minor units; None when
+        the product, variant or price is gone) for every line. Kept between turns while the
+        reference data (`actors.reference.ReferenceData.version`, bumped by every product
+        or promotion change) and the currency stay the same, so a turn on a many-line cart
+        looks up only the variants it has not priced yet. May name variants of lines
+        removed since (a few: it starts over past twice the lines): pricing asks it per
+        line."""
+        cart = self.cart
+        assert cart is not None
+        ref = self.ctx.reference
+        memo = self._prices
+        if memo is None or memo[0] != ref.version or memo[1] != cart.currency or \
+                len(memo[2]) > 2 * len(cart.lines) + 8:  # many lines removed since: start over
+            memo = self._prices = (ref.version, cart.currency, {})
+        current = memo[2]
+        for ln in cart.lines.values():
+            if ln.variant_id in current:
+                continue
+            product = ref.catalog.find(ln.product_id)
+            try:
+                current[ln.variant_id] = None if product is None else \
+                    product.price_of(product.variant(ln.variant_id), cart.currency)
+            except DomainError:
+                current[ln.variant_id] = None
+        return current
 
     @staticmethod
     def _destination(address: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from engine.cart import Cart, LineItem
 from engine.checkout import Order
-from engine.pricing import PricedCart
+from engine.pricing import PricedCart, PricedLine
 from engine.timefmt import rfc3339
 
 
@@ -14,18 +14,24 @@ def money(amount: int, currency: str) -> dict[str, Any]:
     return {"amount": amount, "currency": currency}
 
 
-#: Per line id: the fields its static part was rendered from, and that part (see `cart_view`).
+#: Per line id: what its view was rendered from, and that view (see `cart_view`).
 LineViews = dict[str, tuple[tuple[Any, ...], dict[str, Any]]]
 
 
-def _line_static(ln: LineItem, cur: str) -> dict[str, Any]:
-    """The part of a line's view that only its own fields decide (ids, quantity, price at
-    add, RFC 3339 times)."""
+def _line_view(ln: LineItem, pl: PricedLine, cur: str, held: bool) -> dict[str, Any]:
+    """A line of the API.md Cart: its own fields (ids, quantity, price at add, RFC 3339
+    times) and what pricing says of it (subtotal, total, discounts, a price change)."""
     return {
         "line_id": ln.line_id, "product_id": ln.product_id, "variant_id": ln.variant_id,
         "sku": ln.sku, "name": ln.name, "quantity": ln.quantity,
         "unit_price": money(ln.unit_price, cur), "options": ln.options,
         "added_at": rfc3339(ln.added_at), "updated_at": rfc3339(ln.updated_at),
+        "line_subtotal": money(pl.subtotal, cur), "line_total": money(pl.total, cur),
+        "discounts": pl.discounts, "price_changed": pl.price_changed,
+        "current_unit_price": None if pl.current_unit_price is None
+        else money(pl.current_unit_price, cur),
+        "held": held,
+        "hold_expires_at": rfc3339(ln.hold_until) if ln.hold_until else None,
     }
 
 
@@ -33,33 +39,27 @@ def cart_view(cart: Cart, priced: PricedCart, now: float,
               cache: LineViews | None = None) -> dict[str, Any]:
     """The API.md Cart: ids, status, version, times (RFC 3339), lines, discounts, totals.
 
-    ``cache`` (a cart actor's, kept between its turns) holds each line's static part,
-    rendered again only when the line's quantity, times, unit price or currency changed: a view
-    of a many-line cart after a one-line change formats one line's times, not all of them.
-    Each view gets its own line dicts; nested values (money, options) are shared and must be
-    treated as read-only.
+    ``cache`` (a cart actor's, kept between its turns) holds each line's view, rendered
+    again only when the line (quantity, times, unit price, hold), the currency or its
+    pricing (subtotal, total, price change) changed; a line with discounts is rendered
+    each time. A view of a many-line cart after a one-line change renders one line, and
+    copies the others. Each view gets its own line dicts; nested values (money, options,
+    discounts) are shared and must be treated as read-only.
     """
     cur = cart.currency
     lines = []
     for ln in cart.lines.values():
         pl = priced.lines[ln.line_id]
-        if cache is None:
-            line = _line_static(ln, cur)
-        else:
-            stamp = (ln.quantity, ln.updated_at, ln.added_at, ln.unit_price, cur)
-            hit = cache.get(ln.line_id)
-            if hit is None or hit[0] != stamp:
-                hit = cache[ln.line_id] = (stamp, _line_static(ln, cur))
-            line = dict(hit[1])
-        line["line_subtotal"] = money(pl.subtotal, cur)
-        line["line_total"] = money(pl.total, cur)
-        line["discounts"] = pl.discounts
-        line["price_changed"] = pl.price_changed
-        line["current_unit_price"] = None if pl.current_unit_price is None \
-            else money(pl.current_unit_price, cur)
-        line["held"] = ln.hold_until is not None and ln.hold_until > now
-        line["hold_expires_at"] = rfc3339(ln.hold_until) if ln.hold_until else None
-        lines.append(line)
+        held = ln.hold_until is not None and ln.hold_until > now
+        if cache is None or pl.discounts:
+            lines.append(_line_view(ln, pl, cur, held))
+            continue
+        stamp = (ln.quantity, ln.updated_at, ln.added_at, ln.unit_price, ln.hold_until, held,
+                 cur, pl.subtotal, pl.total, pl.price_changed, pl.current_unit_price)
+        hit = cache.get(ln.line_id)
+        if hit is None or hit[0] != stamp:
+            hit = cache[ln.line_id] = (stamp, _line_view(ln, pl, cur, held))
+        lines.append(dict(hit[1]))
     if cache is not None and len(cache) > 2 * len(cart.lines) + 8:  # lines removed since
         for line_id in [k for k in cache if k not in cart.lines]:
             del cache[line_id]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from actors.views import LineViews, cart_view
 from engine.pricing import PricingContext, price_cart
+from engine.promotions import promotion_from_dict
 from tests.unit.builders import make_cart, make_line
 
 NOW = 1_795_000_000.0
@@ -41,3 +44,33 @@ def test_views_do_not_share_their_line_dicts_and_removed_lines_leave_the_cache()
         cart.remove_line(f"ln_{i}", NOW, 1800)
     _both(cart, cache)
     assert set(cache) == {"ln_0"}
+
+
+def test_a_cached_view_follows_the_pricing_and_the_hold_of_an_unchanged_line() -> None:
+    cart = make_cart(make_line("ln_1"), make_line("ln_2", product_id="hat", unit_price=500))
+    cache: LineViews = {}
+
+    def views(now: float = NOW, **ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        cart.expires_at = now + 1800
+        priced = price_cart(cart, PricingContext(now=now, **ctx))
+        return cart_view(cart, priced, now, cache), cart_view(cart, priced, now)
+
+    cached, fresh = views()
+    assert cached == fresh and cached["lines"][1]["price_changed"] is False
+    # The catalog price of the hat moved; the line itself did not change.
+    cached, fresh = views(current_prices={"hat-v": 450})
+    assert cached == fresh and cached["lines"][1]["current_unit_price"]["amount"] == 450
+    # A promotion: 10 % off shirts, a discount on the first line only.
+    tenth = promotion_from_dict("p10", {"kind": "percentage", "value": 1000,
+                                        "target": {"type": "products", "ids": ["shirt"]}})
+    cached, fresh = views(automatic=[tenth])
+    assert cached == fresh and cached["lines"][0]["discounts"]
+    assert cached["lines"][0]["line_total"]["amount"] == 900
+    cached, fresh = views()  # the promotion ended: the line is priced in full again
+    assert cached == fresh and cached["lines"][0]["line_total"]["amount"] == 1000
+    # A hold on the hat, seen held and then lapsed.
+    cart.lines["ln_2"].hold_until = NOW + 60
+    cached, fresh = views()
+    assert cached == fresh and cached["lines"][1]["held"] is True
+    cached, fresh = views(now=NOW + 61)
+    assert cached == fresh and cached["lines"][1]["held"] is False
