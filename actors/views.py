@@ -55,7 +55,7 @@ def cart_view(cart: Cart, priced: PricedCart, now: float,
             lines.append(_line_view(ln, pl, cur, held))
             continue
         stamp = (ln.quantity, ln.updated_at, ln.added_at, ln.unit_price, ln.hold_until, held,
-                 cur, pl.subtotal, pl.total, pl.price_changed, pl.current_unit_price)
+                 cur, pl.subtotal, pl.total, pl.current_unit_price)
         hit = cache.get(ln.line_id)
         if hit is None or hit[0] != stamp:
             hit = cache[ln.line_id] = (stamp, _line_view(ln, pl, cur, held))
