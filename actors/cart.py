@@ -312,7 +312,16 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
     async def create(self, owner: str, currency: str | None = None,
                      groups: list[str] | None = None) -> dict[str, Any]:
         """Create the cart for ``owner`` (idempotent for the same owner)."""
-        if self.cart is None:
+        return (await self.open(owner, currency, groups))["cart"]
+
+    async def open(self, owner: str, currency: str | None = None,
+                   groups: list[str] | None = None) -> dict[str, Any]:
+        """``{"cart": Cart, "created": bool}``: ``owner``'s cart, created when there is none
+        (a new guest's first cart, `actors.user.first_cart_id`, opened without its user
+        actor). Raises ValidationFailed ``unknown_currency`` (ISO 4217), NotFound
+        ``cart_not_found`` when the cart is another owner's."""
+        created = self.cart is None
+        if created:
             now = self.now
             cur = check_currency(currency or self.ctx.settings.default_currency)
             self.cart = Cart(cart_id=self.key, owner=owner, currency=cur, created_at=now,
@@ -320,7 +329,9 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
                              customer_groups=tuple(sorted(groups or [])))
             self.mark("meta")
             self.emit(event(CART_CREATED, now, cart_id=self.key, owner=owner, currency=cur))
-        return self._view()
+        elif self.cart.owner != owner:
+            self._own(owner)  # raises: another shopper's cart is not there for this one
+        return {"cart": self._view(), "created": created}
 
     async def view(self, caller: str, groups: list[str] | None = None,
                    destination: dict[str, Any] | None = None) -> dict[str, Any]:

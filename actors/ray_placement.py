@@ -88,9 +88,10 @@ class HostPlacement:
         directory ("" or None: none now)."""
         return self.router.view.owners[partition_of(kind, key)] or None
 
-    def local_key(self, kind: str, make: Callable[[], str]) -> str:
+    def local_key(self, kind: str, make: Callable[[], str],
+                  via: Callable[[str], tuple[str, str]] | None = None) -> str:
         """A new actor key, preferably one this host owns (`ActorContext.local_key`)."""
-        return self.host.ctx.local_key(kind, make)
+        return self.host.ctx.local_key(kind, make, via=via)
 
     async def forward(self, host_id: str, msg: Message) -> Reply:
         """Send ``msg`` to host ``host_id`` once, as it is: no re-send, no id given (the

@@ -275,27 +275,35 @@ class ActorContext:
         return self.host.payments
 
     def local_key(self, kind: str, make: Callable[[], str],
-                  tries: int = LOCAL_KEY_TRIES) -> str:
+                  tries: int = LOCAL_KEY_TRIES,
+                  via: Callable[[str], tuple[str, str]] | None = None) -> str:
         """A new key for an actor of ``kind`` from ``make()`` (random ids), preferring one
         whose partition this host serves, so the new actor activates beside its creator
         (Orleans' prefer-local placement): the first of ``tries`` that is local, else the
-        last made. Only where an id lands is chosen, never what it says."""
+        last made. Only where an id lands is chosen, never what it says.
+
+        ``via``: the ``(kind, key)`` of the actor a new key's first message goes to, when
+        that is another actor derived from it (a new guest's first cart,
+        `actors.user.first_cart_id`): that actor is the one placed here and known fresh."""
         host = self.host
         for _ in range(max(1, tries)):
             key = make()
-            local = host.ownership.accepts(partition_of(kind, key), False)
+            target = (kind, key) if via is None else via(key)
+            local = host.ownership.accepts(partition_of(*target), False)
             if local:
                 break
         if local:
             if len(host.fresh) >= MAX_FRESH:  # minted and never used: forget them, no harm
                 host.fresh.clear()
-            host.fresh.add(f"{kind}:{key}")
+            host.fresh.add(f"{target[0]}:{target[1]}")
         return key
 
     async def ask(self, kind: str, key: str, method: str, args: dict[str, Any] | None = None,
-                  request_id: str | None = None) -> Any:
-        """Send a message to another actor and await its reply value (or its DomainError)."""
-        return unwrap(await self.host.send((kind, key, method, args or {}, request_id, None)))
+                  request_id: str | None = None, fingerprint: str | None = None) -> Any:
+        """Send a message to another actor and await its reply value (or its DomainError);
+        ``request_id`` and ``fingerprint`` make it idempotent there (`Host.deliver`)."""
+        return unwrap(await self.host.send((kind, key, method, args or {}, request_id,
+                                            fingerprint)))
 
 
 class _Committer:

@@ -26,6 +26,7 @@ from actors.placement import LocalPlacement, Placement
 from actors.runtime import Reply, unwrap
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient, shards_of
+from actors.user import first_cart_id
 from engine.catalog import Product, product_from_dict, product_to_dict
 from engine.errors import Conflict, NotFound
 from engine.limits import check_id
@@ -80,12 +81,14 @@ class CartService:
         return unwrap(await self.placement.send((kind, key, method, args, request_id,
                                                  fingerprint)))
 
-    def new_key(self, kind: str, make: Callable[[], str]) -> str:
+    def new_key(self, kind: str, make: Callable[[], str],
+                via: Callable[[str], tuple[str, str]] | None = None) -> str:
         """A new id for an actor of ``kind`` from ``make()``; where the placement can say,
         one that this process's host owns, so the actor starts beside the request that made
-        it (a guest's user actor on the ingress that took the request)."""
+        it. ``via``: the ``(kind, key)`` the new id's first message goes to instead (a new
+        guest's first cart), placed and known fresh in its stead."""
         local_key = getattr(self.placement, "local_key", None)
-        return local_key(kind, make) if local_key is not None else make()
+        return make() if local_key is None else local_key(kind, make, via=via)
 
     @staticmethod
     def _scoped(caller: str, request_id: str | None) -> str | None:
@@ -188,9 +191,27 @@ class CartService:
                           request_id: str | None = None, fingerprint: str | None = None,
                           groups: list[str] | None = None) -> dict[str, Any]:
         """``{"cart": Cart, "created": bool}``: the owner's one active cart."""
+        scoped = self._scoped(owner, request_id)
         return await self.call("user", owner, "active_cart",
-                               {"currency": currency, "groups": groups},
-                               self._scoped(owner, request_id), fingerprint)
+                               {"currency": currency, "groups": groups, "request_id": scoped,
+                                "fingerprint": fingerprint}, scoped, fingerprint)
+
+    async def open_guest_cart(self, new_guest: Callable[[], str], currency: str | None = None,
+                              request_id: str | None = None, fingerprint: str | None = None,
+                              ) -> tuple[str, dict[str, Any]]:
+        """A new guest (its id from ``new_guest()``) and its first cart: ``(guest id,
+        {"cart": Cart, "created": True})``.
+
+        One turn of the cart actor (`actors.user.first_cart_id`), placed on this process's
+        host where the placement can say: the guest's user actor is neither activated nor
+        written until it has something of its own. The Idempotency-Key (``request_id``) is
+        the new guest's, kept by that cart. Raises ValidationFailed ``unknown_currency``.
+        """
+        guest = self.new_key("user", new_guest, via=lambda g: ("cart", first_cart_id(g)))
+        out = await self.call("cart", first_cart_id(guest), "open",
+                              {"owner": guest, "currency": currency, "groups": None},
+                              self._scoped(guest, request_id), fingerprint)
+        return guest, out
 
     async def apply(self, ops: Sequence[CartOp]) -> list[Reply]:
         """Run a batch of line operations: each cart's ops (same owner) in one turn, in order.

@@ -8,6 +8,7 @@ Fields: ``meta`` (active cart, item sequence) and ``s:{item_id}`` per saved item
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -24,6 +25,14 @@ GUEST_PREFIX = "guest_"
 
 def new_cart_id() -> str:
     return "c_" + uuid.uuid4().hex[:24]
+
+
+def first_cart_id(guest: str) -> str:
+    """The id of guest ``guest``'s first cart, derived from the guest id (a BLAKE2b digest,
+    same shape as `new_cart_id`): ``POST /v1/carts`` opens it without the guest's user
+    actor, whose record stays unwritten until it has something of its own (another active
+    cart, saved items, waitlists); until then that cart is the guest's active cart."""
+    return "c_" + hashlib.blake2b(guest.encode(), digest_size=12).hexdigest()
 
 
 class UserActor(Actor):
@@ -64,12 +73,27 @@ class UserActor(Actor):
         return self.ctx.settings.guest_retention if self.key.startswith(GUEST_PREFIX) \
             else None
 
-    async def _active_view(self, currency: str | None,
-                           groups: list[str] | None) -> tuple[dict[str, Any], bool]:
-        if self.active is not None:
-            st = await self.ctx.ask("cart", self.active, "status")
-            if st["status"] == "active":
-                view = await self.ctx.ask("cart", self.active, "view",
+    def _current(self) -> str | None:
+        """The active cart's id: the stored one, else a guest's first cart (never stored)."""
+        if self.active is None and self.key.startswith(GUEST_PREFIX):
+            return first_cart_id(self.key)
+        return self.active
+
+    async def _active_view(self, currency: str | None, groups: list[str] | None,
+                           request_id: str | None = None,
+                           fingerprint: str | None = None) -> tuple[dict[str, Any], bool]:
+        current = self._current()
+        if current is not None:
+            st = await self.ctx.ask("cart", current, "status")
+            if st["status"] == "active" and st["owner"] == self.key:
+                if self.active is None:
+                    # A guest's first cart, opened without this actor: the request's
+                    # Idempotency-Key was recorded there, so it is answered there.
+                    out = await self.ctx.ask("cart", current, "open", {
+                        "owner": self.key, "currency": currency, "groups": groups},
+                        request_id, fingerprint)
+                    return out["cart"], out["created"]
+                view = await self.ctx.ask("cart", current, "view",
                                           {"caller": self.key, "groups": groups})
                 return view, False
         cart_id = self.ctx.local_key("cart", new_cart_id)
@@ -80,20 +104,24 @@ class UserActor(Actor):
         return view, True
 
     async def active_cart(self, currency: str | None = None,
-                          groups: list[str] | None = None) -> dict[str, Any]:
+                          groups: list[str] | None = None, request_id: str | None = None,
+                          fingerprint: str | None = None) -> dict[str, Any]:
         """The shopper's active cart, creating one when there is none.
 
         Returns ``{"cart": Cart, "created": bool}``. One active cart per shopper: an expired,
-        merged or checked-out cart is replaced by a new one.
+        merged or checked-out cart is replaced by a new one. ``request_id`` and
+        ``fingerprint``: this request's (caller-scoped) Idempotency-Key and fingerprint, for
+        a guest's first cart, which keeps them (see `_active_view`). Raises
+        ValidationFailed ``unknown_currency`` (ISO 4217).
         """
         if currency is not None:
             check_currency(currency)  # refused even when an existing cart is answered
-        view, created = await self._active_view(currency, groups)
+        view, created = await self._active_view(currency, groups, request_id, fingerprint)
         return {"cart": view, "created": created}
 
     async def current(self) -> str | None:
         """The active cart id, if any (it may have expired since)."""
-        return self.active
+        return self._current()
 
     # -- saved for later -------------------------------------------------------------------
     def _saved_view(self) -> dict[str, Any]:

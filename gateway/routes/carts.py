@@ -46,14 +46,13 @@ async def open_cart(request: Request) -> JSONResponse:
     currency = body.currency if body else None
     caller, token = call.caller, None
     if caller is None:
-        sub = call.service.new_key("user", new_guest_id)
+        sub, out = await call.service.open_guest_cart(new_guest_id, currency, call.idem.key,
+                                                      call.idem.fingerprint)
         token = issue_token(call.settings.auth_secret.get_secret_value(), sub, "guest",
                             call.settings.guest_token_ttl)
     else:
-        sub = caller.sub
-    groups = list(caller.groups) if caller else None
-    out = await call.service.active_cart(sub, currency, call.idem.key, call.idem.fingerprint,
-                                         groups)
+        out = await call.service.active_cart(caller.sub, currency, call.idem.key,
+                                             call.idem.fingerprint, list(caller.groups))
     view: dict[str, Any] = dict(out["cart"])
     if token is not None:
         view["token"] = token
