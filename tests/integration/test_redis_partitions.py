@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from snapshots.codec import encode
 from snapshots.redis_store import RedisStore, connect
@@ -118,6 +119,32 @@ async def test_a_script_cache_flushed_under_the_store_is_reloaded_and_nothing_ru
     assert (await s.activate("cart:a", _partition("cart:a")))[0] == 2
 
 
+async def test_a_group_commit_is_one_script_call_and_a_write_redis_refuses_fails_alone(
+        redis_store: RedisStore) -> None:
+    s = redis_store
+    await s.commit([_write(f"cart:warm_{i}") for i in range(64)])  # scripts loaded everywhere
+    calls: list[int] = []
+    send = s._evalsha_pipeline
+
+    async def counted(script: Any, batch: list[Any]) -> list[Any]:
+        calls.append(len(batch))
+        return await send(script, batch)
+
+    s._evalsha_pipeline = counted  # type: ignore[method-assign]
+    bad = _write("cart:c_bad", hset={"meta": {"v": -1}})
+    await s.r.set(s.actor_key(bad.key, bad.partition), "not a hash")
+    good = [_write(f"cart:c_{i}", hset={"meta": {"v": i}},
+                   events=[{"type": "cart.touched", "n": i}]) for i in range(5)]
+    res = await s.commit([good[0], bad, *good[1:]])
+    assert isinstance(res[1], ResponseError) and "WRONGTYPE" in str(res[1])
+    assert res[:1] + res[2:] == [1] * 5
+    # one call on one Redis; on a cluster one per partition (a call's keys share a slot)
+    assert calls == [len({w.partition for w in [bad, *good]}) if s.cluster else 1]
+    for i, w in enumerate(good):
+        assert await s.activate(w.key, w.partition) == (2, {"meta": {"v": i}})
+    assert sorted(e["n"] for e in await s.events()) == list(range(5))
+
+
 async def test_a_fenced_write_is_refused_in_its_partition(redis_store: RedisStore) -> None:
     s = redis_store
     assert await s.commit([_write("inv:sku-1", hset={"on_hand": 3})]) == [1]
@@ -138,6 +165,25 @@ def test_connect_builds_a_cluster_client_for_a_cluster_url_only() -> None:
     assert isinstance(connect("redis://127.0.0.1:1", cluster=True), RedisCluster)
     with pytest.raises(ValueError):
         connect("redis+cluster://127.0.0.1:1/3")
+
+
+def test_single_redis_connections_pack_commands_as_redis_py_does() -> None:
+    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+    from redis.exceptions import DataError
+
+    cases = [("redis://127.0.0.1:1/0", Connection), ("rediss://127.0.0.1:1/0", SSLConnection),
+             ("unix:///tmp/nothing.sock", UnixDomainSocketConnection)]
+    for url, base in cases:
+        cls = connect(url).connection_pool.connection_class
+        assert issubclass(cls, base) and cls is not base
+    conn = cls(path="/tmp/nothing.sock")
+    plain = UnixDomainSocketConnection(path="/tmp/nothing.sock")
+    for args in [("EVALSHA", "ab12", 3, "ce:{p1}:a:cart:c_1", b"\x00\xff", 0.1 + 0.2,
+                  1764473533.123456, -7, "caf\u00e9"), ("CONFIG GET", "maxmemory"),
+                 ("SET", "k", memoryview(b"view"))]:
+        assert b"".join(conn.pack_command(*args)) == b"".join(plain.pack_command(*args))
+    with pytest.raises(DataError):  # what redis-py refuses stays refused
+        conn.pack_command("SET", "k", True)
 
 
 # -- migration from the layout before partitions ---------------------------------------------
