@@ -204,6 +204,8 @@ class RedisAnalytics:
         self._stopping = False
         self._progress = asyncio.Event()
         self.applied = 0  # events applied by this consumer (a figure for logs and tests)
+        #: Whether the last read filled a stream's `READ_COUNT`: more may be waiting.
+        self.behind = False
 
     # -- keys ------------------------------------------------------------------------------
     def bucket_key(self, bucket: str, start: int) -> str:
@@ -240,8 +242,10 @@ class RedisAnalytics:
                 GROUP, CONSUMER, dict.fromkeys(self.streams, start), count=READ_COUNT,
                 block=None if pending else block_ms) or []
         out = []
+        self.behind = False
         for key, entries in replies:
             name = key.decode() if isinstance(key, bytes) else key
+            self.behind = self.behind or len(entries) >= READ_COUNT
             for entry_id, fields in entries:
                 out.append((name, entry_id, fields))
         return out
@@ -368,7 +372,7 @@ class RedisAnalytics:
                 n = await self.consume_once(block_ms=int(self.poll * 1000))
                 if not n and self.store.cluster:
                     await asyncio.sleep(self.poll)
-                elif 0 < n < READ_COUNT:  # caught up: gather a second's events per read
+                elif n and not self.behind:  # caught up: gather a second's events per read
                     await asyncio.sleep(self.pace)
             except asyncio.CancelledError:
                 raise

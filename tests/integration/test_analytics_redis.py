@@ -13,6 +13,7 @@ import pytest
 
 from snapshots.analytics_store import (
     GROUP,
+    READ_COUNT,
     LeaseLost,
     RedisAnalytics,
     analytics_report,
@@ -125,6 +126,27 @@ async def test_the_consumer_folds_a_known_sequence_into_every_figure(
         assert {k: r[k] for k in EXPECTED} == EXPECTED
     assert sum(b["orders"] for b in minutes["series"]) == 4 and len(minutes["series"]) == 180
     assert await an.catch_up() == 0  # nothing new: nothing read
+
+
+async def test_a_read_that_fills_no_stream_is_caught_up_however_much_it_read(
+        redis_store: RedisStore) -> None:
+    # The running consumer waits `PACE` after a caught-up read and reads a backlog at once:
+    # a backlog is a stream that gave a full READ_COUNT, not a large read over many streams.
+    an = RedisAnalytics(redis_store)
+    assert await an.hold_lease()
+    await an.join()
+
+    def created(tag: str, i: int, partition: int) -> Write:
+        return Write(key=f"test:{tag}{i}", epoch=NEW_EPOCH, partition=partition,
+                     events=[{"type": "cart.created", "at": T0, "cart_id": f"{tag}{i}"}])
+
+    spread = 3 * READ_COUNT
+    await redis_store.commit([created("s", i, i % 150) for i in range(spread)])
+    assert await an.consume_once() == spread and an.behind is False
+    await redis_store.commit([created("b", i, 3) for i in range(READ_COUNT + 20)])
+    assert await an.consume_once() == READ_COUNT and an.behind is True
+    assert await an.consume_once() == 20 and an.behind is False
+    assert an.applied == spread + READ_COUNT + 20
 
 
 async def test_a_consumer_killed_after_applying_and_before_acking_counts_nothing_twice(

@@ -46,6 +46,7 @@ from tests.actors.test_persistence import (  # noqa: F401 - collected here, on t
 from tests.integration.test_analytics_redis import (  # noqa: F401 - on the cluster too
     test_a_batch_mixing_counted_and_new_entries_counts_only_the_new_ones,
     test_a_consumer_killed_after_applying_and_before_acking_counts_nothing_twice,
+    test_a_read_that_fills_no_stream_is_caught_up_however_much_it_read,
     test_a_second_consumer_applies_nothing_while_the_first_holds_the_lease,
     test_entries_read_but_not_applied_before_a_crash_are_applied_on_restart,
     test_the_consumer_folds_a_known_sequence_into_every_figure,
