@@ -2,7 +2,7 @@
 
 Usage (from the project root, with the project's venv):
 
-    python -m loadtest.engine_bench [ops] [memory] [persistence] [linecost]
+    python -m loadtest.engine_bench [ops] [memory] [persistence] [linecost] [groupcommit]
         [--carts 100000] [--ops 200000] [--per-cart 1,10,50]
         [--big-cart 50] [--rounds 15] [--samples 100]
         [--redis-url redis://127.0.0.1:6379/15]
@@ -19,6 +19,8 @@ Usage (from the project root, with the project's venv):
 - ``persistence``: time to persist one new reservation on an inventory actor that holds 0
   open reservations and on one that holds 10,000 (Redis, ``--redis-url``), in alternating
   rounds: O(change) means a ratio near 1.
+- ``groupcommit``: CPU per persisted write when ``--writes`` turns' writes share one flush
+  (Redis, ``--redis-url``): this process's and Redis's, and the wall time.
 - ``linecost``: time to add one new line to a ``--big-cart``-line cart (default 50) and to a
   1-line cart, one ``add_item`` call each on the in-memory store, in alternating rounds
   (median of the rounds' means, and their ratio: issue 11 asks for at most 2).
@@ -247,6 +249,50 @@ async def bench_line_cost(big: int = 50, rounds: int = 15, samples: int = 100,
     ]
 
 
+async def bench_group_commit(redis_url: str, writes: int = 20, flushes: int = 1000,
+                             prefix: str = "bench-commit") -> list[dict[str, Any]]:
+    """CPU per persisted write of a group commit of ``writes`` carts' turns (two fields each,
+    as an add writes the cart's meta and a line), ``flushes`` times, in microseconds: this
+    process's (packing, the call, its answer) and Redis's (``INFO cpu``, so run it on a
+    Redis nothing else uses), and the wall time. Leaves nothing under ``prefix``."""
+    store = RedisStore(connect(redis_url), prefix)
+    await store.clear()
+    epochs: dict[int, int] = {}
+
+    def batch() -> list[Write]:
+        return [Write(key=f"cart:{cart_id(i)}", epoch=epochs.get(i, NEW_EPOCH),
+                      partition=(7 * i) % 256,
+                      hset={"meta": {"version": 3, "updated_at": 1.5e9, "status": "active"},
+                            f"l:ln_{i}": {"quantity": 2, "unit_price": 1999, "sku": "SKU-1"}})
+                for i in range(writes)]
+
+    async def redis_cpu() -> float:
+        info = await store.r.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    await store.commit(batch())  # the script loaded, the keys made
+    epochs = dict.fromkeys(range(writes), 1)
+    server, cpu, wall = await redis_cpu(), time.process_time(), time.perf_counter()
+    for _ in range(flushes):
+        answers = await store.commit(batch())
+        if not all(isinstance(a, int) for a in answers):
+            raise RuntimeError(f"a write of the group commit failed: {answers}")
+    n = writes * flushes
+    client_us = (time.process_time() - cpu) / n * 1e6
+    wall_us = (time.perf_counter() - wall) / n * 1e6
+    server_us = (await redis_cpu() - server) / n * 1e6
+    await store.clear()
+    await store.close()
+    return [
+        {"figure": f"group commit of {writes}: client CPU per write", "value": round(client_us, 1),
+         "unit": "us", "flushes": flushes},
+        {"figure": f"group commit of {writes}: Redis CPU per write", "value": round(server_us, 1),
+         "unit": "us", "flushes": flushes},
+        {"figure": f"group commit of {writes}: wall time per write", "value": round(wall_us, 1),
+         "unit": "us", "flushes": flushes},
+    ]
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if "linecost" in args.what:
@@ -269,6 +315,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(await bench_memory(args.carts))
     if "persistence" in args.what and args.redis_url:
         rows += await bench_persistence(args.redis_url)
+    if "groupcommit" in args.what and args.redis_url:
+        rows += await bench_group_commit(args.redis_url, args.writes, args.flushes)
     return rows
 
 
@@ -276,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="*", default=["ops", "memory", "persistence", "linecost"],
-                   choices=["ops", "memory", "persistence", "linecost"])
+                   choices=["ops", "memory", "persistence", "linecost", "groupcommit"])
     p.add_argument("--carts", type=int, default=100_000)
     p.add_argument("--ops", type=int, default=300_000)
     p.add_argument("--per-cart", type=lambda v: [int(x) for x in v.split(",")],
@@ -287,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="linecost: lines of the big cart (default 50)")
     p.add_argument("--rounds", type=int, default=15, help="linecost: alternating rounds")
     p.add_argument("--samples", type=int, default=100, help="linecost: additions per round")
+    p.add_argument("--writes", type=int, default=20,
+                   help="groupcommit: writes per flush (default 20)")
+    p.add_argument("--flushes", type=int, default=1000, help="groupcommit: flushes")
     p.add_argument("--default-gc", action="store_true",
                    help="keep CPython's garbage-collector defaults (no tune_gc)")
     p.add_argument("--out", type=Path, default=Path("bench-results/engine.json"))

@@ -9,6 +9,7 @@ import redis
 
 from loadtest.engine_bench import (
     bench_apply,
+    bench_group_commit,
     bench_line_cost,
     bench_memory,
     bench_ops,
@@ -56,3 +57,17 @@ async def test_the_line_cost_figure_compares_a_big_cart_with_a_one_line_cart() -
     assert small["value"] > 0 and big["value"] > 0
     assert ratio["unit"] == "x" and ratio["value"] == pytest.approx(
         big["value"] / small["value"], rel=0.1)
+
+
+async def test_the_group_commit_figures_are_per_write_and_leave_redis_clean(
+        redis_url: str) -> None:
+    prefix = "t" + uuid.uuid4().hex[:10]
+    rows = await bench_group_commit(redis_url, writes=5, flushes=20, prefix=prefix)
+    assert [r["figure"] for r in rows] == [
+        "group commit of 5: client CPU per write", "group commit of 5: Redis CPU per write",
+        "group commit of 5: wall time per write"]
+    assert all(r["unit"] == "us" and r["flushes"] == 20 for r in rows)
+    assert rows[0]["value"] > 0 and rows[2]["value"] > 0 and rows[1]["value"] >= 0
+    client = redis.Redis.from_url(redis_url)
+    assert list(client.scan_iter(f"{prefix}*")) == []
+    client.close()
