@@ -47,6 +47,10 @@ from snapshots.store import PARTITIONS, Write
 #: million events kept in all, as the single stream kept before partitions.
 EVENTS_PER_PARTITION = 4096
 
+#: Arguments of one group-commit script call, at most (a write larger than that goes alone):
+#: a flush of thousands of writes is cut into calls of about this size, sent in one pipeline.
+COMMIT_CALL_ARGS = 20_000
+
 #: URL schemes that ask `connect` for a Redis Cluster client.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -327,29 +331,35 @@ class RedisStore:
         """Per write: its new epoch, None if fenced out, or the exception that failed it
         alone (a value the codec cannot hold, a command Redis refused): the other writes of
         the batch are applied all the same. One script call for the batch on one Redis, one
-        per partition on a cluster (a call's keys share a hash slot), in one pipeline.
-        Raises when Redis cannot be reached."""
+        per partition on a cluster (a call's keys share a hash slot), each call cut at
+        `COMMIT_CALL_ARGS` arguments (a simulation's batch of thousands of carts), all in
+        one pipeline. Raises when Redis cannot be reached."""
         if not writes:
             return []
         out: list[int | None | Exception] = [None] * len(writes)
-        groups: dict[int, tuple[list[str], list[Any], list[int]]] = {}
+        calls: list[tuple[list[str], list[Any], list[int]]] = []
+        open_call: dict[int, int] = {}  # call group (partition on a cluster) -> its call
         for i, w in enumerate(writes):
             try:
                 args = self._args(w)
             except Exception as e:  # noqa: BLE001 - this write alone cannot be stored
                 out[i] = e
                 continue
-            keys, argv, sent = groups.setdefault(w.partition if self.cluster else 0,
-                                                 ([], [], []))
+            group = w.partition if self.cluster else 0
+            at = open_call.get(group)
+            if at is None or len(calls[at][1]) + len(args) > COMMIT_CALL_ARGS:
+                at = open_call[group] = len(calls)
+                calls.append(([], [], []))
+            keys, argv, sent = calls[at]
             keys += [self.actor_key(w.key, w.partition), self.deadlines_key(w.partition),
                      self.events_key(w.partition)]
             argv.append(len(args))
             argv += args
             sent.append(i)
-        calls = [(keys, argv) for keys, argv, _ in groups.values()]
         with tracing.span("redis.commit", writes=len(writes)):
-            results = await self._scripts(self._commit, calls, isolate=True) if calls else []
-        for (_, _, sent), res in zip(groups.values(), results, strict=True):
+            results = await self._scripts(self._commit, [(k, a) for k, a, _ in calls],
+                                          isolate=True) if calls else []
+        for (_, _, sent), res in zip(calls, results, strict=True):
             for i, x in zip(sent, res if isinstance(res, list) else [res] * len(sent),
                             strict=True):
                 out[i] = _commit_result(x)

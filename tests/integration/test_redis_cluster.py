@@ -57,6 +57,7 @@ from tests.integration.test_redis_partitions import (  # noqa: F401 - collected 
     test_a_commit_touches_only_keys_of_its_partition_in_one_hash_slot,
     test_a_fenced_write_is_refused_in_its_partition,
     test_a_group_commit_is_one_script_call_and_a_write_redis_refuses_fails_alone,
+    test_a_large_group_commit_is_cut_into_calls_of_bounded_size,
     test_a_script_cache_flushed_under_the_store_is_reloaded_and_nothing_runs_twice,
     test_an_interrupted_migration_finishes_without_duplicates_and_newer_state_wins,
     test_clear_deletes_every_key_of_the_prefix,

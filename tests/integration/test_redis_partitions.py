@@ -12,6 +12,7 @@ import pytest
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from snapshots import redis_store as redis_store_module
 from snapshots.codec import encode
 from snapshots.redis_store import RedisStore, connect
 from snapshots.store import NEW_EPOCH, PARTITIONS, Write
@@ -143,6 +144,31 @@ async def test_a_group_commit_is_one_script_call_and_a_write_redis_refuses_fails
     for i, w in enumerate(good):
         assert await s.activate(w.key, w.partition) == (2, {"meta": {"v": i}})
     assert sorted(e["n"] for e in await s.events()) == list(range(5))
+
+
+async def test_a_large_group_commit_is_cut_into_calls_of_bounded_size(
+        redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = redis_store
+    await s.commit([_write(f"cart:warm_{i}") for i in range(64)])  # scripts loaded everywhere
+    monkeypatch.setattr(redis_store_module, "COMMIT_CALL_ARGS", 60)
+    calls: list[list[int]] = []
+    send = s._evalsha_pipeline
+
+    async def counted(script: Any, batch: list[Any]) -> list[Any]:
+        calls.append([len(args) for _, args in batch])
+        return await send(script, batch)
+
+    s._evalsha_pipeline = counted  # type: ignore[method-assign]
+    writes = [_write(f"cart:big_{i}", hset={f"l:{j}": {"q": j} for j in range(i + 1)})
+              for i in range(12)]
+    big = _write("cart:huge", hset={f"l:{j}": {"q": j} for j in range(40)})  # alone: > 60
+    assert await s.commit([*writes, big]) == [1] * 13
+    assert len(calls) == 1  # one pipeline
+    if not s.cluster:
+        assert len(calls[0]) > 2 and sum(1 for n in calls[0] if n > 60) == 1
+    for i, w in enumerate(writes):
+        assert await s.activate(w.key, w.partition) == (
+            2, {f"l:{j}": {"q": j} for j in range(i + 1)})
 
 
 async def test_a_fenced_write_is_refused_in_its_partition(redis_store: RedisStore) -> None:
