@@ -329,8 +329,8 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
                              customer_groups=tuple(sorted(groups or [])))
             self.mark("meta")
             self.emit(event(CART_CREATED, now, cart_id=self.key, owner=owner, currency=cur))
-        elif self.cart.owner != owner:
-            self._own(owner)  # raises: another shopper's cart is not there for this one
+        else:
+            self._own(owner)  # another shopper's cart is a 404 for this one
         return {"cart": self._view(), "created": created}
 
     async def view(self, caller: str, groups: list[str] | None = None,

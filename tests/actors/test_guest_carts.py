@@ -13,7 +13,7 @@ import pytest
 from actors.clock import ManualClock
 from actors.service import CartService
 from actors.user import first_cart_id
-from engine.errors import Conflict, ValidationFailed
+from engine.errors import Conflict, NotFound, ValidationFailed
 from snapshots.memory_store import MemoryStore
 from tests.actors.harness import Harness, product
 
@@ -107,3 +107,12 @@ async def test_a_user_merges_a_guests_first_cart(svc: CartService) -> None:
     # The guest's first cart is spent: its next cart is a new one.
     nxt = await svc.active_cart(guest)
     assert nxt["created"] is True and nxt["cart"]["cart_id"] != out["cart"]["cart_id"]
+
+
+async def test_opening_a_cart_as_another_shopper_finds_nothing(svc: CartService) -> None:
+    guest, out = await svc.open_guest_cart(new_guest)
+    with pytest.raises(NotFound) as e:
+        await svc.call("cart", out["cart"]["cart_id"], "open", {"owner": new_guest()})
+    assert e.value.code == "cart_not_found"
+    again = await svc.call("cart", out["cart"]["cart_id"], "open", {"owner": guest})
+    assert again["created"] is False and again["cart"]["owner"] == guest
