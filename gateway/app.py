@@ -17,6 +17,7 @@ from actors.service import CartService
 from gateway import cart_events, errors
 from gateway.bootstrap import start_runtime, stop_runtime
 from gateway.deps import BODY_SCHEMAS
+from gateway.hot_lane import HotLane
 from gateway.logging_setup import AccessLogMiddleware
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
@@ -44,8 +45,25 @@ NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "log
                                         "operation_spans": False}
 
 
+class CartApp(FastAPI):
+    """The FastAPI app, with its cart and checkout routes served by a `HotLane` when it has
+    one (``lane``, set by `create_app`); every other request, and every request without a
+    lane, goes through the app's whole stack."""
+
+    lane: HotLane | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        lane = self.lane
+        if lane is not None and scope["type"] == "http":
+            found = lane.match(scope)
+            if found is not None:
+                await lane.serve(*found, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: GatewaySettings | None = None,
-               service: CartService | None = None) -> FastAPI:
+               service: CartService | None = None) -> CartApp:
     """The app. With ``service`` (an embedded engine) the lifespan builds nothing itself."""
     settings = settings or GatewaySettings()
 
@@ -72,7 +90,7 @@ def create_app(settings: GatewaySettings | None = None,
             await stop_runtime(rt)
             print("cart-engine: stopped cleanly (writes drained, hosts stopped)", flush=True)
 
-    app = FastAPI(title="Cart engine", version="1.0",
+    app = CartApp(title="Cart engine", version="1.0",
                   description="Carts, pricing, stock reservations and idempotent checkout. "
                               "Money is integer minor units (ISO 4217).",
                   lifespan=lifespan, redirect_slashes=False,  # no redirect built from Host
@@ -107,6 +125,8 @@ def create_app(settings: GatewaySettings | None = None,
     if settings.trusted_proxies:  # outermost: the client address every layer sees
         app.add_middleware(ProxyHeadersMiddleware,
                            trusted_hosts=[str(net) for net in settings.trusted_proxies])
+    if not settings.rate_limit and not settings.trusted_proxies:  # layers it lacks
+        app.lane = HotLane(app, app.state.metrics, settings.max_body_bytes)
     _document_hot_route_bodies(app)
     return app
 

@@ -122,6 +122,17 @@ def valid_request_id(value: str | None) -> str | None:
     return None
 
 
+def request_id(scope: dict[str, Any]) -> str:
+    """The request's id: its valid ``X-Request-ID`` (`valid_request_id`), else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            rid = valid_request_id(value.decode("latin-1"))
+            if rid is not None:
+                return rid
+            break
+    return next(_request_ids)
+
+
 class AccessLogMiddleware:
     """Pure ASGI: binds ``request_id`` for the request's lifetime, echoes it in
     ``X-Request-ID`` and logs one line per request (module docstring)."""
@@ -144,13 +155,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        rid = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                rid = valid_request_id(value.decode("latin-1"))
-                break
-        if rid is None:
-            rid = next(_request_ids)
+        rid = request_id(scope)
         echo = (b"x-request-id", rid.encode())
         status = 500
         tokens = bind_contextvars(request_id=rid)
@@ -165,12 +170,13 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, _send)
         finally:
-            if self.log is not None:
-                self._line(scope, status, start)
+            self.line(scope, status, start)
             reset_contextvars(**tokens)
 
-    def _line(self, scope: dict[str, Any], status: int, start: float) -> None:
-        assert self.log is not None
+    def line(self, scope: dict[str, Any], status: int, start: float) -> None:
+        """Log the request's line (when INFO is on); ``start``: its `time.perf_counter`."""
+        if self.log is None:
+            return
         route = scope.get("route")
         self.log.info("request", method=scope["method"],
                       route=getattr(route, "path", "unmatched"), status=status,

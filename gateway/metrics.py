@@ -42,6 +42,40 @@ class Metrics:
 
         self.engine = EngineCollector()
         self.registry.register(self.engine)
+        #: (method, route, status) -> its request counter and latency histogram: the label
+        #: sets a process sees are few (routes x methods x statuses), and ``labels()`` on
+        #: every request costs a lock and a lookup.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def answered(self, scope: dict[str, Any], status: int, start: float) -> None:
+        """Count an HTTP request answered ``status`` and time it from ``start`` (its
+        `time.perf_counter`), by method and route template (``unmatched`` without a route);
+        a 201 of checkout or cart creation counts as a paid checkout or a cart created."""
+        path = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"]
+        children = self._children.get((method, path, status))
+        if children is None:
+            children = self._children[method, path, status] = (
+                self.requests.labels(method, path, str(status)),
+                self.latency.labels(method, path))
+        children[0].inc()
+        if status == 201:
+            if path == _CHECKOUT:
+                self.checkouts.labels("paid").inc()
+            elif path == "/v1/carts":
+                self.carts_created.inc()
+        children[1].observe(time.perf_counter() - start)
+
+    def refused(self, scope: dict[str, Any], body: bytes) -> None:
+        """Count a refusal (status 400 and up) of a cart or checkout request by the error
+        code of its API.md error ``body``: checkouts by outcome, stock refusals by route."""
+        path = getattr(scope.get("route"), "path", None)
+        if path in _STOCK_ROUTES:
+            code = _error_code(body)
+            if path == _CHECKOUT:
+                self.checkouts.labels(code).inc()
+            if code == "out_of_stock":
+                self.stock_refused.labels(path).inc()
 
     async def refresh(self, placement: Any) -> None:
         """Read the engine's figures (hosts, routers) for the next `render`."""
@@ -228,10 +262,6 @@ class MetricsMiddleware:
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        #: (method, route, status) -> its request counter and latency histogram: the label
-        #: sets a process sees are few (routes x methods x statuses), and ``labels()`` on
-        #: every request costs a lock and a lookup.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -245,30 +275,10 @@ class MetricsMiddleware:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             elif status[0] >= 400 and message["type"] == "http.response.body":
-                path = getattr(scope.get("route"), "path", None)
-                if path in _STOCK_ROUTES:
-                    code = _error_code(message.get("body", b""))
-                    if path == _CHECKOUT:
-                        metrics.checkouts.labels(code).inc()
-                    if code == "out_of_stock":
-                        metrics.stock_refused.labels(path).inc()
+                metrics.refused(scope, message.get("body", b""))
             await send(message)
 
         try:
             await self.app(scope, receive, _send)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            children = self._children.get((method, path, status[0]))
-            if children is None:
-                children = self._children[method, path, status[0]] = (
-                    self.metrics.requests.labels(method, path, str(status[0])),
-                    self.metrics.latency.labels(method, path))
-            children[0].inc()
-            if status[0] == 201:
-                if path == _CHECKOUT:
-                    metrics.checkouts.labels("paid").inc()
-                elif path == "/v1/carts":
-                    metrics.carts_created.inc()
-            children[1].observe(time.perf_counter() - start)
+            metrics.answered(scope, status[0], start)

@@ -40,20 +40,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length, ctype, chunked = None, b"", False
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit():
-                length = int(value)
-            elif name == b"content-type":
-                ctype = value.lower()
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
-        if length is not None and length > self.max_bytes:
-            await self._refuse(send)
-            return
-        if (length or chunked) and not is_json_media_type(ctype):
-            await error_body(send, 415, "unsupported_media_type",
-                         "send the request body as JSON with 'Content-Type: application/json'")
+        length, ctype, chunked = framing(scope)
+        refused = body_refusal(length, ctype, chunked, self.max_bytes)
+        if refused is not None:
+            await error_body(send, *refused)
             return
         if length is None and chunked:
             body, more = b"", True
@@ -64,16 +54,43 @@ class BodyLimitMiddleware:
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
                 if len(body) > self.max_bytes:
-                    await self._refuse(send)
+                    await error_body(send, *_too_large(self.max_bytes))
                     return
             await self.app(scope, replay(receive, body), send)
             return
         await self.app(scope, receive, send)
 
-    async def _refuse(self, send: Any) -> None:
-        await error_body(send, 413, "payload_too_large",
-                     f"request bodies are at most {self.max_bytes} bytes",
-                     [{"limit": self.max_bytes}])
+
+def framing(scope: dict[str, Any]) -> tuple[int | None, bytes, bool]:
+    """A request's body framing from its headers: Content-Length (None when absent or not
+    digits), Content-Type (lower case, ``b""`` when absent), and whether it is chunked."""
+    length, ctype, chunked = None, b"", False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length" and value.isdigit():
+            length = int(value)
+        elif name == b"content-type":
+            ctype = value.lower()
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    return length, ctype, chunked
+
+
+def body_refusal(length: int | None, ctype: bytes, chunked: bool,
+                 max_bytes: int) -> tuple[int, str, str, list[dict[str, Any]]] | None:
+    """The `error_body` arguments refusing a request by its `framing`: 413 for a declared
+    length over ``max_bytes``, 415 for a body that is not JSON (`is_json_media_type`); None
+    when it may go on (a chunked body is then still to be counted as it is read)."""
+    if length is not None and length > max_bytes:
+        return _too_large(max_bytes)
+    if (length or chunked) and not is_json_media_type(ctype):
+        return (415, "unsupported_media_type",
+                "send the request body as JSON with 'Content-Type: application/json'", [])
+    return None
+
+
+def _too_large(max_bytes: int) -> tuple[int, str, str, list[dict[str, Any]]]:
+    return (413, "payload_too_large", f"request bodies are at most {max_bytes} bytes",
+            [{"limit": max_bytes}])
 
 
 def replay(receive: Any, body: bytes) -> Any:
@@ -127,16 +144,27 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        no_store = not scope["path"].startswith(_CACHEABLE) or any(
-            name == b"authorization" for name, _ in scope["headers"])
+        no_store = no_store_for(scope)
 
         async def _send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                headers.append(NOSNIFF)
-                if no_store and not any(name.lower() == b"cache-control" for name, _ in headers):
-                    headers.append(NO_STORE)
-                message = {**message, "headers": headers}
+                message = {**message,
+                           "headers": secured(list(message.get("headers", ())), no_store)}
             await send(message)
 
         await self.app(scope, receive, _send)
+
+
+def no_store_for(scope: dict[str, Any]) -> bool:
+    """Whether the answer to this request gets ``Cache-Control: no-store`` (unless its route
+    set its own): everything but a credential-less read of `_CACHEABLE` paths."""
+    return not scope["path"].startswith(_CACHEABLE) or any(
+        name == b"authorization" for name, _ in scope["headers"])
+
+
+def secured(headers: list[tuple[bytes, bytes]], no_store: bool) -> list[tuple[bytes, bytes]]:
+    """``headers`` (a response's, a new list) with `SecurityHeadersMiddleware`'s added."""
+    headers.append(NOSNIFF)
+    if no_store and not any(name.lower() == b"cache-control" for name, _ in headers):
+        headers.append(NO_STORE)
+    return headers
