@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 log_level=settings.log_level, lifespan="on", access_log=False, log_config=None,
                 # X-Forwarded-For only from --trusted-proxies (the app's own middleware);
                 # uvicorn's default would trust it from 127.0.0.1.
-                proxy_headers=False,
+                proxy_headers=False, server_header=False,  # as `ingress.uvicorn_config`
                 timeout_graceful_shutdown=10, timeout_keep_alive=settings.keep_alive,
                 http=CoalescingHttpProtocol)
     return 0

@@ -232,8 +232,8 @@ async def read_call(request: Request, *ids: str) -> Call:
     Raises AuthError (401) for a bad token, ValidationFailed (422) for a bad
     Idempotency-Key or If-Match, RequestValidationError (422) for a bad path id.
     """
-    headers = request.headers
-    caller = _bearer(request, headers.get("authorization"))
+    headers = _call_headers(request.scope)
+    caller = _bearer(request, headers.get(b"authorization"))
     params = request.path_params
     values = tuple(params[name] for name in ids)
     bad = [{"type": "string_pattern_mismatch", "loc": ("path", name),
@@ -246,8 +246,22 @@ async def read_call(request: Request, *ids: str) -> Call:
     body = await request.body()
     state = request.app.state
     return Call(state.service, state.settings, caller,
-                _idempotency(request, headers.get("idempotency-key"), body),
-                _version(headers.get("if-match")), values, body)
+                _idempotency(request, headers.get(b"idempotency-key"), body),
+                _version(headers.get(b"if-match")), values, body)
+
+
+#: The request headers `read_call` reads.
+_CALL_HEADERS = frozenset({b"authorization", b"idempotency-key", b"if-match"})
+
+
+def _call_headers(scope: dict[str, Any]) -> dict[bytes, str]:
+    """The first value of each of `_CALL_HEADERS` the request has (as ``request.headers``
+    gives it: latin-1), read in one pass over the ASGI headers (lower-case names)."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _CALL_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def _located(where: str, errors: list[Any]) -> list[dict[str, Any]]:

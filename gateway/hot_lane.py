@@ -22,9 +22,10 @@ with the same code where the work is ours (`gateway.middleware`, `gateway.metric
 
 Everything else, and every request when the app has layers the lane does not reproduce (a
 rate limit, proxy headers, tracing, a middleware added after `gateway.app.create_app`, a
-``root_path``), goes through the whole stack. Which route a path reaches is the one
-Starlette's router would pick: a lean route is in the lane only when no route before it in
-the app's route list could take the same requests (`_shape`, `_overlaps`).
+``root_path``, FastAPI's own body limit), goes through the whole stack. Which route a path
+reaches is the one Starlette's router would pick: a lean route is in the lane only when no
+route before it in the app's route list could take the same requests (`_shape`,
+`_overlaps`).
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ class HotLane:
         if len(current) != len(self.middleware) or any(
                 a is not b for a, b in zip(current, self.middleware, strict=True)) \
                 or "build_middleware_stack" in vars(self.app) \
-                or self.app.root_path or _native_telemetry(self.app):
+                or self.app.root_path or _native_telemetry(self.app) \
+                or getattr(self.app, "max_body_size", None) is not None:
             return table  # a layer the lane lacks (OpenTelemetry wraps the stack builder)
         for key, handler in self.app.exception_handlers.items():
             if key in (500, Exception):

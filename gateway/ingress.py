@@ -82,7 +82,9 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
 def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:
     """uvicorn's configuration for an ingress: the keep-alive outlasts clients' idle expiry
     (`GatewaySettings.keep_alive`), no access log, no proxy headers but from trusted
-    proxies, a graceful shutdown of 10 s, one ``send`` per response (`gateway.http_protocol`)."""
+    proxies, no ``Server`` header (it names the software to whoever asks, and costs every
+    response a header), a graceful shutdown of 10 s, one ``send`` per response
+    (`gateway.http_protocol`)."""
     import uvicorn
 
     from gateway.http_protocol import CoalescingHttpProtocol
@@ -91,7 +93,7 @@ def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:
                           timeout_keep_alive=int(settings.keep_alive),
                           # X-Forwarded-For only from --trusted-proxies (the app's own
                           # middleware); uvicorn's default would trust it from 127.0.0.1.
-                          proxy_headers=False,
+                          proxy_headers=False, server_header=False,
                           timeout_graceful_shutdown=10, http=CoalescingHttpProtocol, ws="none")
 
 

@@ -41,6 +41,20 @@ def operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
+class CartResponse(JSONResponse):
+    """A cart answer with its ``ETag`` (the cart version, for If-Match, RFC 7232): the
+    headers Starlette's ``init_headers`` would give it (ETag, Content-Length, Content-Type),
+    built directly, since every cart request answers one."""
+
+    def __init__(self, view: dict[str, Any], status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body = orjson.dumps(view)
+        self.raw_headers = [(b"etag", etag(view["version"]).encode()),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"content-type", b"application/json")]
+
+
 def cart_response(view: dict[str, Any], status: int = 200) -> JSONResponse:
-    """A cart answer with its ``ETag`` (the cart version, for If-Match)."""
-    return JSONResponse(view, status_code=status, headers={"ETag": etag(view["version"])})
+    """A cart answer with its ``ETag`` (`CartResponse`)."""
+    return CartResponse(view, status)

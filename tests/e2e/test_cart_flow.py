@@ -55,6 +55,7 @@ def test_a_guest_shops_applies_a_code_and_checks_out(server: Server) -> None:
         assert order["status"] == "paid" and order["totals"]["total"]["amount"] == 7200
         got = c.get(f"/v1/orders/{order['order_id']}", headers=h)
         assert got.status_code == 200 and got.json()["status"] == "paid"
+        assert "server" not in got.headers and "date" in got.headers  # no software banner
         assert c.get(f"/v1/carts/{cid}", headers=h).json()["status"] == "checked_out"
         # One active cart per shopper: the next one is new.
         again = c.post("/v1/carts", headers=h)

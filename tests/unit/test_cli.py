@@ -44,7 +44,9 @@ def test_serve_runs_an_ingress_on_every_host_by_default_with_the_same_keep_alive
     assert main(["serve", "--keep-alive", "90", "--port", "0"]) == 0
     settings = seen["settings"]
     assert settings.placement == "ray" and settings.ingress == "hosts"
-    assert uvicorn_config(settings, "app").timeout_keep_alive == 90
+    config = uvicorn_config(settings, "app")
+    assert config.timeout_keep_alive == 90
+    assert not config.server_header and config.date_header  # RFC 9110 6.6.1 wants Date
 
 
 def test_a_secret_shorter_than_the_hash_is_refused_and_the_dev_secret_is_warned_about(

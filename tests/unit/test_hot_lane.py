@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -19,9 +20,10 @@ from fastapi.responses import JSONResponse
 from actors.service import CartService
 from gateway.app import CartApp, create_app
 from gateway.auth import issue_token
-from gateway.deps import LeanRoute
+from gateway.deps import LeanRoute, _call_headers
 from gateway.hot_lane import HotLane, _overlaps
 from gateway.metrics import Metrics
+from gateway.routes._respond import CartResponse
 from gateway.settings import GatewaySettings
 
 SECRET = "hot-lane-suite-secret-0123456789abcdef"
@@ -283,3 +285,21 @@ async def test_a_route_listed_before_a_lean_route_keeps_its_requests() -> None:
     assert not _overlaps(("", "a", None), ("", "b", None))
     assert not _overlaps(("", "a"), ("", "a", None))
     assert _overlaps(("", "a"), None)
+
+
+def test_a_cart_response_is_what_starlette_would_build() -> None:
+    view = {"version": 7, "cart_id": "c_1", "lines": []}
+    fast = CartResponse(view, 201)
+    slow = JSONResponse(view, status_code=201, headers={"ETag": '"7"'})
+    assert (fast.status_code, fast.body, fast.raw_headers, fast.media_type) == (
+        slow.status_code, orjson.dumps(view), slow.raw_headers, slow.media_type)
+
+
+def test_hot_routes_read_the_first_of_repeated_headers_as_starlette_does() -> None:
+    raw = [(b"authorization", b"Bearer a"), (b"if-match", b'"3"'), (b"authorization", b"b"),
+           (b"x-other", b"1"), (b"idempotency-key", b"k\xe9")]
+    scope = {"type": "http", "headers": raw}
+    starlette = Request(scope).headers
+    assert _call_headers(scope) == {
+        name.encode(): starlette[name] for name in ("authorization", "if-match",
+                                                   "idempotency-key")}
