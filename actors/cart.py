@@ -12,6 +12,8 @@ import asyncio
 import math
 from typing import Any
 
+import orjson
+
 from actors.cart_keys import customer_of, limit_key, reservation_id_for
 from actors.cart_merge import GuestMerge
 from actors.checkout_saga import CheckoutSaga
@@ -19,7 +21,7 @@ from actors.order import ADMIN
 from actors.runtime import Actor, err
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient, availability_reads, shards_of
-from actors.views import LineViews, cart_view
+from actors.views import CartView, LineViews, cart_view
 from engine.analytics import compact_lines
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
@@ -63,7 +65,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         #: The static part of each line's view, between turns (`actors.views.cart_view`).
         self._line_views: LineViews = {}
         #: The last default view: what it was rendered from, until when it holds, the view.
-        self._view_memo: tuple[tuple[Any, ...], float, dict[str, Any]] | None = None
+        self._view_memo: tuple[tuple[Any, ...], float, dict[str, Any], bytes] | None = None
         #: Today's unit prices of the lines' variants (`_current_prices`), with the reference
         #: data version and currency they were read for.
         self._prices: tuple[int, str, dict[str, int | None]] | None = None
@@ -216,6 +218,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         "Not changed": the same version (every change of lines, quantities, codes, status and
         times bumps it: `engine.cart.Cart.touch`), membership tiers and reference data, and
         per line the same price and hold (checkout's re-pricing and holds move those alone).
+        The view is a `CartView`, rendered to JSON here, once per change.
         """
         cart = self.cart
         assert cart is not None
@@ -225,10 +228,11 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
                  tuple([(ln.unit_price, ln.hold_until) for ln in cart.lines.values()]))
         memo = self._view_memo
         if memo is not None and memo[0] == stamp and now < memo[1]:
-            return dict(memo[2])
+            return CartView(memo[2], memo[3])
         view = cart_view(cart, self._price(), now, self._line_views)
-        self._view_memo = (stamp, self._view_horizon(now), view)
-        return dict(view)
+        json = orjson.dumps(view)  # now, while the view is in the CPU's caches (`CartView`)
+        self._view_memo = (stamp, self._view_horizon(now), view, json)
+        return CartView(view, json)
 
     def _view_horizon(self, now: float) -> float:
         """The first instant after ``now`` at which time alone changes the view: a hold

@@ -35,6 +35,64 @@ def _line_view(ln: LineItem, pl: PricedLine, cur: str, held: bool) -> dict[str, 
     }
 
 
+class CartView(dict):  # type: ignore[type-arg]
+    """A cart view (a plain ``dict`` to every reader) carrying its JSON rendering, ``json``:
+    UTF-8 bytes of exactly this dict as orjson renders it, or None.
+
+    A cart actor renders the view in its turn, while the view's objects are still in the CPU's
+    caches: rendered later, after the turn's write is committed and other requests have run,
+    the same rendering measured 20 us of CPU against 4 us (in a host under the churn
+    benchmark, 2026-11-30), and a view of an unchanged cart is not rendered again at all.
+    Any change through the dict's own methods drops ``json`` (its nested values are shared
+    with the actor's memo and are read-only, as `cart_view` says); ``dict(view)`` is a plain
+    copy without it.
+    """
+
+    __slots__ = ("json",)
+
+    def __init__(self, view: dict[str, Any], json: bytes | None) -> None:
+        super().__init__(view)
+        self.json = json
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.json = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.json = None
+        super().__delitem__(key)
+
+    def __ior__(self, other: Any) -> CartView:
+        self.json = None
+        super().__ior__(other)
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.json = None
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self.json = None
+        return super().setdefault(key, default)
+
+    def pop(self, *args: Any) -> Any:
+        self.json = None
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[Any, Any]:
+        self.json = None
+        return super().popitem()
+
+    def clear(self) -> None:
+        self.json = None
+        super().clear()
+
+
+def rendered(view: Any) -> bytes | None:
+    """The JSON rendering a `CartView` carries (None for any other value, or once changed)."""
+    return getattr(view, "json", None) if type(view) is CartView else None
+
+
 def cart_view(cart: Cart, priced: PricedCart, now: float,
               cache: LineViews | None = None) -> dict[str, Any]:
     """The API.md Cart: ids, status, version, times (RFC 3339), lines, discounts, totals.

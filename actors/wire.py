@@ -32,6 +32,7 @@ from typing import Any
 
 import msgpack
 
+from actors.views import CartView
 from engine.cart import LineItem
 from engine.catalog import Product
 from engine.checkout import Order
@@ -63,6 +64,8 @@ def _default(obj: Any) -> msgpack.ExtType:
                                obj.to_bytes(obj.bit_length() // 8 + 1, "big", signed=True))
     if t in ENGINE_TYPES:
         return msgpack.ExtType(EXT_ENGINE, codec.encode(obj))
+    if t is CartView:  # travels as the plain dict it is (its rendering stays behind)
+        return dict(obj)
     raise TypeError(f"a {t.__module__}.{t.__qualname__} cannot travel on the host channel")
 
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse as _StarletteJSON
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from actors.views import rendered
 from gateway.deps import etag
 from gateway.schemas import ErrorPublic
 
@@ -44,12 +45,13 @@ def operation_id(route: APIRoute) -> str:
 class CartResponse(JSONResponse):
     """A cart answer with its ``ETag`` (the cart version, for If-Match, RFC 7232): the
     headers Starlette's ``init_headers`` would give it (ETag, Content-Length, Content-Type),
-    built directly, since every cart request answers one."""
+    built directly, since every cart request answers one; the body is the rendering the
+    cart actor made in its turn when the view carries one (`actors.views.CartView`)."""
 
     def __init__(self, view: dict[str, Any], status_code: int = 200) -> None:
         self.status_code = status_code
         self.background = None
-        self.body = body = orjson.dumps(view)
+        self.body = body = rendered(view) or orjson.dumps(view)
         self.raw_headers = [(b"etag", etag(view["version"]).encode()),
                             (b"content-length", str(len(body)).encode()),
                             (b"content-type", b"application/json")]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
-from actors.views import LineViews, cart_view
+import orjson
+
+from actors import wire
+from actors.service import CartService
+from actors.views import CartView, LineViews, cart_view, rendered
 from engine.pricing import PricingContext, price_cart
 from engine.promotions import promotion_from_dict
+from gateway.routes._respond import CartResponse
+from snapshots import codec
 from tests.unit.builders import make_cart, make_line
 
 NOW = 1_795_000_000.0
@@ -74,3 +81,35 @@ def test_a_cached_view_follows_the_pricing_and_the_hold_of_an_unchanged_line() -
     assert cached == fresh and cached["lines"][1]["held"] is True
     cached, fresh = views(now=NOW + 61)
     assert cached == fresh and cached["lines"][1]["held"] is False
+
+
+async def test_a_cart_actor_answers_its_view_rendered_and_a_change_drops_the_rendering() -> None:
+    service = await CartService.in_process()
+    try:
+        await service.put_product("tee", {"name": "Tee", "price": {"amount": 1999,
+                                                                   "currency": "USD"},
+                                            "stock": 10})
+        cart_id = (await service.active_cart("u1"))["cart"]["cart_id"]
+        view = await service.add_item("u1", cart_id, product_id="tee", quantity=2)
+        again = await service.get_cart("u1", cart_id)  # unchanged: the same rendering
+        assert type(view) is CartView and rendered(view) == orjson.dumps(dict(view))
+        assert again == view and rendered(again) is rendered(view)
+        for change in (lambda v: v.__setitem__("token", "t"), lambda v: v.pop("hints"),
+                       lambda v: v.update(x=1), lambda v: v.setdefault("y", 2),
+                       lambda v: v.__delitem__("codes"), lambda v: v.clear(),
+                       lambda v: v.popitem(), lambda v: v.__ior__({"z": 3})):
+            changed = CartView(view, view.json)
+            change(changed)
+            assert rendered(changed) is None
+        assert rendered(dict(view)) is None
+        marker = CartView(view, b'{"rendered":"in the turn"}')
+        assert CartResponse(marker).body == b'{"rendered":"in the turn"}'
+        assert CartResponse(dict(view)).body == orjson.dumps(dict(view))
+        # it travels and is stored as the plain dict it is; a pickle keeps the rendering
+        assert wire.unpack(wire.pack([["ok", view]])) == [["ok", dict(view)]]
+        assert codec.decode(codec.encode(["fp", ["ok", view], 1.0])) == ["fp", ["ok", dict(view)],
+                                                                       1.0]
+        copy = pickle.loads(pickle.dumps(view))
+        assert type(copy) is CartView and copy == view and rendered(copy) == view.json
+    finally:
+        await service.close()
