@@ -65,7 +65,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         #: The static part of each line's view, between turns (`actors.views.cart_view`).
         self._line_views: LineViews = {}
         #: The last default view: what it was rendered from, until when it holds, the view.
-        self._view_memo: tuple[tuple[Any, ...], float, dict[str, Any], bytes] | None = None
+        self._view_memo: tuple[tuple[Any, ...], float, dict[str, Any], bytes | None] | None = None
         #: Today's unit prices of the lines' variants (`_current_prices`), with the reference
         #: data version and currency they were read for.
         self._prices: tuple[int, str, dict[str, int | None]] | None = None
@@ -218,7 +218,8 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         "Not changed": the same version (every change of lines, quantities, codes, status and
         times bumps it: `engine.cart.Cart.touch`), membership tiers and reference data, and
         per line the same price and hold (checkout's re-pricing and holds move those alone).
-        The view is a `CartView`, rendered to JSON here, once per change.
+        Where an HTTP app answers (`Host.renders_json`), the view is a `CartView`, rendered to
+        JSON here, once per change.
         """
         cart = self.cart
         assert cart is not None
@@ -227,12 +228,12 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         stamp = (cart.version, cart.customer_groups, ref.version,
                  tuple([(ln.unit_price, ln.hold_until) for ln in cart.lines.values()]))
         memo = self._view_memo
-        if memo is not None and memo[0] == stamp and now < memo[1]:
-            return CartView(memo[2], memo[3])
-        view = cart_view(cart, self._price(), now, self._line_views)
-        json = orjson.dumps(view)  # now, while the view is in the CPU's caches (`CartView`)
-        self._view_memo = (stamp, self._view_horizon(now), view, json)
-        return CartView(view, json)
+        if memo is None or memo[0] != stamp or now >= memo[1]:
+            view = cart_view(cart, self._price(), now, self._line_views)
+            # now, while the view is in the CPU's caches (`CartView`), for an HTTP app
+            json = orjson.dumps(view) if self.ctx.host.renders_json else None
+            memo = self._view_memo = (stamp, self._view_horizon(now), view, json)
+        return dict(memo[2]) if memo[3] is None else CartView(memo[2], memo[3])
 
     def _view_horizon(self, now: float) -> float:
         """The first instant after ``now`` at which time alone changes the view: a hold

@@ -97,6 +97,10 @@ class LocalPlacement:
         for h in self.hosts:
             h.route = self.send
 
+    def local_hosts(self) -> list[Host]:
+        """The hosts in this process: all of them."""
+        return list(self.hosts)
+
     async def start(self) -> None:
         """Load reference data from the store and start the deadline sweepers."""
         for kind in ("product", "promotion"):

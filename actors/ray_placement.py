@@ -83,6 +83,10 @@ class HostPlacement:
         #: Messages go straight to the router (one coroutine less per request).
         self.send: Callable[[Message], Awaitable[Reply]] = router.send
 
+    def local_hosts(self) -> list[Host]:
+        """The hosts in this process: this one."""
+        return [self.host]
+
     def owner_of(self, kind: str, key: str) -> str | None:
         """The host id that owns actor ``(kind, key)`` as this process last read the
         directory ("" or None: none now)."""

@@ -465,6 +465,10 @@ class Host:
         self._quiet: dict[int, asyncio.Event] = {}
         self.committer = _Committer(store)
         self.ctx = ActorContext(self)
+        #: Whether cart actors render their views to JSON in the turn (`actors.views.CartView`):
+        #: on where an HTTP app answers from this host (`CartService.serve_http`), off for an
+        #: embedded engine, which reads the dicts and never sends the bytes.
+        self.renders_json = False
         self.sweep_interval = sweep_interval
         self._sweeper: Any = None
         self.turns = 0

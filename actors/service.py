@@ -90,6 +90,15 @@ class CartService:
         local_key = getattr(self.placement, "local_key", None)
         return make() if local_key is None else local_key(kind, make, via=via)
 
+    def serve_http(self) -> None:
+        """An HTTP app answers from this service: the hosts in this process render each cart
+        view to JSON in its turn, for the app to send as it is (`actors.views.CartView`).
+        Hosts in other processes (behind a Ray gateway) are left as they are: their views
+        travel as plain dicts."""
+        local_hosts = getattr(self.placement, "local_hosts", None)
+        for host in local_hosts() if local_hosts is not None else ():
+            host.renders_json = True
+
     @staticmethod
     def _scoped(caller: str, request_id: str | None) -> str | None:
         """Idempotency keys are per caller: another caller's key never answers for this one

@@ -66,6 +66,8 @@ def create_app(settings: GatewaySettings | None = None,
                service: CartService | None = None) -> CartApp:
     """The app. With ``service`` (an embedded engine) the lifespan builds nothing itself."""
     settings = settings or GatewaySettings()
+    if service is not None:
+        service.serve_http()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +80,7 @@ def create_app(settings: GatewaySettings | None = None,
             return
         rt = await start_runtime(settings)
         app.state.service = rt.service
+        rt.service.serve_http()
         app.state.runtime = rt
         tune_gc()
         where = f"redis: {redacted(rt.redis_url)}" + (" (bundled)" if rt.bundled else "")

@@ -12,7 +12,9 @@ from actors.service import CartService
 from actors.views import CartView, LineViews, cart_view, rendered
 from engine.pricing import PricingContext, price_cart
 from engine.promotions import promotion_from_dict
+from gateway.app import create_app
 from gateway.routes._respond import CartResponse
+from gateway.settings import GatewaySettings
 from snapshots import codec
 from tests.unit.builders import make_cart, make_line
 
@@ -90,7 +92,10 @@ async def test_a_cart_actor_answers_its_view_rendered_and_a_change_drops_the_ren
                                                                    "currency": "USD"},
                                             "stock": 10})
         cart_id = (await service.active_cart("u1"))["cart"]["cart_id"]
-        view = await service.add_item("u1", cart_id, product_id="tee", quantity=2)
+        embedded = await service.add_item("u1", cart_id, product_id="tee", quantity=1)
+        assert type(embedded) is dict  # no HTTP app: nothing rendered for nobody
+        create_app(GatewaySettings(auth_secret="s" * 32), service)  # an app answers now
+        view = await service.add_item("u1", cart_id, product_id="tee", quantity=1)
         again = await service.get_cart("u1", cart_id)  # unchanged: the same rendering
         assert type(view) is CartView and rendered(view) == orjson.dumps(dict(view))
         assert again == view and rendered(again) is rendered(view)
