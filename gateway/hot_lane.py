@@ -35,6 +35,7 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Request
+from starlette._exception_handler import _lookup_exception_handler
 from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import StringConvertor
@@ -45,7 +46,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 from gateway.deps import LeanRoute
 from gateway.logging_setup import AccessLogMiddleware, request_id
 from gateway.metrics import Metrics
-from gateway.middleware import body_refusal, error_body, framing, no_store_for, secured
+from gateway.middleware import Framing, body_refusal, error_body, framing, no_store_for, secured
 
 #: A route's path as segments: a literal string, or None for a ``{name}`` parameter.
 Shape = tuple[str | None, ...]
@@ -72,10 +73,10 @@ class HotLane:
         self._by_status: dict[int, Any] = {}
         self._server_error: Any = None
 
-    def match(self, scope: dict[str, Any]) -> tuple[LeanRoute, dict[str, str]] | None:
-        """The lean route an HTTP request goes to and its path parameters, or None for a
-        request the lane does not take (another route, a chunked body, a ``root_path``;
-        every request once the app's middleware changed)."""
+    def match(self, scope: dict[str, Any]) -> tuple[LeanRoute, dict[str, str], Framing] | None:
+        """The lean route an HTTP request goes to, its path parameters and its body's
+        `framing`; None for a request the lane does not take (another route, a chunked body,
+        a ``root_path``; every request once the app's middleware changed)."""
         table = self._table if self._table is not None else self._build()
         if not table or scope.get("root_path"):
             return None
@@ -85,15 +86,15 @@ class HotLane:
             return None
         for route, literals, params in candidates:
             if all(parts[i] == text for i, text in literals) and all(parts[i] for i, _ in params):
-                length, _, chunked = framing(scope)
-                if chunked and length is None:
+                body = framing(scope)
+                if body[2] and body[0] is None:
                     return None  # `BodyLimitMiddleware` reads and counts a chunked body
-                return route, {name: parts[i] for i, name in params}
+                return route, {name: parts[i] for i, name in params}, body
         return None
 
-    async def serve(self, route: LeanRoute, params: dict[str, str], scope: dict[str, Any],
-                    receive: Any, send: Any) -> None:
-        """Answer a request `match` gave ``route`` and ``params`` for."""
+    async def serve(self, route: LeanRoute, params: dict[str, str], body: Framing,
+                    scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Answer a request `match` gave ``route``, ``params`` and ``body`` for."""
         start = time.perf_counter()
         scope["app"] = self.app
         rid = request_id(scope)
@@ -115,7 +116,7 @@ class HotLane:
 
         tokens = bind_contextvars(request_id=rid)
         try:
-            refused = body_refusal(*framing(scope), self.max_bytes)
+            refused = body_refusal(*body, self.max_bytes)
             if refused is not None:
                 await error_body(_send, *refused)
                 return
@@ -146,11 +147,7 @@ class HotLane:
             handler = self._by_status.get(exc.status_code)
             if handler is not None:
                 return handler
-        for cls in type(exc).__mro__:
-            handler = self._by_class.get(cls)
-            if handler is not None:
-                return handler
-        return None
+        return _lookup_exception_handler(self._by_class, exc)
 
     @staticmethod
     async def _answer(handler: Any, request: Request, exc: Exception, scope: dict[str, Any],

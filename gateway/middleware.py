@@ -61,7 +61,11 @@ class BodyLimitMiddleware:
         await self.app(scope, receive, send)
 
 
-def framing(scope: dict[str, Any]) -> tuple[int | None, bytes, bool]:
+#: A request body's framing: Content-Length (or None), Content-Type, chunked or not.
+Framing = tuple[int | None, bytes, bool]
+
+
+def framing(scope: dict[str, Any]) -> Framing:
     """A request's body framing from its headers: Content-Length (None when absent or not
     digits), Content-Type (lower case, ``b""`` when absent), and whether it is chunked."""
     length, ctype, chunked = None, b"", False
