@@ -90,7 +90,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise WireError(f"unknown extension type {code} on the host channel")
 
 
-def _unpackb(data: bytes) -> Any:
+def _unpackb(data: bytes | memoryview) -> Any:
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False,
                            use_list=True)
 
@@ -107,7 +107,7 @@ def pack(obj: Any) -> bytes:
         raise WireError(f"cannot encode for the host channel: {e}") from e
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes | memoryview) -> Any:
     """Inverse of :func:`pack`. Raises :class:`WireError` on anything but a valid body."""
     try:
         return _unpackb(data)

@@ -15,7 +15,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors import wire
-from actors.channel import TOKEN_BYTES, ChannelClient, ChannelServer
+from actors.channel import (
+    CLIENT_LABEL,
+    HEADER,
+    MAGIC,
+    NONCE_BYTES,
+    PROOF_BYTES,
+    TOKEN_BYTES,
+    ChannelClient,
+    ChannelServer,
+    proof,
+)
 from actors.router import BatchingRouter
 from actors.runtime import Message, Reply, ok
 from engine.cart import Cart, CartStatus, LineItem
@@ -308,3 +318,49 @@ async def test_a_batch_that_cannot_be_encoded_is_refused_before_anything_is_sent
     assert await client.call([msg(2)]) == [ok(2)]
     assert host.batches == [1, 1]
     await client.close()
+
+
+async def _handshake(address: tuple[str, int]) -> tuple[asyncio.StreamReader,
+                                                         asyncio.StreamWriter, bytes]:
+    """Open a raw connection and run the client's side of the handshake up to its proof,
+    which it answers without sending it: the caller sends it with whatever follows."""
+    reader, writer = await asyncio.open_connection(*address)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    writer.write(MAGIC + nonce)
+    answer = await reader.readexactly(len(MAGIC) + NONCE_BYTES + PROOF_BYTES)
+    host_nonce = answer[len(MAGIC):len(MAGIC) + NONCE_BYTES]
+    return reader, writer, proof(TOKEN, CLIENT_LABEL, nonce, host_nonce, address)
+
+
+def _frame(batch_id: int, messages: list[Message]) -> bytes:
+    body = wire.pack([list(m) for m in messages])
+    return HEADER.pack(len(body), batch_id) + body
+
+
+async def _reply(reader: asyncio.StreamReader) -> tuple[int, Any]:
+    size, batch_id = HEADER.unpack(await reader.readexactly(HEADER.size))
+    return batch_id, wire.unpack(await reader.readexactly(size))
+
+
+async def test_batches_sent_with_the_proof_and_split_anyhow_are_each_answered(served) -> None:  # type: ignore[no-untyped-def]
+    """The host reads frames off the transport once the handshake is done: bytes that came
+    in the same read as the proof are not lost, and frames cut at any byte, or several in
+    one write, are each answered once."""
+    host, _, address = served
+    reader, writer, own_proof = await _handshake(address)
+    frames = _frame(1, [msg(1)]) + _frame(2, [msg(2), msg(3)]) + _frame(3, [msg(4)])
+    writer.write(own_proof + frames[:5])  # the proof, and a frame's first bytes behind it
+    await writer.drain()
+    for i in range(5, len(frames), 7):  # the rest in 7-byte pieces, one loop step apart
+        writer.write(frames[i:i + 7])
+        await writer.drain()
+        await asyncio.sleep(0)
+    replies: dict[int, list[Any]] = {}
+    while sum(len(r) for r in replies.values()) < 4:
+        batch_id, (answered, value) = await _reply(reader)
+        assert answered is True
+        replies.setdefault(batch_id, []).extend(value)
+    assert {b: sorted(r) for b, r in replies.items()} == {
+        1: [[0, "ok", 1]], 2: [[0, "ok", 2], [1, "ok", 3]], 3: [[0, "ok", 4]]}
+    assert sorted(host.seen) == [1, 2, 3, 4]
+    writer.close()

@@ -103,13 +103,13 @@ async def test_a_pickle_sent_after_a_valid_handshake_runs_nothing_and_closes_onl
     bystander, attacker = ChannelClient(address, TOKEN), ChannelClient(address, TOKEN)
     assert await bystander.call([msg(1)]) == [ok(1)]
     assert await attacker.call([msg(2)]) == [ok(2)]  # a peer that passed the handshake
-    attacker_reader = attacker._reader_task
-    assert attacker._writer is not None and attacker_reader is not None
+    attacker_frames = attacker._frames
+    assert attacker._writer is not None and attacker_frames is not None
     attacker._writer.write(frame(99, pickle.dumps([Evil("host")])))
-    # the host closes that connection (the attacker's reader sees the end of its stream)
-    done, _ = await asyncio.wait({attacker_reader}, timeout=BOUND)
+    # the host closes that connection (the attacker's side sees the end of its stream)
+    done, _ = await asyncio.wait({attacker_frames.lost}, timeout=BOUND)
     assert RAN == []
-    assert attacker_reader in done
+    assert attacker_frames.lost in done
     assert server.refused["an undecodable frame"] == 1
     # the other connection never noticed, and the attacker's next batch reconnects
     bystander_writer = bystander._writer
