@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -34,11 +35,22 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                415: "unsupported_media_type", 429: "rate_limited"}
 
 
+class _ErrorJSON(JSONResponse):
+    """An error body rendered by orjson (a sold-out flash sale answers most of its buyers
+    with one), by the standard library for what orjson refuses (an integer past 64 bits)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            return super().render(content)
+
+
 def error_response(status: int, code: str, message: str,
                    details: list[dict[str, Any]] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "details": details or []}},
-                        status_code=status, headers=headers)
+    return _ErrorJSON({"error": {"code": code, "message": message, "details": details or []}},
+                      status_code=status, headers=headers)
 
 
 def domain_error_response(e: DomainError) -> JSONResponse:

@@ -92,11 +92,10 @@ class OwnerForwarding:
         body = await _read_body(receive, length)
         if body is None:
             return  # the client went away
-        again = replay(receive, body)
         answer = await self._forward(owner, scope, body)
         if answer is None:
             self.fell_back += 1
-            await self.app(scope, again, send)
+            await self.app(scope, replay(receive, body), send)
             return
         if answer is False:
             await _unavailable(send)
@@ -113,7 +112,10 @@ class OwnerForwarding:
         client = scope.get("client")
         args = {"method": scope["method"], "path": scope["path"],
                 "raw_path": scope.get("raw_path") or scope["path"].encode(),
-                "query": scope.get("query_string", b""), "headers": scope["headers"],
+                "query": scope.get("query_string", b""),
+                # pairs as lists: msgpack carries those as they are (a tuple is an extension
+                # type of `actors.wire`, a Python call each way per header)
+                "headers": [[k, v] for k, v in scope["headers"]],
                 "body": body, "client": list(client) if client else None}
         reply = await self.placement.forward(owner, (SYSTEM, owner, RUN_HTTP, args, None, None))
         if reply[0] == "ok":  # the channel's codec gives bytes back as bytes
