@@ -489,6 +489,7 @@ class _Answer:
         except Exception as e:  # noqa: BLE001 - the batch fails, the host and the channel live on
             if not self.failed:
                 log.error("channel: a batch failed on this host: %r", e)
+                self._flush()  # the replies ready before the failure stand
                 self.failed = True
                 self._send([False, f"{type(e).__name__}: {e}"])
             return
@@ -523,12 +524,14 @@ OnReply = Callable[[int, Reply], None]
 
 
 class _Batch:
-    """A batch in flight: its replies by position as they arrive."""
+    """A batch in flight on the connection of ``frames``: its replies by position as they
+    arrive."""
 
-    __slots__ = ("fut", "replies", "missing", "on_reply")
+    __slots__ = ("fut", "replies", "missing", "on_reply", "frames")
 
     def __init__(self, fut: asyncio.Future[list[Reply]], n: int,
-                 on_reply: OnReply | None) -> None:
+                 on_reply: OnReply | None, frames: _CallerFrames) -> None:
+        self.frames = frames
         self.fut = fut
         self.replies: list[Reply | None] = [None] * n
         self.missing = n
@@ -578,7 +581,7 @@ class ChannelClient:
         self._next_id += 1
         batch_id = self._next_id
         fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
-        self._pending[batch_id] = _Batch(fut, len(messages), on_reply)
+        self._pending[batch_id] = _Batch(fut, len(messages), on_reply, frames)
         try:
             frames.transport.write(HEADER.pack(len(data), batch_id) + data)
             await frames.drain()
@@ -650,11 +653,12 @@ class ChannelClient:
             batch.fut.set_result(batch.replies)  # type: ignore[arg-type]
 
     def _lost(self, frames: _CallerFrames, error: BaseException) -> None:
-        """The connection behind ``frames`` is gone: every batch in flight fails."""
+        """The connection behind ``frames`` is gone: every batch in flight on it fails (a
+        connection opened since keeps its own)."""
         if self._frames is frames:
             self._writer, self._frames = None, None
         for batch in self._pending.values():
-            if not batch.fut.done():
+            if batch.frames is frames and not batch.fut.done():
                 batch.fut.set_exception(error)
 
     async def close(self) -> None:

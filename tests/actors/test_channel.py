@@ -122,6 +122,42 @@ async def test_a_batch_the_host_fails_raises_for_its_caller_and_the_connection_l
     await client.close()
 
 
+async def test_replies_ready_before_a_message_fails_still_reach_their_callers(
+        served) -> None:  # type: ignore[no-untyped-def]
+    """Message 0 is answered in the same loop step as message 1 fails: its reply is sent
+    before the batch's failure, so its caller has its answer and only the batch raises."""
+    _, _, address = served
+    client = ChannelClient(address, TOKEN)
+    heard: dict[int, Reply] = {}
+    with pytest.raises(RuntimeError, match="KeyError"):
+        await client.call([msg(1), msg(2, "boom")], lambda i, r: heard.__setitem__(i, r))
+    assert heard == {0: ok(1)}
+    assert await client.call([msg(3)]) == [ok(3)]
+    await client.close()
+
+
+async def test_a_lost_connection_fails_its_own_batches_not_those_of_the_next_one(
+        served) -> None:  # type: ignore[no-untyped-def]
+    """The end of a broken connection can be delivered after the next one opened: it fails
+    the batches that were in flight on it, never those sent since on the new one."""
+    host, _, address = served
+    client = ChannelClient(address, TOKEN)
+    assert await client.call([msg(1)]) == [ok(1)]
+    first = client._frames
+    assert first is not None
+    first.transport.close()
+    await first.lost
+    held = asyncio.ensure_future(client.call([msg(2, "hold")]))  # on a new connection
+    await host.holding.wait()
+    assert client._frames is not None and client._frames is not first
+    (in_flight,) = client._pending.values()
+    client._lost(first, ConnectionError("the first connection's end, delivered late"))
+    assert not in_flight.fut.done()
+    host.release.set()
+    assert await held == [ok(2)]
+    await client.close()
+
+
 async def test_a_caller_without_the_token_is_turned_away(served) -> None:  # type: ignore[no-untyped-def]
     host, _, address = served
     client = ChannelClient(address, secrets.token_bytes(TOKEN_BYTES))
