@@ -340,6 +340,7 @@ class _Frames(asyncio.Protocol):
     """
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
+        #: The stream writer the connection had (its socket, ``get_extra_info``).
         self.writer = writer
         self.transport = writer.transport
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -552,7 +553,6 @@ class ChannelClient:
         self.token = token
         self.handshake_timeout = handshake_timeout
         self._tls = tls_context(server_side=False)
-        self._writer: asyncio.StreamWriter | None = None
         self._frames: _CallerFrames | None = None
         self._connecting: asyncio.Lock | None = None
         self._pending: dict[int, _Batch] = {}
@@ -613,7 +613,7 @@ class ChannelClient:
                         f"channel to {self.address} closed during the handshake") from e
                 raise
             frames = _CallerFrames(self, writer)
-            self._writer, self._frames = writer, frames
+            self._frames = frames
             await frames.take_over(reader)
             return frames
 
@@ -656,7 +656,7 @@ class ChannelClient:
         """The connection behind ``frames`` is gone: every batch in flight on it fails (a
         connection opened since keeps its own)."""
         if self._frames is frames:
-            self._writer, self._frames = None, None
+            self._frames = None
         for batch in self._pending.values():
             if batch.frames is frames and not batch.fut.done():
                 batch.fut.set_exception(error)

@@ -235,7 +235,7 @@ async def test_channel_connections_keep_tcp_keepalive_on(served) -> None:  # typ
     _, _, address = served
     client = ChannelClient(address, TOKEN)
     assert await client.call([msg(1)]) == [ok(1)]
-    sock = client._writer.get_extra_info("socket")  # type: ignore[union-attr]
+    sock = client._frames.writer.get_extra_info("socket")  # type: ignore[union-attr]
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     await client.close()
 

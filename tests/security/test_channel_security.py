@@ -104,17 +104,17 @@ async def test_a_pickle_sent_after_a_valid_handshake_runs_nothing_and_closes_onl
     assert await bystander.call([msg(1)]) == [ok(1)]
     assert await attacker.call([msg(2)]) == [ok(2)]  # a peer that passed the handshake
     attacker_frames = attacker._frames
-    assert attacker._writer is not None and attacker_frames is not None
-    attacker._writer.write(frame(99, pickle.dumps([Evil("host")])))
+    assert attacker_frames is not None
+    attacker_frames.writer.write(frame(99, pickle.dumps([Evil("host")])))
     # the host closes that connection (the attacker's side sees the end of its stream)
     done, _ = await asyncio.wait({attacker_frames.lost}, timeout=BOUND)
     assert RAN == []
     assert attacker_frames.lost in done
     assert server.refused["an undecodable frame"] == 1
     # the other connection never noticed, and the attacker's next batch reconnects
-    bystander_writer = bystander._writer
+    bystander_frames = bystander._frames
     assert await bystander.call([msg(3)]) == [ok(3)]
-    assert bystander._writer is bystander_writer
+    assert bystander._frames is bystander_frames
     assert await attacker.call([msg(4)]) == [ok(4)]
     assert host.batches == 4
     await bystander.close()
@@ -293,8 +293,8 @@ async def test_with_ray_tls_on_the_channel_is_tls_both_ways_on_rays_certificates
     address = await server.start("127.0.0.1")
     client = ChannelClient(address, TOKEN)
     assert await client.call([msg(1)]) == [ok(1)]
-    assert client._writer is not None
-    assert client._writer.get_extra_info("ssl_object") is not None
+    assert client._frames is not None
+    assert client._frames.writer.get_extra_info("ssl_object") is not None
     (host_side,) = server._writers
     peer = host_side.get_extra_info("peercert")  # the host required the caller's certificate
     assert peer is not None and "ray-node.internal" in str(peer)
