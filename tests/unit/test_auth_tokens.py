@@ -41,3 +41,32 @@ def test_a_subject_its_own_checks_refuse_is_refused_when_used() -> None:
     with pytest.raises(AuthError) as e:
         decode_token(SECRET, token)
     assert e.value.code == "invalid_token"
+
+
+def test_tokens_are_signed_as_pyjwt_signs_them_with_the_key_checked_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    secret = "signer-secret-0123456789abcdef0123456789"
+    checks = []
+    real = jwt.algorithms.HMACAlgorithm.prepare_key
+
+    def counted(self, key):  # type: ignore[no-untyped-def]
+        checks.append(key)
+        return real(self, key)
+
+    monkeypatch.setattr(jwt.algorithms.HMACAlgorithm, "prepare_key", counted)
+    now = int(auth.time.time())
+    monkeypatch.setattr(auth.time, "time", lambda: now)
+    tokens = [issue_token(secret, f"g_{i}", "guest", 60, groups=["gold"]) for i in range(3)]
+    assert checks == [secret]  # once for three tokens
+    monkeypatch.undo()
+    expected = jwt.encode({"sub": "g_1", "role": "guest", "iat": now, "exp": now + 60,
+                           "groups": ["gold"]}, secret, algorithm="HS256")
+    assert tokens[1] == expected
+    assert jwt.decode(tokens[1], secret, algorithms=["HS256"])["sub"] == "g_1"
+
+
+def test_a_secret_shaped_like_an_asymmetric_key_is_refused_every_time() -> None:
+    pem = ("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n"
+           "-----END PUBLIC KEY-----")
+    for _ in range(2):
+        with pytest.raises(jwt.InvalidKeyError):
+            issue_token(pem, "u1")
