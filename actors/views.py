@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from engine.cart import Cart, LineItem
 from engine.checkout import Order
 from engine.pricing import PricedCart, PricedLine
@@ -92,6 +94,19 @@ class CartView(dict):  # type: ignore[type-arg]
 def rendered(view: Any) -> bytes | None:
     """The JSON rendering a `CartView` carries (None for any other value, or once changed)."""
     return getattr(view, "json", None) if type(view) is CartView else None
+
+
+def with_field(view: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
+    """A copy of ``view`` with one more top-level field ``name`` (last). A `CartView` keeps
+    its rendering: the field's JSON goes in before the closing brace, byte for byte what
+    orjson renders for the extended dict, instead of rendering the whole cart again (a new
+    guest's cart and its ``token``). Any other view, or a ``name`` it has, is a plain copy."""
+    json = rendered(view)
+    out = dict(view)
+    out[name] = value
+    if json is None or not view or name in view:
+        return out
+    return CartView(out, json[:-1] + b"," + orjson.dumps({name: value})[1:])
 
 
 def cart_view(cart: Cart, priced: PricedCart, now: float,

@@ -97,9 +97,9 @@ class _CheckedOnceHMAC(HMACAlgorithm):
     JSON Web Keys (PEM, SSH and DER probes and a JSON parse, each an exception on an ordinary
     secret) on every call. In the flash sale, where every buyer is a new guest, they were
     3.4% of a host's py-spy samples (2026-11-30); signing a guest's token in process took
-    18.7 us with ``jwt.encode`` and 13.0 us here. A secret's answer never changes, so it is kept (the few secrets a
-    process signs with: the configured one, and a rotated one). A secret it refuses is refused
-    every time, as before.
+    18.7 us with ``jwt.encode`` and 13.0 us here. A secret's answer never changes, so it is
+    kept (for the few secrets a process signs with: the configured one, a rotated one). A
+    secret it refuses is refused every time, as before.
     """
 
     def __init__(self) -> None:

@@ -6,11 +6,10 @@ pass, no dependency solving; see `gateway.deps`), documenting its parameters wit
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 
+from actors.views import with_field
 from engine.errors import ValidationFailed
 from gateway.auth import decode_token, issue_token, new_guest_id
 from gateway.deps import LeanRoute, documented, etag, read_call
@@ -53,9 +52,7 @@ async def open_cart(request: Request) -> JSONResponse:
     else:
         out = await call.service.active_cart(caller.sub, currency, call.idem.key,
                                              call.idem.fingerprint, list(caller.groups))
-    view: dict[str, Any] = dict(out["cart"])
-    if token is not None:
-        view["token"] = token
+    view = out["cart"] if token is None else with_field(out["cart"], "token", token)
     return cart_response(view, 201 if out["created"] else 200)
 
 

@@ -9,7 +9,7 @@ import orjson
 
 from actors import wire
 from actors.service import CartService
-from actors.views import CartView, LineViews, cart_view, rendered
+from actors.views import CartView, LineViews, cart_view, rendered, with_field
 from engine.pricing import PricingContext, price_cart
 from engine.promotions import promotion_from_dict
 from gateway.app import create_app
@@ -118,3 +118,17 @@ async def test_a_cart_actor_answers_its_view_rendered_and_a_change_drops_the_ren
         assert type(copy) is CartView and copy == view and rendered(copy) == view.json
     finally:
         await service.close()
+
+
+def test_a_field_added_to_a_rendered_view_is_spliced_into_its_json() -> None:
+    view = CartView({"cart_id": "c1", "lines": [{"q": 1}], "total": 5}, None)
+    view.json = orjson.dumps(dict(view))
+    out = with_field(view, "token", 'a"b.c')  # a quote: the value is rendered, not pasted
+    expected = dict(view) | {"token": 'a"b.c'}
+    assert out == expected and type(out) is CartView
+    assert rendered(out) == orjson.dumps(expected)
+    assert "token" not in view and rendered(view) == orjson.dumps(dict(view))  # untouched
+    # a field it has already, a view without a rendering, an empty one: plain copies
+    for base, name in ((view, "total"), (dict(view), "token"), (CartView({}, b"{}"), "t")):
+        copy = with_field(base, name, 7)
+        assert type(copy) is dict and copy == dict(base) | {name: 7}
