@@ -350,6 +350,7 @@ class RayPlacement:
                                       max_batch=self.cfg.max_batch,
                                       max_queue=self.cfg.max_queue)
         await self.wait_owned()
+        await self.wait_balanced()
         await self.wait_serving()
         self._supervisor = asyncio.ensure_future(self._supervise())
 
@@ -392,6 +393,30 @@ class RayPlacement:
                 return
             if loop.time() >= end:
                 raise TimeoutError(f"{len(self.view.map.unowned())} partitions have no owner")
+            await asyncio.sleep(0.05)
+
+    async def wait_balanced(self, within: float = 30.0) -> None:
+        """Wait until every host this placement started owns its share of the partitions
+        (within one of each other) and no hand-off is under way. At a fresh start the first
+        host to join claims every partition and the others take theirs by hand-offs
+        (`actors.directory.plan`, `MAX_MOVES` a wave): a placement that answered before then
+        would place its first actors on one host and move them within seconds. Past
+        ``within`` seconds it logs and goes on (a host slow to join takes its share later,
+        as after any restart)."""
+        assert self.view is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while True:
+            await self.view.refresh(0)
+            m = self.view.map
+            counts = m.counts()
+            if counts and set(self.handles) <= set(counts) and not any(m.targets) and \
+                    max(counts.values()) - min(counts.values()) <= 1:
+                return
+            if loop.time() >= end:
+                log.warning("hosts not balanced %.0f s after start (partitions per host: "
+                            "%s); serving anyway", within, counts)
+                return
             await asyncio.sleep(0.05)
 
     async def wait_serving(self, within: float = 30.0) -> None:

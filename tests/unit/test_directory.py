@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from actors.directory import MAX_MOVES, Member, MemoryDirectory, PartitionMap, plan
 from snapshots.store import PARTITIONS
@@ -65,3 +66,44 @@ async def test_the_memory_directory_fences_stale_maps_and_superseded_incarnation
     assert await d.write(0, ["h0"] * PARTITIONS, [""] * PARTITIONS)
     assert not await d.write(0, ["h1"] * PARTITIONS, [""] * PARTITIONS)  # stale version
     assert (await d.read()).owners == ["h0"] * PARTITIONS
+
+
+class _Maps:
+    """A cluster view whose every read shows the next of ``maps`` (the last one for good)."""
+
+    def __init__(self, *maps: PartitionMap) -> None:
+        self.maps = list(maps)
+        self.map = self.maps[0]
+        self.reads = 0
+
+    async def refresh(self, min_age: float = 0.05) -> None:
+        self.map = self.maps[min(self.reads, len(self.maps) - 1)]
+        self.reads += 1
+
+
+def _placement(view: _Maps, *hosts: str) -> Any:
+    from actors.ray_placement import RayPlacement
+    from actors.reference import ReferenceData
+    from actors.settings import EngineSettings
+
+    placement = RayPlacement(n_hosts=len(hosts), redis_url="redis://unused", prefix="t",
+                             settings=EngineSettings(), reference=ReferenceData())
+    placement.handles = dict.fromkeys(hosts)
+    placement.view = view  # type: ignore[assignment]
+    return placement
+
+
+async def test_a_placement_starts_serving_once_every_host_it_started_owns_its_share() -> None:
+    alone = settled("h0")
+    alone.members = members("h0", "h1")  # h1 joined; h0 still owns all
+    handing = settled("h0", "h1")  # shares even, but a hand-off still under way
+    handing.targets = ["h1" if p == 0 else "" for p in range(PARTITIONS)]
+    view = _Maps(settled("h0"), alone, handing, settled("h0", "h1"))
+    await _placement(view, "h0", "h1").wait_balanced(within=5)
+    assert view.reads == 4  # not before the balanced map
+
+
+async def test_a_placement_whose_host_never_joins_serves_after_the_wait(caplog) -> None:  # type: ignore[no-untyped-def]
+    view = _Maps(settled("h0"))
+    await _placement(view, "h0", "h1").wait_balanced(within=0.2)
+    assert view.reads > 1 and "not balanced" in caplog.text
