@@ -59,6 +59,13 @@ class Increments:
     def rank(self, ranking: str, member: str, delta: int) -> None:
         self.ranks.setdefault(ranking, Counter())[member] += delta
 
+    def add(self, other: Increments) -> None:
+        """Add ``other``'s deltas to these (``at`` unchanged): the events of one minute
+        summed fall in the same buckets (`bucket_starts`)."""
+        self.counters.update(other.counters)
+        for ranking, members in other.ranks.items():
+            self.ranks.setdefault(ranking, Counter()).update(members)
+
 
 def _amount(value: Any) -> int:
     """Minor units of a Money dict ``{amount, currency}`` or a bare integer; 0 when absent."""

@@ -3,6 +3,7 @@
 Usage (from the project root, with the project's venv):
 
     python -m loadtest.engine_bench [ops] [memory] [persistence] [linecost] [groupcommit]
+        [analytics] [--events 3000]
         [--carts 100000] [--ops 200000] [--per-cart 1,10,50]
         [--big-cart 50] [--rounds 15] [--samples 100]
         [--redis-url redis://127.0.0.1:6379/15]
@@ -21,6 +22,9 @@ Usage (from the project root, with the project's venv):
   rounds: O(change) means a ratio near 1.
 - ``groupcommit``: CPU per persisted write when ``--writes`` turns' writes share one flush
   (Redis, ``--redis-url``): this process's and Redis's, and the wall time.
+- ``analytics``: CPU per outbox event of the sales analytics consumer reading and applying
+  ``--events`` events at a time (about a second of a flash sale's), spread over the
+  partitions (Redis, ``--redis-url``).
 - ``linecost``: time to add one new line to a ``--big-cart``-line cart (default 50) and to a
   1-line cart, one ``add_item`` call each on the in-memory store, in alternating rounds
   (median of the rounds' means, and their ratio: issue 11 asks for at most 2).
@@ -52,6 +56,7 @@ from actors.clock import ManualClock
 from actors.runtime import tune_gc
 from actors.service import CartOp, CartService
 from actors.settings import EngineSettings
+from engine.analytics import sale_fields
 from loadtest.client import run_async
 from snapshots.memory_store import MemoryStore
 from snapshots.redis_store import RedisStore, connect
@@ -293,6 +298,65 @@ async def bench_group_commit(redis_url: str, writes: int = 20, flushes: int = 10
     ]
 
 
+def _sale_events(n: int, start: float) -> list[dict[str, Any]]:
+    """``n`` outbox events of a sale, one a second from ``start``: three of four
+    ``cart.created``, every fourth an ``order.paid`` of one unit (as a flash sale writes)."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        at = start + i
+        if i % 4:
+            out.append({"type": "cart.created", "at": at, "cart_id": f"c{i}"})
+            continue
+        price = {"amount": 1999, "currency": "USD"}
+        line = {"product_id": "tee", "variant_id": "tee-m", "quantity": 1,
+                "unit_price": price, "line_total": price}
+        totals = {"subtotal": price, "discount": {"amount": 0, "currency": "USD"},
+                  "total": price}
+        out.append({"type": "order.paid", "at": at, "order_id": f"o{i}", "total": price,
+                    **sale_fields("USD", [line], [], totals)})
+    return out
+
+
+async def bench_analytics(redis_url: str, events: int = 3000, batches: int = 5,
+                          prefix: str = "bench-analytics") -> list[dict[str, Any]]:
+    """CPU per event of the analytics consumer (`snapshots.analytics_store.RedisAnalytics`)
+    reading and applying ``events`` outbox events spread over the partitions, ``batches``
+    times, in microseconds: this process's (read, fold, apply, acknowledge) and the wall
+    time. About a second of a flash sale's events a batch. Leaves nothing under ``prefix``."""
+    from snapshots.analytics_store import RedisAnalytics
+
+    store = RedisStore(connect(redis_url), prefix)
+    await store.clear()
+    consumer = RedisAnalytics(store)
+    if not await consumer.hold_lease():
+        raise RuntimeError("another analytics consumer holds the lease under " + prefix)
+    await consumer.join()
+    cpu = wall = 0.0
+    read = 0
+    for b in range(batches):
+        writes = [Write(key=f"bench:{b}-{i}", epoch=NEW_EPOCH, partition=(7 * i + b) % 256,
+                        events=[e]) for i, e in enumerate(_sale_events(events, 1.8e9 + b))]
+        for k in range(0, len(writes), 500):
+            await store.commit(writes[k:k + 500])
+        c, w = time.process_time(), time.perf_counter()
+        while (got := await consumer.consume_once()) > 0:
+            read += got
+        cpu += time.process_time() - c
+        wall += time.perf_counter() - w
+    if read != events * batches or consumer.applied != read:
+        raise RuntimeError(f"the consumer read {read} and applied {consumer.applied} of "
+                           f"{events * batches} events")
+    await consumer.release_lease()
+    await store.clear()
+    await store.close()
+    return [
+        {"figure": f"analytics consumer, {events} events a batch: CPU per event",
+         "value": round(cpu / read * 1e6, 1), "unit": "us", "batches": batches},
+        {"figure": f"analytics consumer, {events} events a batch: wall time per event",
+         "value": round(wall / read * 1e6, 1), "unit": "us", "batches": batches},
+    ]
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if "linecost" in args.what:
@@ -317,6 +381,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows += await bench_persistence(args.redis_url)
     if "groupcommit" in args.what and args.redis_url:
         rows += await bench_group_commit(args.redis_url, args.writes, args.flushes)
+    if "analytics" in args.what and args.redis_url:
+        rows += await bench_analytics(args.redis_url, args.events)
     return rows
 
 
@@ -324,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="*", default=["ops", "memory", "persistence", "linecost"],
-                   choices=["ops", "memory", "persistence", "linecost", "groupcommit"])
+                   choices=["ops", "memory", "persistence", "linecost", "groupcommit",
+                            "analytics"])
     p.add_argument("--carts", type=int, default=100_000)
     p.add_argument("--ops", type=int, default=300_000)
     p.add_argument("--per-cart", type=lambda v: [int(x) for x in v.split(",")],
@@ -338,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--writes", type=int, default=20,
                    help="groupcommit: writes per flush (default 20)")
     p.add_argument("--flushes", type=int, default=1000, help="groupcommit: flushes")
+    p.add_argument("--events", type=int, default=3000,
+                   help="analytics: outbox events a batch (default 3000)")
     p.add_argument("--default-gc", action="store_true",
                    help="keep CPython's garbage-collector defaults (no tune_gc)")
     p.add_argument("--out", type=Path, default=Path("bench-results/engine.json"))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from snapshots.analytics_store import (
+    APPLY_CHUNK,
     GROUP,
     READ_COUNT,
     LeaseLost,
@@ -246,3 +247,24 @@ async def test_a_batch_mixing_counted_and_new_entries_counts_only_the_new_ones(
     assert await first.catch_up() == len(events)
     assert first.applied == len(events)  # the first 9 once, the others once
     assert await figures(first) == EXPECTED | {"orders_by_hour": [1, 3, 0]}
+
+
+async def test_a_replay_larger_than_one_script_call_counts_each_event_once(
+        redis_store: RedisStore) -> None:
+    # More than APPLY_CHUNK events in one read, some counted before: the event-by-event
+    # script runs in several calls, and the figures count every cart once.
+    total, early = 2 * APPLY_CHUNK + 50, APPLY_CHUNK // 2
+    writes = [Write(key=f"test:r{i}", epoch=NEW_EPOCH, partition=(7 * i) % PARTITIONS,
+                    events=[{"type": "cart.created", "at": T0 + i, "cart_id": f"r{i}"}])
+              for i in range(total)]
+    an = RedisAnalytics(redis_store)
+    await an.join()
+    assert all(isinstance(x, int) for x in await redis_store.commit(writes[:early]))
+    assert await an.catch_up() == early
+    assert all(isinstance(x, int) for x in await redis_store.commit(writes[early:]))
+    for key in redis_store.event_streams():  # a replay of everything
+        await redis_store.r.xgroup_setid(key, GROUP, id="0")
+    assert await an.catch_up() == total
+    assert an.applied == total  # the early ones once, the others once
+    report = await analytics_report(an, T0, T0 + 3600, "hour")
+    assert report["conversion"]["carts_created"] == total

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from loadtest.engine_bench import (
+    bench_analytics,
     bench_apply,
     bench_group_commit,
     bench_line_cost,
@@ -68,6 +69,19 @@ async def test_the_group_commit_figures_are_per_write_and_leave_redis_clean(
         "group commit of 5: wall time per write"]
     assert all(r["unit"] == "us" and r["flushes"] == 20 for r in rows)
     assert rows[0]["value"] > 0 and rows[2]["value"] > 0 and rows[1]["value"] >= 0
+    client = redis.Redis.from_url(redis_url)
+    assert list(client.scan_iter(f"{prefix}*")) == []
+    client.close()
+
+
+async def test_the_analytics_figures_count_every_event_and_leave_redis_clean(
+        redis_url: str) -> None:
+    prefix = "t" + uuid.uuid4().hex[:10]
+    rows = await bench_analytics(redis_url, events=120, batches=2, prefix=prefix)
+    assert [r["figure"] for r in rows] == [
+        "analytics consumer, 120 events a batch: CPU per event",
+        "analytics consumer, 120 events a batch: wall time per event"]
+    assert all(r["unit"] == "us" and r["batches"] == 2 and r["value"] > 0 for r in rows)
     client = redis.Redis.from_url(redis_url)
     assert list(client.scan_iter(f"{prefix}*")) == []
     client.close()
