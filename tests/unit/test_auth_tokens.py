@@ -46,17 +46,22 @@ def test_a_subject_its_own_checks_refuse_is_refused_when_used() -> None:
 def test_tokens_are_signed_as_pyjwt_signs_them_with_the_key_checked_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     secret = "signer-secret-0123456789abcdef0123456789"
     checks = []
-    real = jwt.algorithms.HMACAlgorithm.prepare_key
+    real = jwt.algorithms.HMACAlgorithm.prepare_key, jwt.algorithms.HMACAlgorithm.check_key_length
 
     def counted(self, key):  # type: ignore[no-untyped-def]
         checks.append(key)
-        return real(self, key)
+        return real[0](self, key)
+
+    def measured(self, key):  # type: ignore[no-untyped-def]
+        checks.append(len(key))
+        return real[1](self, key)
 
     monkeypatch.setattr(jwt.algorithms.HMACAlgorithm, "prepare_key", counted)
+    monkeypatch.setattr(jwt.algorithms.HMACAlgorithm, "check_key_length", measured)
     now = int(auth.time.time())
     monkeypatch.setattr(auth.time, "time", lambda: now)
     tokens = [issue_token(secret, f"g_{i}", "guest", 60, groups=["gold"]) for i in range(3)]
-    assert checks == [secret]  # once for three tokens
+    assert checks == [secret, len(secret)]  # once each for three tokens
     monkeypatch.undo()
     expected = jwt.encode({"sub": "g_1", "role": "guest", "iat": now, "exp": now + 60,
                            "groups": ["gold"]}, secret, algorithm="HS256")
