@@ -63,7 +63,7 @@ READ_COUNT = 100
 #: whole to the summing script (`_APPLY_SUM`), whose work is per stream and per counter, not
 #: per event, with the events of each minute summed first: applied in chunks of 200 events,
 #: each a script call with its own per-stream marks, the consumer spent 26-27 us of CPU per
-#: event, now 10-17 (``python -m loadtest.engine_bench analytics --redis-url ...``, 3,000
+#: event, now 9-17 (``python -m loadtest.engine_bench analytics --redis-url ...``, 3,000
 #: events a batch, about a second of a flash sale's; 2026-11-30).
 APPLY_CHUNK = 200
 #: Seconds the consumer waits after a read that found it caught up, before the next: one
@@ -146,8 +146,12 @@ return 0
 class FigureSource(Protocol):
     """Where the figures of stored buckets are read from (Redis, or a memory outbox)."""
 
-    async def figures(self, buckets: Sequence[tuple[str, int]],
-                      ranks: bool = True) -> list[Figures]: ...
+    async def figures(self, counted: Sequence[tuple[str, int]],
+                      ranked: Sequence[tuple[str, int]]) -> tuple[list[Figures], list[Figures]]:
+        """The counters of each ``(bucket, start)`` of ``counted`` and the counters and
+        rankings of each of ``ranked``, in order, as stored at one instant: a report never
+        mixes figures from before an apply with figures from after it."""
+        ...
 
 
 async def analytics_report(source: FigureSource, start: float, end: float, bucket: str,
@@ -156,7 +160,8 @@ async def analytics_report(source: FigureSource, start: float, end: float, bucke
     from ``source``. Raises ValidationFailed (`engine.analytics.plan`)."""
     p = plan(start, end, bucket)
     stored = p.stored()
-    figs = dict(zip(stored, await source.figures(stored, ranks=False), strict=True))
+    counted, ranked = await source.figures(stored, p.whole())
+    figs = dict(zip(stored, counted, strict=True))
     per_bucket = []
     for _, _, parts in p.series:
         f = Figures()
@@ -164,7 +169,7 @@ async def analytics_report(source: FigureSource, start: float, end: float, bucke
             f.add(figs[b])
         per_bucket.append(f)
     whole = Figures()
-    for f in await source.figures(p.whole(), ranks=True):
+    for f in ranked:
         whole.add(f)
     return report(p, per_bucket, top, whole.ranks)
 
@@ -425,30 +430,27 @@ class RedisAnalytics:
                         self.lease_ttl)
 
     # -- reading ---------------------------------------------------------------------------
-    async def figures(self, buckets: Sequence[tuple[str, int]],
-                      ranks: bool = True) -> list[Figures]:
-        """The stored figures of each ``(bucket, start)``, in order (one pipeline); with
-        ``ranks`` False, the counters only."""
-        pipe = self.r.pipeline(transaction=False)
-        for bucket, start in buckets:
+    async def figures(self, counted: Sequence[tuple[str, int]],
+                      ranked: Sequence[tuple[str, int]]) -> tuple[list[Figures], list[Figures]]:
+        """`FigureSource.figures`: one MULTI/EXEC (every key is in the ``{an}`` hash slot, so
+        on a Redis Cluster too), which the apply scripts cannot run in the middle of."""
+        pipe = self.r.pipeline(transaction=True)
+        for (bucket, start), ranks in [(b, False) for b in counted] + [(b, True) for b in ranked]:
             base = self.bucket_key(bucket, start)
             pipe.hgetall(base)
             if ranks:
                 pipe.zrange(f"{base}:{UNITS}", 0, -1, withscores=True)
                 pipe.zrange(f"{base}:{REVENUE}", 0, -1, withscores=True)
-        rows = await pipe.execute()
-        step = 3 if ranks else 1
-        out = []
-        for i in range(len(buckets)):
-            counters = rows[step * i]
-            f = Figures(Counter({k.decode(): int(v) for k, v in counters.items()}))
-            if ranks:
-                for name, members in ((UNITS, rows[step * i + 1]),
-                                      (REVENUE, rows[step * i + 2])):
-                    if members:
-                        f.ranks[name] = Counter({m.decode(): int(s) for m, s in members})
-            out.append(f)
-        return out
+        rows = iter(await pipe.execute())
+
+        def read(ranks: bool) -> Figures:
+            f = Figures(Counter({k.decode(): int(v) for k, v in next(rows).items()}))
+            for name in (UNITS, REVENUE) if ranks else ():
+                if members := next(rows):
+                    f.ranks[name] = Counter({m.decode(): int(s) for m, s in members})
+            return f
+
+        return [read(False) for _ in counted], [read(True) for _ in ranked]
 
 
 class LeaseLost(Exception):
@@ -472,10 +474,11 @@ class MemoryAnalytics:
                 for b in bucket_starts(inc.at):
                     self._buckets.setdefault(b, Figures()).add(inc)
 
-    async def figures(self, buckets: Sequence[tuple[str, int]],
-                      ranks: bool = True) -> list[Figures]:
+    async def figures(self, counted: Sequence[tuple[str, int]],
+                      ranked: Sequence[tuple[str, int]]) -> tuple[list[Figures], list[Figures]]:
         self._fold_new()
-        return [self._buckets.get(b, Figures()) for b in buckets]
+        return ([self._buckets.get(b, Figures()) for b in counted],
+                [self._buckets.get(b, Figures()) for b in ranked])
 
 
 def analytics_for(store: Any) -> FigureSource:

@@ -268,3 +268,36 @@ async def test_a_replay_larger_than_one_script_call_counts_each_event_once(
     assert an.applied == total  # the early ones once, the others once
     report = await analytics_report(an, T0, T0 + 3600, "hour")
     assert report["conversion"]["carts_created"] == total
+
+
+async def test_a_report_taken_while_the_consumer_applies_is_of_one_instant(
+        redis_store: RedisStore) -> None:
+    # Every order sells one unit: in any report, orders (counters) and units (rankings) agree.
+    an = RedisAnalytics(redis_store)
+    assert await an.hold_lease()
+    await an.join()
+    done = asyncio.Event()
+
+    async def sell() -> None:
+        try:
+            for i in range(30):
+                await feed(redis_store, [paid(T0 + 60 * i, f"o{i}", [("tee", "tee-m", 1,
+                                                                      1000)])], f"s{i}-")
+                assert await an.hold_lease()  # renewed, as the running consumer does
+                await an.consume_once()
+        finally:
+            done.set()
+
+    reports = 0
+
+    async def read() -> None:
+        nonlocal reports
+        while not done.is_set():
+            r = await analytics_report(an, T0, T0 + 3 * 3600, "hour")
+            orders = sum(s["orders"] for s in r["sales"])
+            units = sum(u["units"] for u in r["top_sellers"]["by_units"])
+            assert orders == units, (orders, units)
+            reports += 1
+
+    await asyncio.gather(sell(), read())
+    assert reports > 0 and an.applied == 30

@@ -47,6 +47,8 @@ from tests.integration.test_analytics_redis import (  # noqa: F401 - on the clus
     test_a_batch_mixing_counted_and_new_entries_counts_only_the_new_ones,
     test_a_consumer_killed_after_applying_and_before_acking_counts_nothing_twice,
     test_a_read_that_fills_no_stream_is_caught_up_however_much_it_read,
+    test_a_replay_larger_than_one_script_call_counts_each_event_once,
+    test_a_report_taken_while_the_consumer_applies_is_of_one_instant,
     test_a_second_consumer_applies_nothing_while_the_first_holds_the_lease,
     test_entries_read_but_not_applied_before_a_crash_are_applied_on_restart,
     test_the_consumer_folds_a_known_sequence_into_every_figure,
