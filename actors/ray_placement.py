@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -75,11 +76,15 @@ class HostPlacement:
     """The placement seen from inside a host (its ingress's `CartService`): local actors
     run here, the others are reached through the directory router."""
 
-    def __init__(self, host: Host, router: DirectoryRouter, membership: Membership) -> None:
+    def __init__(self, host: Host, router: DirectoryRouter, membership: Membership,
+                 cluster_key: bytes | None = None) -> None:
         self.host = host
         self.router = router
         self.membership = membership
         self.reference = host.reference
+        #: A digest of the cluster's channel token, the same in every host of the cluster
+        #: and no other (it names the cluster's hand-off sockets, `gateway.handoff`).
+        self.cluster_key = cluster_key
         #: Messages go straight to the router (one coroutine less per request).
         self.send: Callable[[Message], Awaitable[Reply]] = router.send
 
@@ -169,7 +174,8 @@ class RayHostActor:
 
                 assert self.host is not None and self.router is not None
                 assert self.membership is not None
-                placement = HostPlacement(self.host, self.router, self.membership)
+                placement = HostPlacement(self.host, self.router, self.membership,
+                                          hashlib.sha256(self.cfg.token).digest())
                 self.ingress = await self.cfg.ingress(CartService(placement, self.host.store),
                                                       placement)
         return self._info

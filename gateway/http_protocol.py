@@ -64,3 +64,59 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.transport = _CoalescingTransport(  # type: ignore[assignment]
             transport, asyncio.get_running_loop())
+
+
+class HandOffHttpProtocol(CoalescingHttpProtocol):
+    """`CoalescingHttpProtocol` that passes an idle connection to the host on this machine
+    owning the cart its next request is for (`gateway.handoff`), and that serves the
+    connections handed to this host. Made per ingress by `handoff_protocol`."""
+
+    handoff: Any = None  # the ingress's `gateway.handoff.HandOff`
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_message = False
+        self._first: bytes | None = None  # the bytes a connection was handed in with
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        first, self._first = self._first, None
+        if first is not None:  # before the transport reads anything more
+            super().data_received(first)
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        super().on_message_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_message and not self.pipeline and (
+                self.cycle is None or self.cycle.response_complete):
+            owner = self.handoff.owner_here(data)
+            if owner is not None and self._idle_transport() and self.handoff.pass_on(
+                    owner, data, self.transport.get_extra_info("socket").fileno()):
+                self.transport.abort()  # this process's descriptor only: the owner has one
+                return
+        super().data_received(data)
+
+    def _idle_transport(self) -> bool:
+        t = self.transport
+        return not t._chunks and t.get_write_buffer_size() == 0  # type: ignore[attr-defined]
+
+
+def handoff_protocol(handoff: Any) -> type[HandOffHttpProtocol]:
+    """A `HandOffHttpProtocol` class bound to one ingress's ``handoff``."""
+    return type("HandOffHttpProtocol", (HandOffHttpProtocol,), {"handoff": handoff})
+
+
+async def serve_handed(server: Any, sock: Any, first: bytes) -> None:
+    """Serve a connection handed to this host, with the bytes it came with, through the
+    running uvicorn ``server`` (its protocol class, state and app)."""
+    config = server.config
+    protocol = config.http_protocol_class(config=config, server_state=server.server_state,
+                                          app_state=server.lifespan.state)
+    protocol._first = first
+    await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)

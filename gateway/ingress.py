@@ -11,11 +11,15 @@ the operator's load balancer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from functools import partial
 from typing import Any
 
+from gateway.http_protocol import CoalescingHttpProtocol, handoff_protocol, serve_handed
 from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
 
 #: Connections the kernel queues per listening process before accept.
 BACKLOG = 2048
@@ -38,20 +42,27 @@ class HttpIngress:
     """A running uvicorn server in this event loop; `stop` ends it gracefully."""
 
     def __init__(self, server: Any, task: asyncio.Task[None], api: Any,
-                 forwarding: Any = None) -> None:
+                 forwarding: Any = None, handoff: Any = None) -> None:
         self.server = server
         self.task = task
         self.api = api  # the FastAPI app (under the forwarding layer)
         self.forwarding = forwarding
+        self.handoff = handoff
 
     def forwarding_stats(self) -> dict[str, int]:
         """Requests this ingress forwarded to their cart's owner, ran for other ingresses,
-        and ran itself because forwarding was not possible (`OwnerForwarding.stats`)."""
-        return self.forwarding.stats() if self.forwarding is not None else {}
+        and ran itself because forwarding was not possible (`OwnerForwarding.stats`), and
+        connections it handed to other hosts and received (`gateway.handoff.HandOff`)."""
+        out = self.forwarding.stats() if self.forwarding is not None else {}
+        if self.handoff is not None:
+            out.update(self.handoff.stats())
+        return out
 
     async def stop(self) -> None:
         from gateway.cart_events import shutdown
 
+        if self.handoff is not None:  # before uvicorn stops: the queued ones are served
+            await self.handoff.close()
         # Open event streams end first: uvicorn waits for running responses before it stops.
         await shutdown(self.api)
         self.server.should_exit = True
@@ -68,7 +79,9 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
 
     api = create_app(settings, service=service)
     app = OwnerForwarding(api, placement, settings.max_body_bytes)
-    server = uvicorn.Server(uvicorn_config(settings, app))
+    handoff = _handoff(settings, placement)
+    protocol = CoalescingHttpProtocol if handoff is None else handoff_protocol(handoff)
+    server = uvicorn.Server(uvicorn_config(settings, app, protocol))
     sock = shared_socket(settings.host, settings.port)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started:
@@ -76,10 +89,47 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
             task.result()
             raise OSError("the HTTP ingress stopped before it started")
         await asyncio.sleep(0.01)
-    return HttpIngress(server, task, api, app)
+    if handoff is not None:
+        handoff.start(partial(_serve_handed, server))
+    return HttpIngress(server, task, api, app, handoff)
 
 
-def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:
+def _handoff(settings: GatewaySettings, placement: Any) -> Any:
+    """The host's connection hand-off (`gateway.handoff`), or None: off by settings, or
+    the placement has no cluster key (not a host of a Ray placement), or no private
+    directory for its sockets."""
+    from gateway.handoff import HandOff, handoff_dir
+
+    key = getattr(placement, "cluster_key", None)
+    if not settings.handoff or key is None:
+        return None
+    try:
+        directory = handoff_dir(key)
+    except OSError as e:
+        log.warning("connection hand-off off: %s", e)
+        return None
+    return HandOff(placement.host.host_id, directory,
+                   lambda cart_id: placement.owner_of("cart", cart_id))
+
+
+def _serve_handed(server: Any, sock: socket.socket, first: bytes) -> None:
+    task = asyncio.ensure_future(serve_handed(server, sock, first))
+    _handed.add(task)
+    task.add_done_callback(_handed_done)
+
+
+#: Hand-offs being connected (a reference keeps each task alive until it is done).
+_handed: set[asyncio.Task[None]] = set()
+
+
+def _handed_done(task: asyncio.Task[None]) -> None:
+    _handed.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a connection handed to this host could not be served: %s",
+                    task.exception())
+
+
+def uvicorn_config(settings: GatewaySettings, app: Any, protocol: Any = None) -> Any:
     """uvicorn's configuration for an ingress: the keep-alive outlasts clients' idle expiry
     (`GatewaySettings.keep_alive`), no access log, no proxy headers but from trusted
     proxies, no ``Server`` header (it names the software to whoever asks, and costs every
@@ -87,14 +137,13 @@ def uvicorn_config(settings: GatewaySettings, app: Any) -> Any:
     (`gateway.http_protocol`)."""
     import uvicorn
 
-    from gateway.http_protocol import CoalescingHttpProtocol
-
     return uvicorn.Config(app, lifespan="on", log_level=settings.log_level, access_log=False,
                           timeout_keep_alive=int(settings.keep_alive),
                           # X-Forwarded-For only from --trusted-proxies (the app's own
                           # middleware); uvicorn's default would trust it from 127.0.0.1.
                           proxy_headers=False, server_header=False,
-                          timeout_graceful_shutdown=10, http=CoalescingHttpProtocol, ws="none")
+                          timeout_graceful_shutdown=10, http=protocol or CoalescingHttpProtocol,
+                          ws="none")
 
 
 def ingress_for(settings: GatewaySettings) -> Any:

@@ -64,6 +64,9 @@ class GatewaySettings(BaseSettings):
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     #: Largest request body accepted, bytes.
     max_body_bytes: int = 64 * 1024
+    #: Hosts of one machine pass each other a connection whose next request is for a cart
+    #: the other owns, instead of forwarding the request (`gateway.handoff`).
+    handoff: bool = True
     #: Router micro-batching: longest wait (seconds) and largest batch.
     batch_delay: float = Field(0.001, ge=0, le=0.05)
     batch_size: int = Field(256, ge=1, le=10_000)

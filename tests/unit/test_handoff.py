@@ -1,0 +1,251 @@
+"""Connection hand-off between the hosts of one machine (`gateway.handoff`), with real sockets:
+the descriptor passing itself, and two uvicorn servers passing one client's connection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.handoff import RETRY_AFTER, HandOff, handoff_dir, request_cart
+from gateway.http_protocol import handoff_protocol, serve_handed
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_cart_of_a_request_is_read_from_its_whole_request_line() -> None:
+    assert request_cart(b"GET /v1/carts/c1 HTTP/1.1\r\nHost: x\r\n\r\n") == "c1"
+    assert request_cart(b"DELETE /v1/carts/c1/items/l2?x=1 HTTP/1.1\r\n") == "c1"
+    assert request_cart(b"POST /v1/carts/c1/checkout HTTP/1.1\r\nContent-Le") == "c1"
+    # not a cart request, a stream, an escaped path, a partial request line
+    assert request_cart(b"GET /v1/carts HTTP/1.1\r\n\r\n") is None
+    assert request_cart(b"POST /v1/carts/ HTTP/1.1\r\n\r\n") is None
+    assert request_cart(b"GET /v1/orders/o1 HTTP/1.1\r\n\r\n") is None
+    assert request_cart(b"GET /v1/carts/c1/events HTTP/1.1\r\n\r\n") is None
+    assert request_cart(b"GET /v1/carts/c%31 HTTP/1.1\r\n\r\n") is None
+    assert request_cart(b"GET /v1/carts/c1 HTT") is None
+    assert request_cart(b"GET /v1/carts/c1") is None
+    assert request_cart(b"BREW /v1/carts/c1 HTTP/1.1\r\n\r\n") is None
+
+
+def test_the_socket_directory_is_private_and_named_by_the_cluster(tmp_path: Path) -> None:
+    a = handoff_dir(b"cluster-a", str(tmp_path))
+    assert a == handoff_dir(b"cluster-a", str(tmp_path))
+    assert a != handoff_dir(b"cluster-b", str(tmp_path))
+    assert b"cluster-a".hex() not in str(a) and "cluster-a" not in str(a)
+    assert a.stat().st_mode & 0o777 == 0o700
+    assert a.parent.stat().st_mode & 0o777 == 0o700
+    os.chmod(a, 0o755)
+    with pytest.raises(PermissionError):
+        handoff_dir(b"cluster-a", str(tmp_path))
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected client socket and the server's accepted end."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+async def test_a_connection_passed_on_reaches_the_owner_with_its_first_bytes(
+        tmp_path: Path) -> None:
+    got: list[tuple[socket.socket, bytes]] = []
+    owner = HandOff("h1", tmp_path, lambda cart: None)
+    owner.start(lambda sock, data: got.append((sock, data)))
+    ingress = HandOff("h0", tmp_path, lambda cart: "h1")
+    client, server = _tcp_pair()
+    try:
+        first = b"GET /v1/carts/c1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert ingress.owner_here(first) == "h1"
+        assert ingress.pass_on("h1", first, server.fileno())
+        server.close()  # the ingress forgets it: the connection lives on at the owner
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        (handed, data), = got
+        assert data == first
+        assert handed.type == socket.SOCK_STREAM
+        assert handed.getpeername() == client.getsockname()
+        handed.setblocking(True)
+        handed.sendall(b"answer")
+        assert client.recv(100) == b"answer"
+        client.sendall(b"more")
+        assert handed.recv(100) == b"more"
+        assert (ingress.stats()["handed_off"], owner.stats()["handed_in"]) == (1, 1)
+        handed.close()
+    finally:
+        client.close()
+        await owner.close()
+        await ingress.close()
+
+
+async def test_an_owner_without_a_socket_here_is_left_to_forwarding_for_a_while(
+        tmp_path: Path) -> None:
+    ingress = HandOff("h0", tmp_path, lambda cart: "h9")
+    request = b"GET /v1/carts/c1 HTTP/1.1\r\n\r\n"
+    client, server = _tcp_pair()
+    try:
+        assert ingress.owner_here(request) == "h9"
+        assert not ingress.pass_on("h9", request, server.fileno())
+        skipped = sum(ingress.owner_here(request) is None for _ in range(RETRY_AFTER))
+        assert skipped == RETRY_AFTER
+        assert ingress.owner_here(request) == "h9"  # tried again after that
+        server.sendall(b"still mine")  # nothing was sent: the connection is intact here
+        assert client.recv(100) == b"still mine"
+    finally:
+        client.close()
+        server.close()
+        await ingress.close()
+
+
+async def test_no_hand_off_for_this_host_another_path_or_a_big_first_read(
+        tmp_path: Path) -> None:
+    ingress = HandOff("h0", tmp_path, lambda cart: "h0" if cart == "mine" else "h1")
+    assert ingress.owner_here(b"GET /v1/carts/mine HTTP/1.1\r\n\r\n") is None
+    assert ingress.owner_here(b"GET /v1/products HTTP/1.1\r\n\r\n") is None
+    big = b"POST /v1/carts/c1/items HTTP/1.1\r\n\r\n" + b"x" * 40_000
+    assert ingress.owner_here(big) is None
+    assert ingress.owner_here(b"POST /v1/carts/c1/items HTTP/1.1\r\n\r\n") == "h1"
+
+
+async def test_a_descriptor_that_is_not_a_tcp_socket_is_refused(tmp_path: Path) -> None:
+    got: list[Any] = []
+    owner = HandOff("h1", tmp_path, lambda cart: None)
+    owner.start(lambda sock, data: got.append(sock))
+    ingress = HandOff("h0", tmp_path, lambda cart: "h1")
+    read, write = os.pipe()
+    try:
+        assert ingress.pass_on("h1", b"GET /v1/carts/c1 HTTP/1.1\r\n\r\n", read)
+        for _ in range(100):
+            if owner.stats()["handoffs_refused"]:
+                break
+            await asyncio.sleep(0.01)
+        assert owner.stats()["handoffs_refused"] == 1 and not got
+    finally:
+        os.close(read)
+        os.close(write)
+        await owner.close()
+        await ingress.close()
+
+
+async def test_a_stopping_owner_serves_what_was_queued_and_refuses_the_rest(
+        tmp_path: Path) -> None:
+    got: list[tuple[socket.socket, bytes]] = []
+    owner = HandOff("h1", tmp_path, lambda cart: None)
+    owner.start(lambda sock, data: got.append((sock, data)))
+    ingress = HandOff("h0", tmp_path, lambda cart: "h1")
+    pairs = [_tcp_pair() for _ in range(3)]
+    try:
+        # queued, not read yet: the owner's loop has not run since
+        assert ingress.pass_on("h1", b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n", pairs[0][1].fileno())
+        await asyncio.sleep(0)  # the owner accepts the ingress's connection, reads the first
+        assert ingress.pass_on("h1", b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n", pairs[1][1].fileno())
+        await owner.close()
+        assert sorted(d for _, d in got) == [b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n",
+                                             b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n"]
+        assert not ingress.pass_on("h1", b"GET /v1/carts/q3 HTTP/1.1\r\n\r\n",
+                                   pairs[2][1].fileno())
+    finally:
+        for sock, _ in got:
+            sock.close()
+        for client, server in pairs:
+            client.close()
+            server.close()
+        await ingress.close()
+
+
+# -- two uvicorn servers passing one client's connection ---------------------------------------
+
+
+async def _app(name: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    answer = f"{name} {scope['method']} {scope['path']} {len(body)}".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
+
+
+async def _serve(name: str, handoff: HandOff, sock: socket.socket) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(lambda s, r, w: _app(name, s, r, w), lifespan="on",
+                            interface="asgi3", log_level="warning",
+                            http=handoff_protocol(handoff), ws="none")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    handoff.start(lambda s, data: asyncio.ensure_future(serve_handed(server, s, data)))
+    return server, task
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> str:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    return (await reader.readexactly(length)).decode()
+
+
+async def test_one_keep_alive_connection_is_served_by_the_owner_of_each_request(
+        tmp_path: Path) -> None:
+    def owner(cart: str) -> str:
+        return "h0" if cart.startswith("a") else "h1"
+
+    h0, h1 = HandOff("h0", tmp_path, owner), HandOff("h1", tmp_path, owner)
+    listener0 = socket.create_server(("127.0.0.1", 0))
+    listener1 = socket.create_server(("127.0.0.1", 0))
+    s0, t0 = await _serve("h0", h0, listener0)
+    s1, t1 = await _serve("h1", h1, listener1)
+    reader, writer = await asyncio.open_connection(*listener0.getsockname())
+    try:
+        answers = []
+        for path in ("/v1/carts/a1", "/v1/carts/b1", "/v1/carts/b2", "/v1/carts/a2",
+                     "/v1/products", "/v1/carts/b3/items/l1"):
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            answers.append(await _read_answer(reader))
+        assert answers == ["h0 GET /v1/carts/a1 0", "h1 GET /v1/carts/b1 0",
+                           "h1 GET /v1/carts/b2 0", "h0 GET /v1/carts/a2 0",
+                           "h0 GET /v1/products 0", "h1 GET /v1/carts/b3/items/l1 0"]
+        # a request whose body comes in a later read than its request line
+        writer.write(b"POST /v1/carts/a3/items HTTP/1.1\r\nHost: t\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"Content-Length: 5\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"hello")
+        assert await _read_answer(reader) == "h0 POST /v1/carts/a3/items 5"
+        # two pipelined requests in one read go with the first one's owner, in order
+        writer.write(b"GET /v1/carts/b4 HTTP/1.1\r\nHost: t\r\n\r\n"
+                     b"GET /v1/carts/a4 HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert [await _read_answer(reader), await _read_answer(reader)] == [
+            "h1 GET /v1/carts/b4 0", "h1 GET /v1/carts/a4 0"]
+        # b1, a2, b3, a3 (its request line alone), b4 (with a4)
+        assert h0.stats()["handed_off"] + h1.stats()["handed_off"] == 5
+        assert h0.stats()["handed_in"] + h1.stats()["handed_in"] == 5
+    finally:
+        writer.close()
+        for handoff in (h0, h1):
+            await handoff.close()
+        for server in (s0, s1):
+            server.should_exit = True
+        await asyncio.gather(t0, t1, return_exceptions=True)
