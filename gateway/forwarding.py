@@ -11,6 +11,10 @@ path and the body and relays the answer's bytes. The same idea as a shard region
 (Akka) or Orleans' gateway forwarding a call to the silo that activates the grain, one layer
 up.
 
+Between hosts of one machine the connection itself is handed over instead
+(`gateway.handoff`); forwarding serves the owners on other machines, and every request a
+hand-off could not take.
+
 Failure rules, so that forwarding never weakens what the API promises:
 
 - the request never left (no route to the owner, the owner has no ingress, the channel was
