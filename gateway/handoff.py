@@ -11,10 +11,12 @@ two hosts that forwarded made fewer requests a second than one host alone (3,525
 So when a request arrives, idle connection, for a cart that a host on the *same machine*
 owns, the ingress does not read it: it passes the connection's socket itself to the owner
 (``SCM_RIGHTS`` over a Unix socket, the way a server hands a listening socket to its next
-generation) with the bytes it has already read, and forgets the connection. The owner serves
-the request, and the connection's next ones, as if it had accepted it; one handed the other
-way comes back. The ingress does no HTTP work for the request at all, and nothing waits for a
-reply on the channel. Hosts on other machines are still reached by forwarding.
+generation) with the bytes it has already read, and *parks* its own copy: reading paused,
+keep-alive timer off. The owner serves the request, and the connection's next ones, as if it
+had accepted it. One that comes back to a host holding a parked copy takes up that copy again
+(the new descriptor is closed): no socket, transport or protocol is set up twice. The
+ingress does no HTTP work for the request, and nothing waits for a reply on the channel.
+Hosts on other machines are still reached by forwarding.
 
 Rules, so that a hand-off never weakens what the API promises:
 
@@ -24,12 +26,20 @@ Rules, so that a hand-off never weakens what the API promises:
   without percent-escapes; anything else is served here as before;
 - the hand-off is one datagram (``SOCK_SEQPACKET``): it reaches the owner whole, or the
   send fails and the request is served here (forwarded) as if no hand-off had been tried;
-- a host that receives one checks that it is a TCP socket before it serves it;
-- between hosts of one cluster only: the sockets live in a directory named by a digest of the
-  cluster's channel token, created ``0700`` and refused if another user owns it, and a
+- exactly one host reads and writes a connection: the sender pauses its copy before it
+  sends, the receiver resumes (or sets up) its own after it received;
+- a parked copy keeps the socket open, so it must not outlive the connection: the host
+  that closes a connection tells every host that may hold a copy (each hand-off carries
+  that list), a copy parked longer than the keep-alive is closed, and when a host of the
+  machine goes away (its hand-off socket closes) the others close every copy they parked;
+  a closed copy costs nothing but a new set-up if the connection comes back;
+- a host that receives a descriptor checks that it is a TCP socket before it serves it;
+- between hosts of one cluster only: the sockets live in a directory named by a digest of
+  the cluster's channel token, created ``0700`` and refused if another user owns it, and a
   receiver accepts a peer only with its own user id (``SO_PEERCRED``);
-- a stopping host shuts its hand-off sockets for reading first (new hand-offs fail at the
-  sender, and are served there), then serves the ones already queued.
+- a stopping host shuts its hand-off socket for reading first (new hand-offs fail at the
+  sender, and are served there), then serves the ones already queued, and closes its
+  parked copies once its HTTP server has stopped.
 
 A host that dies holding queued hand-offs drops their connections, as it drops the ones it
 had accepted: the client sees the connection close without an answer, as for any request a
@@ -104,31 +114,37 @@ def request_cart(data: bytes) -> str | None:
 class HandOff:
     """The hand-off endpoint of one host: it receives connections from the hosts of its
     cluster on this machine (`start`), and passes them connections whose next request is for
-    a cart they own (`pass_on`).
+    a cart they own (`pass_on`), keeping a parked copy of each.
 
     ``host_id``: this host's id; ``directory``: the cluster's `handoff_dir`; ``owner_of``:
-    cart id -> the id of the host that owns it (None: none known).
+    cart id -> the id of the host that owns it (None: none known); ``park_for``: seconds a
+    parked copy is kept at most (the HTTP keep-alive).
     """
 
     def __init__(self, host_id: str, directory: Path,
-                 owner_of: Callable[[str], str | None]) -> None:
+                 owner_of: Callable[[str], str | None], park_for: float = 75.0) -> None:
         self.host_id = host_id
         self.directory = directory
         self.owner_of = owner_of
+        self.park_for = park_for
         self.sent = 0
         self.received = 0
+        self.resumed = 0
         self.refused = 0
+        #: Parked copies by socket key (`HandOffHttpProtocol.key`).
+        self.parked: dict[tuple[int, int], Any] = {}
         self._listener: socket.socket | None = None
         self._peers: dict[int, socket.socket] = {}
         self._out: dict[str, socket.socket] = {}
         self._skip: dict[str, int] = {}
-        self._serve: Callable[[socket.socket, bytes], Any] | None = None
+        self._serve: Callable[..., Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- receiving -------------------------------------------------------------------------
-    def start(self, serve: Callable[[socket.socket, bytes], Any]) -> None:
-        """Listen for hand-offs; ``serve(sock, first_bytes)`` takes each connection received.
-        Raises OSError if the socket cannot be bound."""
+    def start(self, serve: Callable[..., Any]) -> None:
+        """Listen for hand-offs; ``serve(sock, first_bytes, key, holders)`` takes each
+        connection received that has no parked copy here. Raises OSError if the socket
+        cannot be bound."""
         self._loop = asyncio.get_running_loop()
         self._serve = serve
         path = self._path(self.host_id)
@@ -165,29 +181,49 @@ class HandOff:
     def _read(self, peer: socket.socket) -> None:
         while True:
             try:
-                data, fds, flags, _ = socket.recv_fds(peer, MAX_HANDOFF_BYTES, 1)
+                data, fds, flags, _ = socket.recv_fds(
+                    peer, 3 + MAX_HOLDERS_BYTES + MAX_HANDOFF_BYTES, 1)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 self._drop_peer(peer)
                 return
-            if not data and not fds:  # the sender closed
+            if not data and not fds:  # the sender closed: it went away, or it stopped
                 self._drop_peer(peer)
+                self._close_parked()
                 return
             self._take(data, fds, flags)
 
-    def _take(self, data: bytes, fds: list[int], flags: int) -> None:
-        if len(fds) != 1 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or not data:
+    def _take(self, message: bytes, fds: list[int], flags: int) -> None:
+        kind, head = _parse(message) if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) \
+            else (None, None)
+        if kind == _DROP and not fds:
+            copy = self.parked.pop(head, None)  # type: ignore[call-overload]
+            if copy is not None:
+                copy.transport.abort()  # this copy only: the socket closes with the last
+            return
+        if kind != _HANDOFF or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
             self.refused += 1
             log.warning("hand-off: refused a malformed message (%d fds, flags %#x)",
                         len(fds), flags)
             return
+        holders, data = head  # type: ignore[misc]
+        fd = fds[0]
         try:
-            sock = socket.socket(fileno=fds[0])
+            info = os.fstat(fd)
+            key = (info.st_dev, info.st_ino)
+            copy = self.parked.pop(key, None) if stat.S_ISSOCK(info.st_mode) else None
+            if copy is not None and not copy.transport.is_closing():
+                os.close(fd)  # the same socket: this host's parked copy takes it back
+                self.resumed += 1
+                self.received += 1
+                copy.resume(data, holders)
+                return
+            sock = socket.socket(fileno=fd)
         except OSError:  # not a socket at all
-            os.close(fds[0])
+            os.close(fd)
             sock = None
         if sock is None or sock.type != socket.SOCK_STREAM or sock.family not in (
                 socket.AF_INET, socket.AF_INET6):
@@ -199,16 +235,16 @@ class HandOff:
         sock.setblocking(False)
         self.received += 1
         assert self._serve is not None
-        self._serve(sock, data)
+        self._serve(sock, data, key, holders)
 
     def _drop_peer(self, peer: socket.socket) -> None:
         if self._peers.pop(peer.fileno(), None) is not None and self._loop is not None:
             self._loop.remove_reader(peer.fileno())
         peer.close()
 
-    async def close(self) -> None:
+    async def stop_receiving(self) -> None:
         """Stop receiving: new hand-offs fail at their sender (which serves them itself),
-        the ones already queued are served, then every socket is closed."""
+        the ones already queued are served, then the receiving sockets are closed."""
         if self._listener is not None and self._loop is not None:
             self._accept()  # hosts that connected and were not accepted yet
             self._loop.remove_reader(self._listener.fileno())
@@ -221,9 +257,61 @@ class HandOff:
                 peer.shutdown(socket.SHUT_RD)
             self._read(peer)
             self._drop_peer(peer)
-        for out in self._out.values():
-            out.close()
-        self._out.clear()
+
+    async def close(self) -> None:
+        """`stop_receiving`, then close the parked copies and the sockets to other hosts
+        (after the HTTP server stopped: a connection it closes tells its holders first)."""
+        await self.stop_receiving()
+        self._close_parked()
+        for owner in list(self._out):
+            self._forget(owner)
+
+    # -- parked copies ---------------------------------------------------------------------
+    def _park(self, protocol: Any) -> None:
+        protocol.park()
+        self.parked[protocol.key] = protocol
+        assert self._loop is not None or protocol.parked_until is None
+        loop = self._loop or asyncio.get_running_loop()
+        protocol.parked_until = loop.call_later(self.park_for, self._expire, protocol)
+
+    def _expire(self, protocol: Any) -> None:
+        if self.parked.get(protocol.key) is protocol:
+            del self.parked[protocol.key]
+            protocol.transport.abort()
+
+    def _close_parked(self) -> None:
+        parked, self.parked = self.parked, {}
+        for protocol in parked.values():
+            protocol.transport.abort()
+
+    def lost(self, protocol: Any) -> None:
+        """A connection of this host closed (`HandOffHttpProtocol.connection_lost`): a
+        parked copy is forgotten; an active one tells the hosts that may hold a copy."""
+        if protocol.parked_until is not None:
+            protocol.parked_until.cancel()
+            protocol.parked_until = None
+        if protocol.parked:
+            if self.parked.get(protocol.key) is protocol:
+                del self.parked[protocol.key]
+            return
+        if protocol.key is None:
+            return
+        message = _DROP + _key_bytes(protocol.key)
+        for holder in protocol.holders:
+            if holder != self.host_id:
+                self._tell(holder, message)
+
+    def _tell(self, owner: str, message: bytes) -> None:
+        out = self._out.get(owner)
+        try:
+            if out is None:
+                out = self._connect(owner)
+            out.send(message)
+        except (BlockingIOError, InterruptedError):
+            if self._loop is not None:  # the owner is behind: a drop must get there
+                self._loop.call_later(0.05, self._tell, owner, message)
+        except OSError:
+            self._forget(owner)  # gone: its copies went with it
 
     # -- passing on ------------------------------------------------------------------------
     def owner_here(self, data: bytes) -> str | None:
@@ -243,24 +331,29 @@ class HandOff:
             return None
         return owner
 
-    def pass_on(self, owner: str, data: bytes, fd: int) -> bool:
-        """Send connection ``fd`` with its first bytes ``data`` to ``owner``; True if it left
-        (the caller then forgets the connection), False if not (serve it here)."""
-        out = self._out.get(owner)
+    def pass_on(self, protocol: Any, owner: str, data: bytes) -> bool:
+        """Send ``protocol``'s connection with its first bytes ``data`` to ``owner`` and park
+        it here; True if it left, False if not (serve it here)."""
         try:
+            fd = protocol.fileno()
+            if protocol.key is None:
+                info = os.fstat(fd)
+                protocol.key = (info.st_dev, info.st_ino)
+            holders = protocol.holders | {self.host_id}
+            message = _HANDOFF + _holders_bytes(holders) + data
+            out = self._out.get(owner)
             if out is None:
                 out = self._connect(owner)
-            socket.send_fds(out, [data], [fd])
+            socket.send_fds(out, [message], [fd])
         except (BlockingIOError, InterruptedError):
             return False  # the owner is behind: serve it here this time
-        except OSError:
+        except (OSError, ValueError):
             # No such host on this machine (another one's, or gone), or it stopped.
             self._skip[owner] = RETRY_AFTER
-            bad = self._out.pop(owner, None)
-            if bad is not None:
-                bad.close()
+            self._forget(owner)
             return False
         self.sent += 1
+        self._park(protocol)
         return True
 
     def _connect(self, owner: str) -> socket.socket:
@@ -272,12 +365,65 @@ class HandOff:
             out.close()
             raise
         self._out[owner] = out
+        loop = self._loop or asyncio.get_running_loop()
+        # Nothing is ever sent back: readable means the owner's side closed (it stopped
+        # or died), and with it every copy of a connection it held.
+        loop.add_reader(out.fileno(), self._owner_gone, owner, out)
         return out
+
+    def _owner_gone(self, owner: str, out: socket.socket) -> None:
+        if self._out.get(owner) is out:
+            self._forget(owner)
+        self._close_parked()
+
+    def _forget(self, owner: str) -> None:
+        out = self._out.pop(owner, None)
+        if out is not None:
+            loop = self._loop or asyncio.get_running_loop()
+            loop.remove_reader(out.fileno())
+            out.close()
 
     def _path(self, host_id: str) -> Path:
         return self.directory / f"{host_id}.sock"
 
     def stats(self) -> dict[str, int]:
-        """Connections handed to other hosts, received from them, and refused."""
+        """Connections handed to other hosts, received from them (of which taken up again
+        by a parked copy), and refused."""
         return {"handed_off": self.sent, "handed_in": self.received,
-                "handoffs_refused": self.refused}
+                "handed_back": self.resumed, "handoffs_refused": self.refused}
+
+
+#: Message kinds: a connection (one descriptor) with its first bytes, or a connection closed.
+_HANDOFF, _DROP = b"H", b"D"
+MAX_HOLDERS_BYTES = 4096
+_KEY = struct.Struct("!QQ")
+
+
+def _holders_bytes(holders: frozenset[str]) -> bytes:
+    names = ",".join(sorted(holders)).encode()
+    if len(names) > MAX_HOLDERS_BYTES:
+        raise ValueError("too many hosts hold this connection")
+    return struct.pack("!H", len(names)) + names
+
+
+def _key_bytes(key: tuple[int, int]) -> bytes:
+    return _KEY.pack(*key)
+
+
+def _parse(message: bytes) -> tuple[bytes | None, Any]:
+    """A message's kind and contents: (holders, first bytes) of a hand-off, the socket key
+    of a drop; (None, None) for anything else."""
+    kind = message[:1]
+    if kind == _DROP and len(message) == 1 + _KEY.size:
+        return kind, _KEY.unpack_from(message, 1)
+    if kind == _HANDOFF and len(message) >= 3:
+        (size,) = struct.unpack_from("!H", message, 1)
+        names = message[3:3 + size]
+        data = message[3 + size:]
+        if len(names) == size and data:
+            try:
+                holders = frozenset(n for n in names.decode("ascii").split(",") if n)
+            except UnicodeDecodeError:
+                return None, None
+            return kind, (holders, data)
+    return None, None

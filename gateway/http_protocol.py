@@ -69,7 +69,13 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
 class HandOffHttpProtocol(CoalescingHttpProtocol):
     """`CoalescingHttpProtocol` that passes an idle connection to the host on this machine
     owning the cart its next request is for (`gateway.handoff`), and that serves the
-    connections handed to this host. Made per ingress by `handoff_protocol`."""
+    connections handed to this host. Made per ingress by `handoff_protocol`.
+
+    A connection passed on stays here *parked*: its reading paused, its keep-alive timer
+    off, this process's descriptor kept, so that when it comes back it goes on where it
+    was instead of being set up again. While it is parked, the host it went to is the only
+    reader and writer of the socket.
+    """
 
     handoff: Any = None  # the ingress's `gateway.handoff.HandOff`
 
@@ -77,12 +83,22 @@ class HandOffHttpProtocol(CoalescingHttpProtocol):
         super().__init__(*args, **kwargs)
         self._in_message = False
         self._first: bytes | None = None  # the bytes a connection was handed in with
+        #: The socket's ``(st_dev, st_ino)``: the same in every process holding it.
+        self.key: tuple[int, int] | None = None
+        #: Hosts that may hold a parked copy of this connection (told when it closes).
+        self.holders: frozenset[str] = frozenset()
+        self.parked = False
+        self.parked_until: Any = None  # the timer that closes a copy parked too long
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         first, self._first = self._first, None
         if first is not None:  # before the transport reads anything more
             super().data_received(first)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.handoff.lost(self)
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         self._in_message = True
@@ -97,10 +113,28 @@ class HandOffHttpProtocol(CoalescingHttpProtocol):
                 self.cycle is None or self.cycle.response_complete):
             owner = self.handoff.owner_here(data)
             if owner is not None and self._idle_transport() and self.handoff.pass_on(
-                    owner, data, self.transport.get_extra_info("socket").fileno()):
-                self.transport.abort()  # this process's descriptor only: the owner has one
+                    self, owner, data):
                 return
         super().data_received(data)
+
+    def fileno(self) -> int:
+        return int(self.transport.get_extra_info("socket").fileno())
+
+    def park(self) -> None:
+        """Stop reading and forget the keep-alive timer: another host has the connection."""
+        self.parked = True
+        self.transport.pause_reading()
+        self._unset_keepalive_if_required()
+
+    def resume(self, data: bytes, holders: frozenset[str]) -> None:
+        """Take the connection back with the bytes the other host read of its next request."""
+        self.parked = False
+        self.holders = holders
+        if self.parked_until is not None:
+            self.parked_until.cancel()
+            self.parked_until = None
+        self.transport.resume_reading()
+        super().data_received(data)  # served here: views of the directory may differ
 
     def _idle_transport(self) -> bool:
         t = self.transport
@@ -112,11 +146,15 @@ def handoff_protocol(handoff: Any) -> type[HandOffHttpProtocol]:
     return type("HandOffHttpProtocol", (HandOffHttpProtocol,), {"handoff": handoff})
 
 
-async def serve_handed(server: Any, sock: Any, first: bytes) -> None:
+async def serve_handed(server: Any, sock: Any, first: bytes, key: tuple[int, int],
+                       holders: frozenset[str]) -> None:
     """Serve a connection handed to this host, with the bytes it came with, through the
-    running uvicorn ``server`` (its protocol class, state and app)."""
+    running uvicorn ``server`` (its protocol class, state and app); ``key`` and ``holders``
+    as in `HandOffHttpProtocol`."""
     config = server.config
     protocol = config.http_protocol_class(config=config, server_state=server.server_state,
                                           app_state=server.lifespan.state)
     protocol._first = first
+    protocol.key = key
+    protocol.holders = holders
     await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)

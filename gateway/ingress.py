@@ -62,11 +62,13 @@ class HttpIngress:
         from gateway.cart_events import shutdown
 
         if self.handoff is not None:  # before uvicorn stops: the queued ones are served
-            await self.handoff.close()
+            await self.handoff.stop_receiving()
         # Open event streams end first: uvicorn waits for running responses before it stops.
         await shutdown(self.api)
         self.server.should_exit = True
         await asyncio.gather(self.task, return_exceptions=True)
+        if self.handoff is not None:  # the closed connections have told their holders
+            await self.handoff.close()
 
 
 async def serve(settings: GatewaySettings, service: Any, placement: Any) -> HttpIngress:
@@ -109,11 +111,11 @@ def _handoff(settings: GatewaySettings, placement: Any) -> Any:
         log.warning("connection hand-off off: %s", e)
         return None
     return HandOff(placement.host.host_id, directory,
-                   lambda cart_id: placement.owner_of("cart", cart_id))
+                   lambda cart_id: placement.owner_of("cart", cart_id), settings.keep_alive)
 
 
-def _serve_handed(server: Any, sock: socket.socket, first: bytes) -> None:
-    task = asyncio.ensure_future(serve_handed(server, sock, first))
+def _serve_handed(server: Any, *args: Any) -> None:
+    task = asyncio.ensure_future(serve_handed(server, *args))
     _handed.add(task)
     task.add_done_callback(_handed_done)
 

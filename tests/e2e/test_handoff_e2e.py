@@ -50,4 +50,5 @@ def test_one_connection_is_handed_to_the_owner_of_each_cart(server: Server) -> N
     handed = after["handed_off"] - before["handed_off"]
     assert handed > 0
     assert after["handed_in"] - before["handed_in"] == handed
+    assert after["handed_back"] - before["handed_back"] > 0  # a parked copy took it back
     assert after["forwarded"] == before["forwarded"]  # nothing needed forwarding

@@ -52,24 +52,65 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
-async def test_a_connection_passed_on_reaches_the_owner_with_its_first_bytes(
+class _Conn:
+    """What the hand-off uses of a `HandOffHttpProtocol` (and of its transport), over a real
+    socket or any descriptor."""
+
+    def __init__(self, fd: int, key: Any = None, holders: frozenset[str] = frozenset()) -> None:
+        self.fd = fd
+        self.key = key
+        self.holders = holders
+        self.parked = False
+        self.parked_until: Any = None
+        self.resumed: list[tuple[bytes, frozenset[str]]] = []
+        self.closed = False
+        self.transport = self
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def park(self) -> None:
+        self.parked = True
+
+    def resume(self, data: bytes, holders: frozenset[str]) -> None:
+        self.parked = False
+        self.resumed.append((data, holders))
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+async def _until(condition: Any) -> None:
+    """Wait (up to 2 s) for ``condition()``, letting the loop run the hand-off sockets."""
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+REQUEST = b"GET /v1/carts/c1 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_a_connection_passed_on_reaches_the_owner_and_its_parked_copy_takes_it_back(
         tmp_path: Path) -> None:
-    got: list[tuple[socket.socket, bytes]] = []
-    owner = HandOff("h1", tmp_path, lambda cart: None)
-    owner.start(lambda sock, data: got.append((sock, data)))
+    got: list[tuple[socket.socket, bytes, Any, frozenset[str]]] = []
+    owner = HandOff("h1", tmp_path, lambda cart: "h0")
+    owner.start(lambda *a: got.append(a))
     ingress = HandOff("h0", tmp_path, lambda cart: "h1")
+    ingress.start(lambda *a: got.append(a))
     client, server = _tcp_pair()
+    mine = _Conn(server.fileno())
     try:
-        first = b"GET /v1/carts/c1 HTTP/1.1\r\nHost: x\r\n\r\n"
-        assert ingress.owner_here(first) == "h1"
-        assert ingress.pass_on("h1", first, server.fileno())
-        server.close()  # the ingress forgets it: the connection lives on at the owner
-        for _ in range(100):
-            if got:
-                break
-            await asyncio.sleep(0.01)
-        (handed, data), = got
-        assert data == first
+        assert ingress.owner_here(REQUEST) == "h1"
+        assert ingress.pass_on(mine, "h1", REQUEST)
+        assert mine.parked and ingress.parked == {mine.key: mine}
+        await _until(lambda: got)
+        (handed, data, key, holders), = got
+        assert (data, key, holders) == (REQUEST, mine.key, frozenset({"h0"}))
         assert handed.type == socket.SOCK_STREAM
         assert handed.getpeername() == client.getsockname()
         handed.setblocking(True)
@@ -77,25 +118,85 @@ async def test_a_connection_passed_on_reaches_the_owner_with_its_first_bytes(
         assert client.recv(100) == b"answer"
         client.sendall(b"more")
         assert handed.recv(100) == b"more"
-        assert (ingress.stats()["handed_off"], owner.stats()["handed_in"]) == (1, 1)
+        # back to the first host: its parked copy goes on, nothing is set up again
+        theirs = _Conn(handed.fileno(), key, holders)
+        assert owner.pass_on(theirs, "h0", b"GET /v1/carts/a1 HTTP/1.1\r\n\r\n")
+        await _until(lambda: mine.resumed)
+        assert mine.resumed == [(b"GET /v1/carts/a1 HTTP/1.1\r\n\r\n",
+                                 frozenset({"h0", "h1"}))]
+        assert not mine.parked and not ingress.parked and len(got) == 1
+        assert ingress.stats() == {"handed_off": 1, "handed_in": 1, "handed_back": 1,
+                                   "handoffs_refused": 0}
         handed.close()
     finally:
         client.close()
+        server.close()
         await owner.close()
+        await ingress.close()
+
+
+async def test_a_closed_connection_closes_the_copies_parked_elsewhere(tmp_path: Path) -> None:
+    got: list[Any] = []
+    owner = HandOff("h1", tmp_path, lambda cart: None)
+    owner.start(lambda *a: got.append(a))
+    ingress = HandOff("h0", tmp_path, lambda cart: "h1")
+    ingress.start(lambda *a: got.append(a))
+    client, server = _tcp_pair()
+    mine = _Conn(server.fileno())
+    try:
+        assert ingress.pass_on(mine, "h1", REQUEST)
+        await _until(lambda: got)
+        handed, _, key, holders = got[0]
+        owner.lost(_Conn(handed.fileno(), key, holders))  # the owner closed it
+        await _until(lambda: mine.closed)
+        assert not ingress.parked
+        handed.close()
+    finally:
+        client.close()
+        server.close()
+        await owner.close()
+        await ingress.close()
+
+
+async def test_copies_are_closed_when_the_other_host_goes_away_or_after_the_keep_alive(
+        tmp_path: Path) -> None:
+    got: list[Any] = []
+    owner = HandOff("h1", tmp_path, lambda cart: None)
+    owner.start(lambda *a: got.append(a))
+    ingress = HandOff("h0", tmp_path, lambda cart: "h1", park_for=0.05)
+    pairs = [_tcp_pair() for _ in range(2)]
+    first, second = _Conn(pairs[0][1].fileno()), _Conn(pairs[1][1].fileno())
+    try:
+        assert ingress.pass_on(first, "h1", REQUEST)
+        await _until(lambda: first.closed)  # parked longer than the keep-alive
+        assert not ingress.parked
+        ingress.park_for = 60
+        assert ingress.pass_on(second, "h1", REQUEST)
+        await _until(lambda: len(got) == 2)
+        await owner.close()
+        await _until(lambda: second.closed)  # the owner went away
+        assert not ingress.parked
+    finally:
+        for sock, *_ in got:
+            sock.close()
+        for client, server in pairs:
+            client.close()
+            server.close()
         await ingress.close()
 
 
 async def test_an_owner_without_a_socket_here_is_left_to_forwarding_for_a_while(
         tmp_path: Path) -> None:
     ingress = HandOff("h0", tmp_path, lambda cart: "h9")
-    request = b"GET /v1/carts/c1 HTTP/1.1\r\n\r\n"
     client, server = _tcp_pair()
+    mine = _Conn(server.fileno())
     try:
-        assert ingress.owner_here(request) == "h9"
-        assert not ingress.pass_on("h9", request, server.fileno())
-        skipped = sum(ingress.owner_here(request) is None for _ in range(RETRY_AFTER))
+        assert ingress.owner_here(REQUEST) == "h9"
+        assert not ingress.pass_on(mine, "h9", REQUEST)
+        assert not mine.parked and not ingress.parked
+        skipped = sum(ingress.owner_here(REQUEST) is None for _ in range(RETRY_AFTER))
         assert skipped == RETRY_AFTER
-        assert ingress.owner_here(request) == "h9"  # tried again after that
+        assert ingress.owner_here(REQUEST) == "h9"  # tried again after that
         server.sendall(b"still mine")  # nothing was sent: the connection is intact here
         assert client.recv(100) == b"still mine"
     finally:
@@ -114,20 +215,24 @@ async def test_no_hand_off_for_this_host_another_path_or_a_big_first_read(
     assert ingress.owner_here(b"POST /v1/carts/c1/items HTTP/1.1\r\n\r\n") == "h1"
 
 
-async def test_a_descriptor_that_is_not_a_tcp_socket_is_refused(tmp_path: Path) -> None:
+async def test_a_descriptor_that_is_not_a_tcp_socket_or_a_malformed_message_is_refused(
+        tmp_path: Path) -> None:
     got: list[Any] = []
     owner = HandOff("h1", tmp_path, lambda cart: None)
-    owner.start(lambda sock, data: got.append(sock))
+    owner.start(lambda *a: got.append(a))
     ingress = HandOff("h0", tmp_path, lambda cart: "h1")
     read, write = os.pipe()
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        assert ingress.pass_on("h1", b"GET /v1/carts/c1 HTTP/1.1\r\n\r\n", read)
-        for _ in range(100):
-            if owner.stats()["handoffs_refused"]:
-                break
-            await asyncio.sleep(0.01)
-        assert owner.stats()["handoffs_refused"] == 1 and not got
+        assert ingress.pass_on(_Conn(read), "h1", REQUEST)
+        await _until(lambda: owner.stats()["handoffs_refused"] == 1)
+        raw.connect(str(tmp_path / "h1.sock"))
+        socket.send_fds(raw, [b"X nonsense"], [write])
+        raw.send(b"H\x00\x05h0")  # a hand-off without a descriptor
+        await _until(lambda: owner.stats()["handoffs_refused"] == 3)
+        assert not got
     finally:
+        raw.close()
         os.close(read)
         os.close(write)
         await owner.close()
@@ -136,27 +241,29 @@ async def test_a_descriptor_that_is_not_a_tcp_socket_is_refused(tmp_path: Path) 
 
 async def test_a_stopping_owner_serves_what_was_queued_and_refuses_the_rest(
         tmp_path: Path) -> None:
-    got: list[tuple[socket.socket, bytes]] = []
+    got: list[Any] = []
     owner = HandOff("h1", tmp_path, lambda cart: None)
-    owner.start(lambda sock, data: got.append((sock, data)))
+    owner.start(lambda *a: got.append(a))
     ingress = HandOff("h0", tmp_path, lambda cart: "h1")
     pairs = [_tcp_pair() for _ in range(3)]
+    conns = [_Conn(server.fileno()) for _, server in pairs]
     try:
         # queued, not read yet: the owner's loop has not run since
-        assert ingress.pass_on("h1", b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n", pairs[0][1].fileno())
+        assert ingress.pass_on(conns[0], "h1", b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n")
         await asyncio.sleep(0)  # the owner accepts the ingress's connection, reads the first
-        assert ingress.pass_on("h1", b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n", pairs[1][1].fileno())
-        await owner.close()
-        assert sorted(d for _, d in got) == [b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n",
-                                             b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n"]
-        assert not ingress.pass_on("h1", b"GET /v1/carts/q3 HTTP/1.1\r\n\r\n",
-                                   pairs[2][1].fileno())
+        assert ingress.pass_on(conns[1], "h1", b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n")
+        await owner.stop_receiving()
+        assert sorted(data for _, data, *_ in got) == [b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n",
+                                                       b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n"]
+        assert not ingress.pass_on(conns[2], "h1", b"GET /v1/carts/q3 HTTP/1.1\r\n\r\n")
+        assert not conns[2].parked
     finally:
-        for sock, _ in got:
+        for sock, *_ in got:
             sock.close()
         for client, server in pairs:
             client.close()
             server.close()
+        await owner.close()
         await ingress.close()
 
 
@@ -194,7 +301,7 @@ async def _serve(name: str, handoff: HandOff, sock: socket.socket) -> Any:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    handoff.start(lambda s, data: asyncio.ensure_future(serve_handed(server, s, data)))
+    handoff.start(lambda *a: asyncio.ensure_future(serve_handed(server, *a)))
     return server, task
 
 
@@ -239,9 +346,15 @@ async def test_one_keep_alive_connection_is_served_by_the_owner_of_each_request(
                      b"GET /v1/carts/a4 HTTP/1.1\r\nHost: t\r\n\r\n")
         assert [await _read_answer(reader), await _read_answer(reader)] == [
             "h1 GET /v1/carts/b4 0", "h1 GET /v1/carts/a4 0"]
-        # b1, a2, b3, a3 (its request line alone), b4 (with a4)
+        # b1, a2, b3, a3 (its request line alone), b4 (with a4); all but b1 came back to
+        # a parked copy
         assert h0.stats()["handed_off"] + h1.stats()["handed_off"] == 5
         assert h0.stats()["handed_in"] + h1.stats()["handed_in"] == 5
+        assert h0.stats()["handed_back"] + h1.stats()["handed_back"] == 4
+        assert len(h0.parked) + len(h1.parked) == 1  # the host the client left holds a copy
+        writer.close()  # the client hangs up: the copy parked at the other host goes too
+        await _until(lambda: not h0.parked and not h1.parked)
+        assert await reader.read() == b""
     finally:
         writer.close()
         for handoff in (h0, h1):
