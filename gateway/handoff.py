@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -139,6 +140,7 @@ class HandOff:
         self._skip: dict[str, int] = {}
         self._serve: Callable[..., Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeping: asyncio.TimerHandle | None = None
 
     # -- receiving -------------------------------------------------------------------------
     def start(self, serve: Callable[..., Any]) -> None:
@@ -270,26 +272,37 @@ class HandOff:
     def _park(self, protocol: Any) -> None:
         protocol.park()
         self.parked[protocol.key] = protocol
-        assert self._loop is not None or protocol.parked_until is None
-        loop = self._loop or asyncio.get_running_loop()
-        protocol.parked_until = loop.call_later(self.park_for, self._expire, protocol)
+        if self._sweeping is None:
+            self._sweeping = self._loop_now().call_later(self.park_for / 2, self._sweep)
 
-    def _expire(self, protocol: Any) -> None:
-        if self.parked.get(protocol.key) is protocol:
-            del self.parked[protocol.key]
-            protocol.transport.abort()
+    def _sweep(self) -> None:
+        """Close the copies parked longer than ``park_for``; again while any is parked."""
+        self._sweeping = None
+        loop = self._loop_now()
+        oldest = loop.time() - self.park_for
+        for key, protocol in list(self.parked.items()):
+            if protocol.parked_at <= oldest:
+                del self.parked[key]
+                protocol.transport.abort()
+        if self.parked:
+            self._sweeping = loop.call_later(self.park_for / 2, self._sweep)
+
+    def _loop_now(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _close_parked(self) -> None:
         parked, self.parked = self.parked, {}
         for protocol in parked.values():
             protocol.transport.abort()
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
 
     def lost(self, protocol: Any) -> None:
         """A connection of this host closed (`HandOffHttpProtocol.connection_lost`): a
         parked copy is forgotten; an active one tells the hosts that may hold a copy."""
-        if protocol.parked_until is not None:
-            protocol.parked_until.cancel()
-            protocol.parked_until = None
         if protocol.parked:
             if self.parked.get(protocol.key) is protocol:
                 del self.parked[protocol.key]
@@ -344,7 +357,7 @@ class HandOff:
             out = self._out.get(owner)
             if out is None:
                 out = self._connect(owner)
-            socket.send_fds(out, [message], [fd])
+            out.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FD.pack(fd))])
         except (BlockingIOError, InterruptedError):
             return False  # the owner is behind: serve it here this time
         except (OSError, ValueError):
@@ -365,7 +378,7 @@ class HandOff:
             out.close()
             raise
         self._out[owner] = out
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._loop_now()
         # Nothing is ever sent back: readable means the owner's side closed (it stopped
         # or died), and with it every copy of a connection it held.
         loop.add_reader(out.fileno(), self._owner_gone, owner, out)
@@ -379,8 +392,7 @@ class HandOff:
     def _forget(self, owner: str) -> None:
         out = self._out.pop(owner, None)
         if out is not None:
-            loop = self._loop or asyncio.get_running_loop()
-            loop.remove_reader(out.fileno())
+            self._loop_now().remove_reader(out.fileno())
             out.close()
 
     def _path(self, host_id: str) -> Path:
@@ -399,6 +411,10 @@ MAX_HOLDERS_BYTES = 4096
 _KEY = struct.Struct("!QQ")
 
 
+_FD = struct.Struct("i")
+
+
+@functools.lru_cache(maxsize=64)
 def _holders_bytes(holders: frozenset[str]) -> bytes:
     names = ",".join(sorted(holders)).encode()
     if len(names) > MAX_HOLDERS_BYTES:
@@ -421,9 +437,14 @@ def _parse(message: bytes) -> tuple[bytes | None, Any]:
         names = message[3:3 + size]
         data = message[3 + size:]
         if len(names) == size and data:
-            try:
-                holders = frozenset(n for n in names.decode("ascii").split(",") if n)
-            except UnicodeDecodeError:
-                return None, None
-            return kind, (holders, data)
+            holders = _holders_of(names)
+            return (kind, (holders, data)) if holders is not None else (None, None)
     return None, None
+
+
+@functools.lru_cache(maxsize=64)
+def _holders_of(names: bytes) -> frozenset[str] | None:
+    try:
+        return frozenset(n for n in names.decode("ascii").split(",") if n)
+    except UnicodeDecodeError:
+        return None

@@ -88,10 +88,14 @@ class HandOffHttpProtocol(CoalescingHttpProtocol):
         #: Hosts that may hold a parked copy of this connection (told when it closes).
         self.holders: frozenset[str] = frozenset()
         self.parked = False
-        self.parked_until: Any = None  # the timer that closes a copy parked too long
+        #: When this copy was parked (the loop's clock, seconds): one parked longer than the
+        #: keep-alive is closed (`gateway.handoff.HandOff`).
+        self.parked_at = 0.0
+        self._fd = -1
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._fd = transport.get_extra_info("socket").fileno()
         first, self._first = self._first, None
         if first is not None:  # before the transport reads anything more
             super().data_received(first)
@@ -118,11 +122,12 @@ class HandOffHttpProtocol(CoalescingHttpProtocol):
         super().data_received(data)
 
     def fileno(self) -> int:
-        return int(self.transport.get_extra_info("socket").fileno())
+        return self._fd
 
     def park(self) -> None:
         """Stop reading and forget the keep-alive timer: another host has the connection."""
         self.parked = True
+        self.parked_at = self.loop.time()
         self.transport.pause_reading()
         self._unset_keepalive_if_required()
 
@@ -130,9 +135,6 @@ class HandOffHttpProtocol(CoalescingHttpProtocol):
         """Take the connection back with the bytes the other host read of its next request."""
         self.parked = False
         self.holders = holders
-        if self.parked_until is not None:
-            self.parked_until.cancel()
-            self.parked_until = None
         self.transport.resume_reading()
         super().data_received(data)  # served here: views of the directory may differ
 

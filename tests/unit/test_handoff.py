@@ -61,7 +61,7 @@ class _Conn:
         self.key = key
         self.holders = holders
         self.parked = False
-        self.parked_until: Any = None
+        self.parked_at = 0.0
         self.resumed: list[tuple[bytes, frozenset[str]]] = []
         self.closed = False
         self.transport = self
@@ -71,6 +71,7 @@ class _Conn:
 
     def park(self) -> None:
         self.parked = True
+        self.parked_at = asyncio.get_running_loop().time()
 
     def resume(self, data: bytes, holders: frozenset[str]) -> None:
         self.parked = False
