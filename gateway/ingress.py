@@ -92,7 +92,10 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
             raise OSError("the HTTP ingress stopped before it started")
         await asyncio.sleep(0.01)
     if handoff is not None:
-        handoff.start(partial(_serve_handed, server))
+        try:
+            handoff.start(partial(_serve_handed, server))
+        except OSError as e:  # it still passes connections on; the others forward to it
+            log.warning("connection hand-off: cannot receive here: %s", e)
     return HttpIngress(server, task, api, app, handoff)
 
 
