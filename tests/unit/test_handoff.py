@@ -93,19 +93,37 @@ async def _until(condition: Any) -> None:
     raise AssertionError("the condition never held")
 
 
+class _Hosts:
+    """Two hand-off endpoints in one directory, closed on exit with every socket handed:
+    ``ingress`` (h0) sends every cart to ``owner`` (h1), which sends every cart back to h0;
+    ``got`` collects what either was handed that it had no parked copy of."""
+
+    def __init__(self, tmp_path: Path, park_for: float = 75.0) -> None:
+        self.got: list[Any] = []
+        self.owner = HandOff("h1", tmp_path, lambda cart: "h0")
+        self.owner.start(lambda *a: self.got.append(a))
+        self.ingress = HandOff("h0", tmp_path, lambda cart: "h1", park_for=park_for)
+        self.ingress.start(lambda *a: self.got.append(a))
+
+    async def __aenter__(self) -> _Hosts:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for sock, *_ in self.got:
+            sock.close()
+        await self.owner.close()
+        await self.ingress.close()
+
+
 REQUEST = b"GET /v1/carts/c1 HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 async def test_a_connection_passed_on_reaches_the_owner_and_its_parked_copy_takes_it_back(
         tmp_path: Path) -> None:
-    got: list[tuple[socket.socket, bytes, Any, frozenset[str]]] = []
-    owner = HandOff("h1", tmp_path, lambda cart: "h0")
-    owner.start(lambda *a: got.append(a))
-    ingress = HandOff("h0", tmp_path, lambda cart: "h1")
-    ingress.start(lambda *a: got.append(a))
     client, server = _tcp_pair()
     mine = _Conn(server.fileno())
-    try:
+    async with _Hosts(tmp_path) as hosts:
+        owner, ingress, got = hosts.owner, hosts.ingress, hosts.got
         assert ingress.owner_here(REQUEST) == "h1"
         assert ingress.pass_on(mine, "h1", REQUEST)
         assert mine.parked and ingress.parked == {mine.key: mine}
@@ -128,62 +146,41 @@ async def test_a_connection_passed_on_reaches_the_owner_and_its_parked_copy_take
         assert not mine.parked and not ingress.parked and len(got) == 1
         assert ingress.stats() == {"handed_off": 1, "handed_in": 1, "handed_back": 1,
                                    "handoffs_refused": 0}
-        handed.close()
-    finally:
-        client.close()
-        server.close()
-        await owner.close()
-        await ingress.close()
+    client.close()
+    server.close()
 
 
 async def test_a_closed_connection_closes_the_copies_parked_elsewhere(tmp_path: Path) -> None:
-    got: list[Any] = []
-    owner = HandOff("h1", tmp_path, lambda cart: None)
-    owner.start(lambda *a: got.append(a))
-    ingress = HandOff("h0", tmp_path, lambda cart: "h1")
-    ingress.start(lambda *a: got.append(a))
     client, server = _tcp_pair()
     mine = _Conn(server.fileno())
-    try:
-        assert ingress.pass_on(mine, "h1", REQUEST)
-        await _until(lambda: got)
-        handed, _, key, holders = got[0]
-        owner.lost(_Conn(handed.fileno(), key, holders))  # the owner closed it
+    async with _Hosts(tmp_path) as hosts:
+        assert hosts.ingress.pass_on(mine, "h1", REQUEST)
+        await _until(lambda: hosts.got)
+        handed, _, key, holders = hosts.got[0]
+        hosts.owner.lost(_Conn(handed.fileno(), key, holders))  # the owner closed it
         await _until(lambda: mine.closed)
-        assert not ingress.parked
-        handed.close()
-    finally:
-        client.close()
-        server.close()
-        await owner.close()
-        await ingress.close()
+        assert not hosts.ingress.parked
+    client.close()
+    server.close()
 
 
 async def test_copies_are_closed_when_the_other_host_goes_away_or_after_the_keep_alive(
         tmp_path: Path) -> None:
-    got: list[Any] = []
-    owner = HandOff("h1", tmp_path, lambda cart: None)
-    owner.start(lambda *a: got.append(a))
-    ingress = HandOff("h0", tmp_path, lambda cart: "h1", park_for=0.05)
     pairs = [_tcp_pair() for _ in range(2)]
     first, second = _Conn(pairs[0][1].fileno()), _Conn(pairs[1][1].fileno())
-    try:
-        assert ingress.pass_on(first, "h1", REQUEST)
+    async with _Hosts(tmp_path, park_for=0.05) as hosts:
+        assert hosts.ingress.pass_on(first, "h1", REQUEST)
         await _until(lambda: first.closed)  # parked longer than the keep-alive
-        assert not ingress.parked
-        ingress.park_for = 60
-        assert ingress.pass_on(second, "h1", REQUEST)
-        await _until(lambda: len(got) == 2)
-        await owner.close()
+        assert not hosts.ingress.parked
+        hosts.ingress.park_for = 60
+        assert hosts.ingress.pass_on(second, "h1", REQUEST)
+        await _until(lambda: len(hosts.got) == 2)
+        await hosts.owner.close()
         await _until(lambda: second.closed)  # the owner went away
-        assert not ingress.parked
-    finally:
-        for sock, *_ in got:
-            sock.close()
-        for client, server in pairs:
-            client.close()
-            server.close()
-        await ingress.close()
+        assert not hosts.ingress.parked
+    for client, server in pairs:
+        client.close()
+        server.close()
 
 
 async def test_an_owner_without_a_socket_here_is_left_to_forwarding_for_a_while(
@@ -218,54 +215,39 @@ async def test_no_hand_off_for_this_host_another_path_or_a_big_first_read(
 
 async def test_a_descriptor_that_is_not_a_tcp_socket_or_a_malformed_message_is_refused(
         tmp_path: Path) -> None:
-    got: list[Any] = []
-    owner = HandOff("h1", tmp_path, lambda cart: None)
-    owner.start(lambda *a: got.append(a))
-    ingress = HandOff("h0", tmp_path, lambda cart: "h1")
     read, write = os.pipe()
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        assert ingress.pass_on(_Conn(read), "h1", REQUEST)
-        await _until(lambda: owner.stats()["handoffs_refused"] == 1)
+    async with _Hosts(tmp_path) as hosts:
+        assert hosts.ingress.pass_on(_Conn(read), "h1", REQUEST)
+        await _until(lambda: hosts.owner.stats()["handoffs_refused"] == 1)
         raw.connect(str(tmp_path / "h1.sock"))
         socket.send_fds(raw, [b"X nonsense"], [write])
         raw.send(b"H\x00\x05h0")  # a hand-off without a descriptor
-        await _until(lambda: owner.stats()["handoffs_refused"] == 3)
-        assert not got
-    finally:
-        raw.close()
-        os.close(read)
-        os.close(write)
-        await owner.close()
-        await ingress.close()
+        await _until(lambda: hosts.owner.stats()["handoffs_refused"] == 3)
+        assert not hosts.got
+    raw.close()
+    os.close(read)
+    os.close(write)
 
 
 async def test_a_stopping_owner_serves_what_was_queued_and_refuses_the_rest(
         tmp_path: Path) -> None:
-    got: list[Any] = []
-    owner = HandOff("h1", tmp_path, lambda cart: None)
-    owner.start(lambda *a: got.append(a))
-    ingress = HandOff("h0", tmp_path, lambda cart: "h1")
     pairs = [_tcp_pair() for _ in range(3)]
     conns = [_Conn(server.fileno()) for _, server in pairs]
-    try:
+    async with _Hosts(tmp_path) as hosts:
+        ingress = hosts.ingress
         # queued, not read yet: the owner's loop has not run since
         assert ingress.pass_on(conns[0], "h1", b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n")
         await asyncio.sleep(0)  # the owner accepts the ingress's connection, reads the first
         assert ingress.pass_on(conns[1], "h1", b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n")
-        await owner.stop_receiving()
-        assert sorted(data for _, data, *_ in got) == [b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n",
-                                                       b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n"]
+        await hosts.owner.stop_receiving()
+        assert sorted(data for _, data, *_ in hosts.got) == [
+            b"GET /v1/carts/q1 HTTP/1.1\r\n\r\n", b"GET /v1/carts/q2 HTTP/1.1\r\n\r\n"]
         assert not ingress.pass_on(conns[2], "h1", b"GET /v1/carts/q3 HTTP/1.1\r\n\r\n")
         assert not conns[2].parked
-    finally:
-        for sock, *_ in got:
-            sock.close()
-        for client, server in pairs:
-            client.close()
-            server.close()
-        await owner.close()
-        await ingress.close()
+    for client, server in pairs:
+        client.close()
+        server.close()
 
 
 # -- two uvicorn servers passing one client's connection ---------------------------------------
