@@ -307,10 +307,14 @@ class HandOff:
             if self.parked.get(protocol.key) is protocol:
                 del self.parked[protocol.key]
             return
-        if protocol.key is None:
-            return
-        message = _DROP + _key_bytes(protocol.key)
-        for holder in protocol.holders:
+        if protocol.key is not None:
+            self.abandon(protocol.key, protocol.holders)
+
+    def abandon(self, key: tuple[int, int], holders: frozenset[str]) -> None:
+        """Tell ``holders`` to close their parked copies of connection ``key``: it closed
+        here, or could not be served."""
+        message = _DROP + _key_bytes(key)
+        for holder in holders:
             if holder != self.host_id:
                 self._tell(holder, message)
 

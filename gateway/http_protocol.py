@@ -152,11 +152,18 @@ async def serve_handed(server: Any, sock: Any, first: bytes, key: tuple[int, int
                        holders: frozenset[str]) -> None:
     """Serve a connection handed to this host, with the bytes it came with, through the
     running uvicorn ``server`` (its protocol class, state and app); ``key`` and ``holders``
-    as in `HandOffHttpProtocol`."""
+    as in `HandOffHttpProtocol`. If it cannot be set up, the connection is closed here and
+    the hosts holding a copy are told to close theirs, then the error is raised."""
     config = server.config
-    protocol = config.http_protocol_class(config=config, server_state=server.server_state,
-                                          app_state=server.lifespan.state)
-    protocol._first = first
-    protocol.key = key
-    protocol.holders = holders
-    await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+    try:
+        protocol = config.http_protocol_class(config=config, server_state=server.server_state,
+                                              app_state=server.lifespan.state)
+        protocol._first = first
+        protocol.key = key
+        protocol.holders = holders
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+    except BaseException:
+        sock.close()
+        # The hosts holding a copy close theirs: the client sees it closed, not hanging.
+        config.http_protocol_class.handoff.abandon(key, holders)
+        raise

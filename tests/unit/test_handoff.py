@@ -345,3 +345,24 @@ async def test_one_keep_alive_connection_is_served_by_the_owner_of_each_request(
         for server in (s0, s1):
             server.should_exit = True
         await asyncio.gather(t0, t1, return_exceptions=True)
+
+
+async def test_a_connection_that_cannot_be_served_is_closed_everywhere(tmp_path: Path) -> None:
+    client, server = _tcp_pair()
+    mine = _Conn(server.fileno())
+    async with _Hosts(tmp_path) as hosts:
+        assert hosts.ingress.pass_on(mine, "h1", REQUEST)
+        await _until(lambda: hosts.got)
+        handed, data, key, holders = hosts.got.pop()
+
+        class _Broken:
+            config = type("Config", (), {"http_protocol_class": handoff_protocol(
+                hosts.owner)})()
+            server_state = lifespan = None
+
+        with pytest.raises(Exception):  # noqa: B017 - uvicorn's protocol refuses the state
+            await serve_handed(_Broken(), handed, data, key, holders)
+        assert handed.fileno() == -1  # closed here
+        await _until(lambda: mine.closed)  # and the copy parked at the ingress too
+    client.close()
+    server.close()
