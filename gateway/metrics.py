@@ -148,7 +148,9 @@ class EngineCollector:
         forwarded = CounterMetricFamily(
             "cart_engine_ingress_forwarded_requests",
             "cart requests by what a host's ingress did with them: forwarded to the cart's "
-            "owner, ran_for_others (forwarded here), fell_back (ran here: owner unreachable)",
+            "owner, ran_for_others (forwarded here), fell_back (ran here: owner unreachable); "
+            "connections handed_off to the owner on this machine, handed_in from another "
+            "host (handed_back: to a parked copy), handoffs_refused (malformed)",
             labels=["host", "outcome"])
         for h in self.hosts:
             for outcome, n in (h.get("forwarding") or {}).items():
