@@ -114,6 +114,13 @@ class _Hosts:
         await self.owner.close()
         await self.ingress.close()
 
+    async def hand_one(self, conn: _Conn) -> Any:
+        """Pass ``conn`` from the ingress to the owner; what the owner received: ``(sock,
+        first_bytes, key, holders)``."""
+        assert self.ingress.pass_on(conn, "h1", REQUEST)
+        await _until(lambda: self.got)
+        return self.got.pop()
+
 
 REQUEST = b"GET /v1/carts/c1 HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -154,12 +161,11 @@ async def test_a_closed_connection_closes_the_copies_parked_elsewhere(tmp_path: 
     client, server = _tcp_pair()
     mine = _Conn(server.fileno())
     async with _Hosts(tmp_path) as hosts:
-        assert hosts.ingress.pass_on(mine, "h1", REQUEST)
-        await _until(lambda: hosts.got)
-        handed, _, key, holders = hosts.got[0]
+        handed, _, key, holders = await hosts.hand_one(mine)
         hosts.owner.lost(_Conn(handed.fileno(), key, holders))  # the owner closed it
         await _until(lambda: mine.closed)
         assert not hosts.ingress.parked
+        handed.close()
     client.close()
     server.close()
 
@@ -351,9 +357,7 @@ async def test_a_connection_that_cannot_be_served_is_closed_everywhere(tmp_path:
     client, server = _tcp_pair()
     mine = _Conn(server.fileno())
     async with _Hosts(tmp_path) as hosts:
-        assert hosts.ingress.pass_on(mine, "h1", REQUEST)
-        await _until(lambda: hosts.got)
-        handed, data, key, holders = hosts.got.pop()
+        handed, data, key, holders = await hosts.hand_one(mine)
 
         class _Broken:
             config = type("Config", (), {"http_protocol_class": handoff_protocol(
