@@ -139,7 +139,8 @@ class HandOff:
         self._out: dict[str, socket.socket] = {}
         self._skip: dict[str, int] = {}
         self._serve: Callable[..., Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The loop this host runs in (made in it: the ingress builds it while serving).
+        self._loop = asyncio.get_running_loop()
         self._sweeping: asyncio.TimerHandle | None = None
 
     # -- receiving -------------------------------------------------------------------------
@@ -147,7 +148,6 @@ class HandOff:
         """Listen for hand-offs; ``serve(sock, first_bytes, key, holders)`` takes each
         connection received that has no parked copy here. Raises OSError if the socket
         cannot be bound."""
-        self._loop = asyncio.get_running_loop()
         self._serve = serve
         path = self._path(self.host_id)
         with contextlib.suppress(FileNotFoundError):
@@ -161,7 +161,7 @@ class HandOff:
         self._loop.add_reader(listener.fileno(), self._accept)
 
     def _accept(self) -> None:
-        assert self._listener is not None and self._loop is not None
+        assert self._listener is not None
         while True:
             try:
                 peer, _ = self._listener.accept()
@@ -240,14 +240,14 @@ class HandOff:
         self._serve(sock, data, key, holders)
 
     def _drop_peer(self, peer: socket.socket) -> None:
-        if self._peers.pop(peer.fileno(), None) is not None and self._loop is not None:
+        if self._peers.pop(peer.fileno(), None) is not None:
             self._loop.remove_reader(peer.fileno())
         peer.close()
 
     async def stop_receiving(self) -> None:
         """Stop receiving: new hand-offs fail at their sender (which serves them itself),
         the ones already queued are served, then the receiving sockets are closed."""
-        if self._listener is not None and self._loop is not None:
+        if self._listener is not None:
             self._accept()  # hosts that connected and were not accepted yet
             self._loop.remove_reader(self._listener.fileno())
             with contextlib.suppress(FileNotFoundError):
@@ -273,24 +273,18 @@ class HandOff:
         protocol.park()
         self.parked[protocol.key] = protocol
         if self._sweeping is None:
-            self._sweeping = self._loop_now().call_later(self.park_for / 2, self._sweep)
+            self._sweeping = self._loop.call_later(self.park_for / 2, self._sweep)
 
     def _sweep(self) -> None:
         """Close the copies parked longer than ``park_for``; again while any is parked."""
         self._sweeping = None
-        loop = self._loop_now()
-        oldest = loop.time() - self.park_for
+        oldest = self._loop.time() - self.park_for
         for key, protocol in list(self.parked.items()):
             if protocol.parked_at <= oldest:
                 del self.parked[key]
                 protocol.transport.abort()
         if self.parked:
-            self._sweeping = loop.call_later(self.park_for / 2, self._sweep)
-
-    def _loop_now(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop
+            self._sweeping = self._loop.call_later(self.park_for / 2, self._sweep)
 
     def _close_parked(self) -> None:
         parked, self.parked = self.parked, {}
@@ -325,8 +319,8 @@ class HandOff:
                 out = self._connect(owner)
             out.send(message)
         except (BlockingIOError, InterruptedError):
-            if self._loop is not None:  # the owner is behind: a drop must get there
-                self._loop.call_later(0.05, self._tell, owner, message)
+            # The owner is behind: a drop must get there.
+            self._loop.call_later(0.05, self._tell, owner, message)
         except OSError:
             self._forget(owner)  # gone: its copies went with it
 
@@ -382,10 +376,9 @@ class HandOff:
             out.close()
             raise
         self._out[owner] = out
-        loop = self._loop_now()
         # Nothing is ever sent back: readable means the owner's side closed (it stopped
         # or died), and with it every copy of a connection it held.
-        loop.add_reader(out.fileno(), self._owner_gone, owner, out)
+        self._loop.add_reader(out.fileno(), self._owner_gone, owner, out)
         return out
 
     def _owner_gone(self, owner: str, out: socket.socket) -> None:
@@ -396,7 +389,7 @@ class HandOff:
     def _forget(self, owner: str) -> None:
         out = self._out.pop(owner, None)
         if out is not None:
-            self._loop_now().remove_reader(out.fileno())
+            self._loop.remove_reader(out.fileno())
             out.close()
 
     def _path(self, host_id: str) -> Path:
