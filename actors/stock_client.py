@@ -193,6 +193,19 @@ class StockClient:
 #: `AvailabilityReads`), and the units it must show beyond the add for that: near sell-out
 #: every add reads the inventory afresh.
 REUSE_FOR, PLENTY = 0.5, 50
+#: An answer with more units to spare is reused for as long as the variant could not run
+#: short selling `SELL_RATE` units a second, up to `MAX_REUSE_FOR` seconds.
+SELL_RATE, MAX_REUSE_FOR = 2_000, 5.0
+
+
+def reusable_for(spare: int) -> float:
+    """Seconds an availability answer showing ``spare`` units beyond an add may serve that
+    add's stock check: 0 below `PLENTY` (near sell-out every add asks), else `REUSE_FOR`, or
+    longer where even `SELL_RATE` units a second could not use up ``spare`` sooner, at most
+    `MAX_REUSE_FOR`."""
+    if spare < PLENTY:
+        return 0.0
+    return min(MAX_REUSE_FOR, max(REUSE_FOR, spare / SELL_RATE))
 #: Variants whose last answer a host keeps; past it the map starts over.
 MAX_RECENT = 10_000
 
@@ -210,8 +223,10 @@ class AvailabilityReads:
     units when it showed `PLENTY` more than that and no waitlist: adding to a cart reserves
     nothing (checkout's reservation is what never oversells), and a variant with plenty in
     stock cannot be short by then unless more than `PLENTY` units left it in that half
-    second. So most adds of well-stocked SKUs cost no message to their inventory, which may
-    live on another host, while near sell-out every add asks. Deciding is the caller's
+    second. An answer with thousands of units to spare is reused longer (`reusable_for`: up
+    to `MAX_REUSE_FOR` seconds, as long as selling `SELL_RATE` units a second could not use
+    them up). So most adds of well-stocked SKUs cost no message to their inventory, which
+    may live on another host, while near sell-out every add asks. Deciding is the caller's
     (its clock's ``now``); without ``now`` nothing is reused.
     """
 
@@ -229,8 +244,8 @@ class AvailabilityReads:
         must not change the answer."""
         if now is not None:
             hit = self.recent.get(variant_id)
-            if hit is not None and now - hit[0] < REUSE_FOR and \
-                    hit[1]["available"] >= at_least + PLENTY and not hit[1].get("waitlist"):
+            if hit is not None and not hit[1].get("waitlist") and \
+                    now - hit[0] < reusable_for(hit[1]["available"] - at_least):
                 return hit[1]
         fut = self.inflight.get(variant_id)
         if fut is None:

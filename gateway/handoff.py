@@ -180,25 +180,28 @@ class HandOff:
             self._peers[peer.fileno()] = peer
             self._loop.add_reader(peer.fileno(), self._read, peer)
 
-    def _read(self, peer: socket.socket) -> None:
-        while True:
-            try:
-                data, fds, flags, _ = socket.recv_fds(
-                    peer, 3 + MAX_HOLDERS_BYTES + MAX_HANDOFF_BYTES, 1)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._drop_peer(peer)
-                return
-            if not data and not fds:  # the sender closed: it went away, or it stopped
-                self._drop_peer(peer)
-                self._close_parked()
-                return
-            self._take(data, fds, flags)
+    def _read(self, peer: socket.socket) -> bool:
+        """Take one message from ``peer`` (the loop calls again while more wait); True if
+        there was one."""
+        try:
+            data, ancillary, flags, _ = peer.recvmsg(_MESSAGE_BYTES, _ANCILLARY_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._drop_peer(peer)
+            return False
+        fds = [fd for level, kind, body in ancillary
+               if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+               for fd in _fds_of(body)]
+        if not data and not fds:  # the sender closed: it went away, or it stopped
+            self._drop_peer(peer)
+            self._close_parked()
+            return False
+        self._take(data, fds, flags)
+        return True
 
     def _take(self, message: bytes, fds: list[int], flags: int) -> None:
-        kind, head = _parse(message) if not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) \
-            else (None, None)
+        kind, head = _parse(message) if not flags & _TRUNCATED else (None, None)
         if kind == _DROP and not fds:
             copy = self.parked.pop(head, None)  # type: ignore[call-overload]
             if copy is not None:
@@ -257,7 +260,8 @@ class HandOff:
         for peer in list(self._peers.values()):
             with contextlib.suppress(OSError):
                 peer.shutdown(socket.SHUT_RD)
-            self._read(peer)
+            while self._read(peer):
+                pass
             self._drop_peer(peer)
 
     async def close(self) -> None:
@@ -409,6 +413,17 @@ _KEY = struct.Struct("!QQ")
 
 
 _FD = struct.Struct("i")
+#: A received message's room: its kind, holders and first bytes; one descriptor's control data.
+_MESSAGE_BYTES = 3 + MAX_HOLDERS_BYTES + MAX_HANDOFF_BYTES
+_ANCILLARY_BYTES = socket.CMSG_SPACE(_FD.size)
+#: ``recvmsg`` flags of a message cut short (as a plain int: `socket.MsgFlag` arithmetic
+#: is slow).
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+
+
+def _fds_of(body: bytes) -> list[int]:
+    """The descriptors in the data of an ``SCM_RIGHTS`` control message (whole ones)."""
+    return [fd for (fd,) in _FD.iter_unpack(body[:len(body) - len(body) % _FD.size])]
 
 
 @functools.lru_cache(maxsize=64)

@@ -52,6 +52,20 @@ class _CoalescingTransport:
         self._flush()
         self._transport.write_eof()
 
+    # The transport methods a served request calls, spelled out: `__getattr__` costs a
+    # failed lookup first.
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 

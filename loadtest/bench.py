@@ -631,6 +631,8 @@ def describe(row: dict[str, Any]) -> str:
     if row["scenario"] == "flash":
         extra = (f", {row['buyers_per_s']} buyers/s, paid {row['paid_orders']}, "
                  f"oversold {row['oversold_units']}, per buyer {row['per_buyer']}")
+    elif row.get("per_request"):
+        extra = f", per request {row['per_request']}"
     return (f"  {row['scenario']}: {row['requests']} req in {row['seconds']} s, "
             f"{row['requests_per_s']} req/s, p99 {fmt(row['p99_ms'])} ms, "
             f"errors {row['error_count']}, CPU ms/req: server "

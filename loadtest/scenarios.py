@@ -265,6 +265,23 @@ def result(scenario: str, target: Target, phase: Phase, **figures: Any) -> dict[
     return {"scenario": scenario, "system": target.system, **phase.result(), **figures}
 
 
+async def counted_around(target: Target, work: Awaitable[Any]) -> dict[str, float]:
+    """Await ``work``; the growth of `target.counters` over it by name (Redis commands,
+    engine actor turns, writes, group-commit flushes), empty without counters."""
+    if target.counters is None:
+        await work
+        return {}
+    before = await target.counters()
+    await work
+    after = await target.counters()
+    return {name: after[name] - before[name] for name in after if name in before}
+
+
+def per_unit(counted: dict[str, float], units: int) -> dict[str, float]:
+    """``counted`` divided by ``units`` (requests, buyers), to two places; empty for none."""
+    return {name: round(n / units, 2) for name, n in counted.items()} if units else {}
+
+
 def setup_summary(phase: Phase) -> dict[str, Any]:
     """The few figures of a setup phase worth keeping."""
     summary = phase.result()
@@ -432,9 +449,11 @@ async def cart_churn(
         phase = session.phase(scenario, max_requests=target.max_requests,
                               duration_s=target.duration_s, expected=(200, 201, 204),
                               rate=target.rate)
-        await phase.run_users(target.connections, connection)
+        counted = await counted_around(target, phase.run_users(target.connections, connection))
+    served = phase.result()["requests"]
     return result(scenario, target, phase, carts=len(shoppers), lines_per_cart=lines,
-                  mix=mix, operations=dict(operations), setup=setup_summary(setup))
+                  mix=mix, operations=dict(operations), setup=setup_summary(setup),
+                  counted=counted, per_request=per_unit(counted, served))
 
 
 async def request_mix(target: Target, items: list[Item], *, mix: dict[str, float] | None = None,
@@ -573,8 +592,6 @@ async def flash_race(
     outcomes: Counter[str] = Counter()
     sold: Counter[str] = Counter()
     purchases = HdrHistogram(1, MAX_LATENCY_US, 3)
-    counters = target.counters
-
     async with target.session() as session:
         admin = session.phase("flash/admin", max_requests=10, duration_s=target.setup_s)
         item = await create_flash_product(admin, target.admin_token)
@@ -594,28 +611,25 @@ async def flash_race(
             elapsed_us = int((time.perf_counter() - started) * 1_000_000)
             purchases.record_value(min(max(elapsed_us, 1), MAX_LATENCY_US))
 
-        before = await counters() if counters is not None else None
         # a fixed amount of work whose time is the figure: bounded like a setup phase, so a
         # short --duration does not cut the race and leave buyers untried
         race = session.phase("flash", max_requests=3 * buyers,
                              duration_s=max(target.duration_s, target.setup_s),
                              expected=(200, 201, 409))
-        await race.run_pool(range(buyers), buy, workers=target.connections)
-        after = await counters() if counters is not None else None
+        counted = await counted_around(target, race.run_pool(range(buyers), buy,
+                                                             workers=target.connections))
         level = await read_stock(admin, target.admin_token, item.variant_id)
 
     figures = flash_figures(units, buyers, outcomes, sold["units"], level)
     served = buyers - figures["untried"]
     seconds = race.result()["seconds"]
-    counted = ({name: after[name] - before[name] for name in after if name in before}
-               if before is not None and after is not None else {})
     return result(
         "flash", target, race, **figures,
         buyers_per_s=round(served / seconds, 1) if seconds else None,
         purchase_p50_ms=purchases.get_value_at_percentile(50) / 1000 if served else None,
         purchase_p99_ms=purchases.get_value_at_percentile(99) / 1000 if served else None,
         counted=counted,
-        per_buyer={name: round(n / served, 2) for name, n in counted.items()} if served else {},
+        per_buyer=per_unit(counted, served),
         product_id=item.product_id, variant_id=item.variant_id,
     )
 

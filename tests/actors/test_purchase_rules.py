@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from actors.service import CartService
-from actors.stock_client import PLENTY, REUSE_FOR
+from actors.stock_client import MAX_REUSE_FOR, PLENTY, REUSE_FOR, SELL_RATE, reusable_for
 from engine.errors import Conflict, DomainError, Forbidden
 from tests.actors.harness import Harness, product
 
@@ -168,7 +168,7 @@ async def test_concurrent_adds_of_one_variant_share_one_stock_read() -> None:
                                for cid in carts))
         assert seen.count("cart.add_item") == 200
         assert 1 <= seen.count("inv.status") <= 2  # one read in flight for the burst
-        await clock.advance(REUSE_FOR)  # past what an answer may be reused for
+        await clock.advance(MAX_REUSE_FOR)  # past what any answer may be reused for
         seen.clear()
         out = await svc.apply([CartOp(carts[0], f"guest_{carts[0]}", "add", "tee", 1)
                                for _ in range(50)])
@@ -200,5 +200,37 @@ async def test_a_recent_answer_serves_adds_while_stock_is_plenty_and_not_near_se
         await clock.advance(REUSE_FOR)
         await svc.add_item("guest_c_3", "c_3", product_id="tee", quantity=1)
         assert seen.count("inv.status") == 3  # too old to reuse
+    finally:
+        await svc.close()
+
+
+def test_an_answer_with_more_to_spare_is_reused_longer_up_to_a_bound() -> None:
+    """Near sell-out nothing is reused; with plenty, half a second; with thousands of units
+    to spare, as long as `SELL_RATE` units a second could not use them up, capped."""
+    assert reusable_for(PLENTY - 1) == 0.0
+    assert reusable_for(PLENTY) == REUSE_FOR
+    assert reusable_for(4 * SELL_RATE // 2) == 2.0
+    assert reusable_for(10_000_000) == MAX_REUSE_FOR
+
+
+async def test_a_well_stocked_variant_is_read_again_only_after_the_longer_reuse() -> None:
+    """An answer showing 10,000 units to spare serves adds for 5 s of the clock, then the
+    next add reads the inventory again."""
+    from actors.clock import ManualClock
+
+    clock = ManualClock(1.8e9)
+    svc, seen = await _counted(clock)
+    try:
+        await svc.put_product("tee", product("tee", stock=10 * SELL_RATE))
+        for cid in ("c_0", "c_1", "c_2"):
+            await svc.call("cart", cid, "create", {"owner": f"guest_{cid}"})
+        seen.clear()
+        await svc.add_item("guest_c_0", "c_0", product_id="tee", quantity=1)
+        await clock.advance(MAX_REUSE_FOR - 1)
+        await svc.add_item("guest_c_1", "c_1", product_id="tee", quantity=1)
+        assert seen.count("inv.status") == 1  # reused: well within its window
+        await clock.advance(1)
+        await svc.add_item("guest_c_2", "c_2", product_id="tee", quantity=1)
+        assert seen.count("inv.status") == 2
     finally:
         await svc.close()
