@@ -142,6 +142,8 @@ class HandOff:
         #: The loop this host runs in (made in it: the ingress builds it while serving).
         self._loop = asyncio.get_running_loop()
         self._sweeping: asyncio.TimerHandle | None = None
+        #: Where a hand-off is received: one buffer for all, a message is copied out of it.
+        self._room = [memoryview(bytearray(_MESSAGE_BYTES))]
 
     # -- receiving -------------------------------------------------------------------------
     def start(self, serve: Callable[..., Any]) -> None:
@@ -178,18 +180,24 @@ class HandOff:
                 continue
             peer.setblocking(False)
             self._peers[peer.fileno()] = peer
-            self._loop.add_reader(peer.fileno(), self._read, peer)
+            self._loop.add_reader(peer.fileno(), self._drain, peer)
+
+    def _drain(self, peer: socket.socket) -> None:
+        """Take every message waiting from ``peer``: several hand-offs that arrived together
+        cost one wake-up."""
+        while self._read(peer):
+            pass
 
     def _read(self, peer: socket.socket) -> bool:
-        """Take one message from ``peer`` (the loop calls again while more wait); True if
-        there was one."""
+        """Take one message from ``peer``; True if there was one."""
         try:
-            data, ancillary, flags, _ = peer.recvmsg(_MESSAGE_BYTES, _ANCILLARY_BYTES)
+            size, ancillary, flags, _ = peer.recvmsg_into(self._room, _ANCILLARY_BYTES)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
             self._drop_peer(peer)
             return False
+        data = bytes(self._room[0][:size])
         fds = [fd for level, kind, body in ancillary
                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
                for fd in _fds_of(body)]
@@ -260,8 +268,7 @@ class HandOff:
         for peer in list(self._peers.values()):
             with contextlib.suppress(OSError):
                 peer.shutdown(socket.SHUT_RD)
-            while self._read(peer):
-                pass
+            self._drain(peer)
             self._drop_peer(peer)
 
     async def close(self) -> None:
@@ -354,7 +361,9 @@ class HandOff:
             if protocol.key is None:
                 info = os.fstat(fd)
                 protocol.key = (info.st_dev, info.st_ino)
-            holders = protocol.holders | {self.host_id}
+            holders = protocol.holders
+            if self.host_id not in holders:  # once per connection and host
+                holders = holders | {self.host_id}
             message = _HANDOFF + _holders_bytes(holders) + data
             out = self._out.get(owner)
             if out is None:
