@@ -129,9 +129,9 @@ async def test_a_group_commit_is_one_script_call_and_a_write_redis_refuses_fails
     calls: list[int] = []
     send = s._evalsha_pipeline
 
-    async def counted(script: Any, batch: list[Any]) -> list[Any]:
+    async def counted(script: Any, batch: list[Any], *rest: Any) -> list[Any]:
         calls.append(len(batch))
-        return await send(script, batch)
+        return await send(script, batch, *rest)
 
     s._evalsha_pipeline = counted  # type: ignore[method-assign]
     bad = _write("cart:c_bad", hset={"meta": {"v": -1}})
@@ -156,9 +156,9 @@ async def test_a_large_group_commit_is_cut_into_calls_of_bounded_size(
     calls: list[list[int]] = []
     send = s._evalsha_pipeline
 
-    async def counted(script: Any, batch: list[Any]) -> list[Any]:
+    async def counted(script: Any, batch: list[Any], *rest: Any) -> list[Any]:
         calls.append([len(args) for _, args in batch])
-        return await send(script, batch)
+        return await send(script, batch, *rest)
 
     s._evalsha_pipeline = counted  # type: ignore[method-assign]
     writes = [_write(f"cart:big_{i}", hset={f"l:{j}": {"q": j} for j in range(i + 1)})
@@ -171,6 +171,34 @@ async def test_a_large_group_commit_is_cut_into_calls_of_bounded_size(
     for i, w in enumerate(writes):
         assert await s.activate(w.key, w.partition) == (
             2, {f"l:{j}": {"q": j} for j in range(i + 1)})
+
+
+async def test_the_group_commit_keeps_its_connection_and_goes_on_when_redis_drops_it(
+        redis_store: RedisStore) -> None:
+    """On one Redis a group commit goes on the store's own connection, the same one each
+    time; when Redis closes it, the commit is sent again through the client and applied
+    once, and the next one takes a fresh connection."""
+    s = redis_store
+    assert await s.commit([_write("cart:k1", hset={"meta": {"v": 1}})]) == [1]
+    if s.cluster:  # one call per partition, through the cluster client: none kept
+        assert s._conn is None
+        return
+    conn = s._conn
+    assert conn is not None
+    assert await s.commit([_write("cart:k2", hset={"meta": {"v": 2}})]) == [1]
+    assert s._conn is conn
+    await conn.send_command("CLIENT", "ID")
+    client_id = await conn.read_response()
+    assert await s.r.execute_command("CLIENT", "KILL", "ID", client_id) == 1
+    w = _write("cart:k3", hset={"meta": {"v": 3}}, events=[{"type": "cart.touched", "n": 3}])
+    assert await s.commit([w]) == [1]
+    assert await s.activate(w.key, w.partition) == (2, {"meta": {"v": 3}})
+    assert [e["n"] for e in await s.events()] == [3]  # applied once
+    assert await s.commit([_write("cart:k4")]) == [1]
+    assert s._conn is not None
+    await s._conn.send_command("CLIENT", "ID")
+    assert await s._conn.read_response() != client_id  # a new connection (the pool may
+    # hand back the same object, connected again)
 
 
 async def test_a_fenced_write_is_refused_in_its_partition(redis_store: RedisStore) -> None:
