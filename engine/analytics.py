@@ -95,6 +95,12 @@ def sale_fields(currency: str, lines: list[dict[str, Any]], discounts: list[dict
             "discount": _amount(totals.get("discount"))}
 
 
+#: The event types `fold` counts; it folds every other one (``cart.updated``, most of the
+#: outbox) to nothing.
+COUNTED_TYPES = frozenset({"cart.created", "cart.checked_out", "cart.expired", "order.paid",
+                           "order.refunded", "order.cancelled"})
+
+
 def _member(*parts: Any) -> str:
     return SEP.join(str(p) for p in parts)
 
@@ -112,7 +118,7 @@ def fold(event: dict[str, Any]) -> Increments | None:
     """
     kind = event.get("type")
     at = event.get("at")
-    if not isinstance(at, int | float):
+    if kind not in COUNTED_TYPES or not isinstance(at, int | float):
         return None
     inc = Increments(at=float(at))
     c = inc.counters

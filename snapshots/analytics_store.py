@@ -41,6 +41,7 @@ from redis.exceptions import ResponseError
 
 from engine.analytics import (
     BUCKETS,
+    COUNTED_TYPES,
     REVENUE,
     UNITS,
     Figures,
@@ -186,6 +187,14 @@ def decode_entry(fields: dict[bytes, bytes] | None) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
+def _may_count(fields: dict[bytes, bytes] | None) -> bool:
+    """Whether an entry may be an event `fold` counts: any but one whose ``type`` field (the
+    commit writes it beside ``data``) names a type it does not (`COUNTED_TYPES`); those are
+    acknowledged without their JSON read."""
+    kind = fields.get(b"type") if fields else None
+    return kind is None or kind.decode("utf-8", "replace") in COUNTED_TYPES
+
+
 class RedisAnalytics:
     """The analytics consumer and reader over a `snapshots.redis_store.RedisStore`.
 
@@ -311,7 +320,7 @@ class RedisAnalytics:
         minutes: dict[int, Increments] = {}  # minute start -> its events' deltas summed
         spans: dict[str, list[Any]] = {}  # stream -> [first id, last id]
         for stream, entry_id, fields in entries:
-            event = decode_entry(fields)
+            event = decode_entry(fields) if _may_count(fields) else None
             inc = fold(event) if event is not None else None
             folded.append((stream, entry_id, inc))
             if inc is not None:

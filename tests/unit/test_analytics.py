@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.analytics import (
+    COUNTED_TYPES,
     MAX_BUCKETS,
     SEP,
     Figures,
@@ -99,6 +100,19 @@ def test_events_no_figure_needs_and_old_events_without_sale_fields_fold_to_nothi
     assert fold({"type": "order.paid", "at": T0, "total": {"amount": 1, "currency": "USD"}}) \
         is None
     assert fold({"type": "cart.created"}) is None  # no time
+    assert fold({"type": "cart.updated", "at": T0, "cart_id": "c", "version": 2}) is None
+
+
+def test_the_consumer_reads_the_json_only_of_entries_whose_type_may_count() -> None:
+    """The analytics consumer skips the JSON of outbox entries of types no figure counts
+    (``cart.updated``: most of the outbox); an entry without a type field is read."""
+    from snapshots.analytics_store import _may_count
+
+    assert not _may_count({b"type": b"cart.updated", b"data": b"{"})
+    assert _may_count({b"type": b"order.paid", b"data": b"{}"})
+    assert _may_count({b"data": b"{}"}) and _may_count(None)
+    assert all(fold({"type": t, "at": T0}) is None or t in COUNTED_TYPES
+               for t in ("cart.updated", "cart.created", "stock.depleted"))
 
 
 def test_each_event_lands_in_its_minute_hour_and_day() -> None:
