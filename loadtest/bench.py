@@ -258,10 +258,9 @@ def free_port() -> int:
 
 def flush_redis(url: str, settle_s: float = 60.0) -> None:
     """Empty the bench's Redis database (the one named by `url`); with AOF on, then rewrite
-    the append-only file and wait (up to `settle_s` seconds) until that is done. Otherwise
-    the rewrite Redis starts by itself once the file has doubled (what the system before
-    wrote) forks and copies during the next system's run: it cost a peer that followed the
-    engine a quarter of its churn-edit throughput in two rounds of three (2026-11-30)."""
+    the append-only file and wait (up to `settle_s` seconds) until that is done, so that the
+    rewrite Redis starts by itself once the file has doubled (with what the system before
+    wrote) does not fork and copy during the next system's run."""
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()
