@@ -28,6 +28,11 @@ Rules, so that a hand-off never weakens what the API promises:
   send fails and the request is served here (forwarded) as if no hand-off had been tried;
 - exactly one host reads and writes a connection: the sender pauses its copy before it
   sends, the receiver resumes (or sets up) its own after it received;
+- a connection goes back to a host that has held it (its list of holders says so) by its
+  key alone, no descriptor: that host resumes its parked copy. One that has no copy left
+  (closed after the keep-alive, or when a host went away) sends the message back on the
+  same socket, and the sender, whose copy is parked since the send, resumes it and serves
+  the request itself (forwarded to the owner);
 - a parked copy keeps the socket open, so it must not outlive the connection: the host
   that closes a connection tells every host that may hold a copy (each hand-off carries
   that list), a copy parked longer than the keep-alive is closed, and when a host of the
@@ -132,6 +137,8 @@ class HandOff:
         self.received = 0
         self.resumed = 0
         self.refused = 0
+        #: Hand-offs by key alone sent back to this host: the receiver had no copy left.
+        self.bounced = 0
         #: Parked copies by socket key (`HandOffHttpProtocol.key`).
         self.parked: dict[tuple[int, int], Any] = {}
         self._listener: socket.socket | None = None
@@ -205,15 +212,23 @@ class HandOff:
             self._drop_peer(peer)
             self._close_parked()
             return False
-        self._take(data, fds, flags)
+        self._take(data, fds, flags, peer)
         return True
 
-    def _take(self, message: bytes, fds: list[int], flags: int) -> None:
+    def _take(self, message: bytes, fds: list[int], flags: int, peer: socket.socket) -> None:
         kind, head = _parse(message) if not flags & _TRUNCATED else (None, None)
         if kind == _DROP and not fds:
             copy = self.parked.pop(head, None)  # type: ignore[call-overload]
             if copy is not None:
                 copy.transport.abort()  # this copy only: the socket closes with the last
+            return
+        if kind == _RESUME and not fds:
+            key, holders, data = head  # type: ignore[misc]
+            if self._resume(key, data, holders):
+                return
+            # No copy here any more: back to the sender, whose copy is parked since it sent.
+            with contextlib.suppress(OSError):
+                peer.send(_resume_message(key, holders - {self.host_id}, data))
             return
         if kind != _HANDOFF or len(fds) != 1:
             for fd in fds:
@@ -227,12 +242,8 @@ class HandOff:
         try:
             info = os.fstat(fd)
             key = (info.st_dev, info.st_ino)
-            copy = self.parked.pop(key, None) if stat.S_ISSOCK(info.st_mode) else None
-            if copy is not None and not copy.transport.is_closing():
-                os.close(fd)  # the same socket: this host's parked copy takes it back
-                self.resumed += 1
-                self.received += 1
-                copy.resume(data, holders)
+            if stat.S_ISSOCK(info.st_mode) and self._resume(key, data, holders):
+                os.close(fd)  # the same socket: this host's parked copy took it back
                 return
             sock = socket.socket(fileno=fd)
         except OSError:  # not a socket at all
@@ -249,6 +260,17 @@ class HandOff:
         self.received += 1
         assert self._serve is not None
         self._serve(sock, data, key, holders)
+
+    def _resume(self, key: tuple[int, int], data: bytes, holders: frozenset[str]) -> bool:
+        """Take connection ``key`` back into its parked copy here, with the bytes read of its
+        next request; False if there is no such copy (any more)."""
+        copy = self.parked.pop(key, None)
+        if copy is None or copy.transport.is_closing():
+            return False
+        self.resumed += 1
+        self.received += 1
+        copy.resume(data, holders)
+        return True
 
     def _drop_peer(self, peer: socket.socket) -> None:
         if self._peers.pop(peer.fileno(), None) is not None:
@@ -364,11 +386,14 @@ class HandOff:
             holders = protocol.holders
             if self.host_id not in holders:  # once per connection and host
                 holders = holders | {self.host_id}
-            message = _HANDOFF + _holders_bytes(holders) + data
             out = self._out.get(owner)
             if out is None:
                 out = self._connect(owner)
-            out.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FD.pack(fd))])
+            if owner in holders:  # it has held the connection: its parked copy takes it
+                out.send(_resume_message(protocol.key, holders, data))
+            else:
+                out.sendmsg([_HANDOFF + _holders_bytes(holders) + data],
+                            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _FD.pack(fd))])
         except (BlockingIOError, InterruptedError):
             return False  # the owner is behind: serve it here this time
         except (OSError, ValueError):
@@ -389,15 +414,40 @@ class HandOff:
             out.close()
             raise
         self._out[owner] = out
-        # Nothing is ever sent back: readable means the owner's side closed (it stopped
-        # or died), and with it every copy of a connection it held.
-        self._loop.add_reader(out.fileno(), self._owner_gone, owner, out)
+        # What comes back: hand-offs by key the owner had no copy for, or the end (it
+        # stopped or died, and with it every copy of a connection it held).
+        self._loop.add_reader(out.fileno(), self._from_owner, owner, out)
         return out
 
-    def _owner_gone(self, owner: str, out: socket.socket) -> None:
-        if self._out.get(owner) is out:
-            self._forget(owner)
-        self._close_parked()
+    def _from_owner(self, owner: str, out: socket.socket) -> None:
+        while True:
+            try:
+                size, ancillary, flags, _ = out.recvmsg_into(self._room, _ANCILLARY_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                size, ancillary, flags = 0, [], 0
+            fds = [fd for level, kind, body in ancillary
+                   if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                   for fd in _fds_of(body)]
+            for fd in fds:  # nothing is ever sent this way with a descriptor
+                os.close(fd)
+            if not size and not fds:
+                if self._out.get(owner) is out:
+                    self._forget(owner)
+                self._close_parked()
+                return
+            kind, head = _parse(bytes(self._room[0][:size])) if not flags & _TRUNCATED \
+                else (None, None)
+            if kind != _RESUME or fds:
+                self.refused += 1
+                log.warning("hand-off: refused a malformed message back from %s", owner)
+                continue
+            key, holders, data = head
+            if self._resume(key, data, holders):
+                self.bounced += 1
+            else:  # closed here too since: the connection is gone
+                log.info("hand-off: connection %s came back and is no longer here", key)
 
     def _forget(self, owner: str) -> None:
         out = self._out.pop(owner, None)
@@ -410,20 +460,22 @@ class HandOff:
 
     def stats(self) -> dict[str, int]:
         """Connections handed to other hosts, received from them (of which taken up again
-        by a parked copy), and refused."""
+        by a parked copy), refused, and sent back by key for lack of a copy there."""
         return {"handed_off": self.sent, "handed_in": self.received,
-                "handed_back": self.resumed, "handoffs_refused": self.refused}
+                "handed_back": self.resumed, "handoffs_refused": self.refused,
+                "handoffs_bounced": self.bounced}
 
 
-#: Message kinds: a connection (one descriptor) with its first bytes, or a connection closed.
-_HANDOFF, _DROP = b"H", b"D"
+#: Message kinds: a connection (one descriptor) with its first bytes, the same by its key
+#: alone (to a host holding a parked copy), or a connection closed.
+_HANDOFF, _RESUME, _DROP = b"H", b"R", b"D"
 MAX_HOLDERS_BYTES = 4096
 _KEY = struct.Struct("!QQ")
 
 
 _FD = struct.Struct("i")
 #: A received message's room: its kind, holders and first bytes; one descriptor's control data.
-_MESSAGE_BYTES = 3 + MAX_HOLDERS_BYTES + MAX_HANDOFF_BYTES
+_MESSAGE_BYTES = 1 + _KEY.size + 2 + MAX_HOLDERS_BYTES + MAX_HANDOFF_BYTES
 _ANCILLARY_BYTES = socket.CMSG_SPACE(_FD.size)
 #: ``recvmsg`` flags of a message cut short (as a plain int: `socket.MsgFlag` arithmetic
 #: is slow).
@@ -447,20 +499,37 @@ def _key_bytes(key: tuple[int, int]) -> bytes:
     return _KEY.pack(*key)
 
 
+def _resume_message(key: tuple[int, int], holders: frozenset[str], data: bytes) -> bytes:
+    return _RESUME + _KEY.pack(*key) + _holders_bytes(holders) + data
+
+
 def _parse(message: bytes) -> tuple[bytes | None, Any]:
-    """A message's kind and contents: (holders, first bytes) of a hand-off, the socket key
-    of a drop; (None, None) for anything else."""
+    """A message's kind and contents: (holders, first bytes) of a hand-off, (key, holders,
+    first bytes) of one by key, the socket key of a drop; (None, None) for anything else."""
     kind = message[:1]
     if kind == _DROP and len(message) == 1 + _KEY.size:
         return kind, _KEY.unpack_from(message, 1)
-    if kind == _HANDOFF and len(message) >= 3:
-        (size,) = struct.unpack_from("!H", message, 1)
-        names = message[3:3 + size]
-        data = message[3 + size:]
-        if len(names) == size and data:
-            holders = _holders_of(names)
-            return (kind, (holders, data)) if holders is not None else (None, None)
+    if kind == _HANDOFF:
+        rest = _holders_and_data(message, 1)
+        return (kind, rest) if rest is not None else (None, None)
+    if kind == _RESUME and len(message) > 1 + _KEY.size:
+        rest = _holders_and_data(message, 1 + _KEY.size)
+        return (kind, (_KEY.unpack_from(message, 1), *rest)) if rest is not None \
+            else (None, None)
     return None, None
+
+
+def _holders_and_data(message: bytes, at: int) -> tuple[frozenset[str], bytes] | None:
+    """The holders and first bytes of a message from offset ``at``; None if malformed."""
+    if len(message) < at + 2:
+        return None
+    (size,) = struct.unpack_from("!H", message, at)
+    names = message[at + 2:at + 2 + size]
+    data = message[at + 2 + size:]
+    if len(names) != size or not data:
+        return None
+    holders = _holders_of(names)
+    return None if holders is None else (holders, data)
 
 
 @functools.lru_cache(maxsize=64)

@@ -150,7 +150,8 @@ class EngineCollector:
             "cart requests by what a host's ingress did with them: forwarded to the cart's "
             "owner, ran_for_others (forwarded here), fell_back (ran here: owner unreachable); "
             "connections handed_off to the owner on this machine, handed_in from another "
-            "host (handed_back: to a parked copy), handoffs_refused (malformed)",
+            "host (handed_back: to a parked copy), handoffs_refused (malformed), "
+            "handoffs_bounced (sent back by key: the other host had no copy left)",
             labels=["host", "outcome"])
         for h in self.hosts:
             for outcome, n in (h.get("forwarding") or {}).items():

@@ -75,6 +75,7 @@ class _Conn:
 
     def resume(self, data: bytes, holders: frozenset[str]) -> None:
         self.parked = False
+        self.holders = holders
         self.resumed.append((data, holders))
 
     def abort(self) -> None:
@@ -152,7 +153,40 @@ async def test_a_connection_passed_on_reaches_the_owner_and_its_parked_copy_take
                                  frozenset({"h0", "h1"}))]
         assert not mine.parked and not ingress.parked and len(got) == 1
         assert ingress.stats() == {"handed_off": 1, "handed_in": 1, "handed_back": 1,
-                                   "handoffs_refused": 0}
+                                   "handoffs_refused": 0, "handoffs_bounced": 0}
+    client.close()
+    server.close()
+
+
+async def test_a_connection_goes_back_by_its_key_and_returns_to_its_sender_without_a_copy(
+        tmp_path: Path) -> None:
+    client, server = _tcp_pair()
+    mine = _Conn(server.fileno())
+    async with _Hosts(tmp_path) as hosts:
+        owner, ingress = hosts.owner, hosts.ingress
+        handed, _, key, holders = await hosts.hand_one(mine)
+        # Back to a host that has held it: its key alone. A descriptor could not be sent at
+        # all from this copy (-1), so the send succeeding says none went.
+        again = b"GET /v1/carts/a1 HTTP/1.1\r\n\r\n"
+        assert owner.pass_on(_Conn(-1, key, holders), "h0", again)
+        await _until(lambda: mine.resumed)
+        assert mine.resumed == [(again, frozenset({"h0", "h1"}))]
+        # Out again; this time the first host's copy is gone when it comes back (closed
+        # after the keep-alive): the message returns to the sender, which serves it itself.
+        assert ingress.pass_on(mine, "h1", REQUEST)  # by key: h1 holds a parked copy
+        await _until(lambda: owner.stats()["handed_back"] == 1)
+        ingress.parked.pop(key).abort()
+        theirs = _Conn(-1, key, frozenset({"h0", "h1"}))
+        assert owner.pass_on(theirs, "h0", again)
+        assert theirs.parked and owner.parked == {key: theirs}
+        await _until(lambda: theirs.resumed)
+        assert theirs.resumed == [(again, frozenset({"h1"}))]  # h0 holds no copy now
+        assert not theirs.parked and not owner.parked
+        assert owner.stats()["handoffs_bounced"] == 1
+        # So the next hand-off to h0 carries the descriptor again (and reaches `serve`).
+        assert owner.pass_on(_Conn(handed.fileno(), key, frozenset({"h1"})), "h0", again)
+        await _until(lambda: hosts.got)
+        assert hosts.got[-1][1:] == (again, key, frozenset({"h1"}))
     client.close()
     server.close()
 
