@@ -39,7 +39,7 @@ _SERVE_FLAGS = {
     "--batch-delay": ("batch_delay", float), "--batch-size": ("batch_size", int),
     "--log-level": ("log_level", str), "--rate-limit": ("rate_limit", str),
     "--keep-alive": ("keep_alive", float), "--ingress": ("ingress", str),
-    "--handoff": ("handoff", str),
+    "--handoff": ("handoff", str), "--pin-cores": ("pin_cores", str),
     "--sse-heartbeat": ("sse_heartbeat", float),
     "--trusted-proxies": ("trusted_proxies", lambda v: [p for p in v.split(",") if p.strip()]),
     "--merge-strategy": ("merge_strategy", str),

@@ -62,11 +62,11 @@ import os
 import socket
 import stat
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from actors.machine import private_dir
 from gateway.forwarding import cart_of
 
 log = logging.getLogger(__name__)
@@ -86,17 +86,9 @@ def handoff_dir(cluster_key: bytes, base: str | None = None) -> Path:
     channel token: the name says nothing of it). Created ``0700``.
 
     Raises PermissionError if either directory exists and is not this user's, or is open
-    to others."""
-    root = Path(base or tempfile.gettempdir()) / f"cart-engine-{os.getuid()}"
-    path = root / hashlib.sha256(b"cart-engine hand-off\0" + cluster_key).hexdigest()[:20]
-    for d in (root, path):
-        with contextlib.suppress(FileExistsError):
-            d.mkdir(mode=0o700)
-        info = d.lstat()
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() \
-                or info.st_mode & 0o077:
-            raise PermissionError(f"{d} is not a private directory of this user")
-    return path
+    to others (`actors.machine.private_dir`)."""
+    return private_dir(hashlib.sha256(b"cart-engine hand-off\0" + cluster_key).hexdigest()[:20],
+                       base=base)
 
 
 def request_cart(data: bytes) -> str | None:

@@ -16,6 +16,7 @@ import socket
 from functools import partial
 from typing import Any
 
+from actors.machine import claim_core
 from gateway.http_protocol import CoalescingHttpProtocol, handoff_protocol, serve_handed
 from gateway.settings import GatewaySettings
 
@@ -79,6 +80,8 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
     from gateway.app import create_app
     from gateway.forwarding import OwnerForwarding
 
+    if settings.pin_cores and getattr(placement, "cluster_key", None) is not None:
+        claim_core()  # a host of a Ray placement: its own process
     api = create_app(settings, service=service)
     app = OwnerForwarding(api, placement, settings.max_body_bytes)
     handoff = _handoff(settings, placement)

@@ -67,6 +67,9 @@ class GatewaySettings(BaseSettings):
     #: Hosts of one machine pass each other a connection whose next request is for a cart
     #: the other owns, instead of forwarding the request (`gateway.handoff`).
     handoff: bool = True
+    #: Each host of a Ray placement serving HTTP pins itself to a core of its machine that
+    #: no other host there holds, while one is free (`actors.machine.claim_core`).
+    pin_cores: bool = True
     #: Router micro-batching: longest wait (seconds) and largest batch.
     batch_delay: float = Field(0.001, ge=0, le=0.05)
     batch_size: int = Field(256, ge=1, le=10_000)
