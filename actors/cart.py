@@ -12,8 +12,6 @@ import asyncio
 import math
 from typing import Any
 
-import orjson
-
 from actors.cart_keys import customer_of, limit_key, reservation_id_for
 from actors.cart_merge import GuestMerge
 from actors.checkout_saga import CheckoutSaga
@@ -21,7 +19,7 @@ from actors.order import ADMIN
 from actors.runtime import Actor, err
 from actors.settings import EngineSettings
 from actors.stock_client import StockClient, availability_reads, shards_of
-from actors.views import CartView, LineViews, cart_view
+from actors.views import CartView, LineViews, cart_view, detached, render
 from engine.analytics import compact_lines
 from engine.cart import Cart, LineItem, normalize_code, normalize_options
 from engine.catalog import Product, Variant
@@ -231,9 +229,9 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         if memo is None or memo[0] != stamp or now >= memo[1]:
             view = cart_view(cart, self._price(), now, self._line_views)
             # now, while the view is in the CPU's caches (`CartView`), for an HTTP app
-            json = orjson.dumps(view) if self.ctx.host.renders_json else None
+            json = render(view, self._line_views) if self.ctx.host.renders_json else None
             memo = self._view_memo = (stamp, self._view_horizon(now), view, json)
-        return dict(memo[2]) if memo[3] is None else CartView(memo[2], memo[3])
+        return detached(memo[2]) if memo[3] is None else CartView(memo[2], memo[3])
 
     def _view_horizon(self, now: float) -> float:
         """The first instant after ``now`` at which time alone changes the view: a hold
@@ -350,7 +348,7 @@ class CartActor(CheckoutSaga, GuestMerge, Actor):
         self._note_groups(cart, groups)
         if dest is None:
             return self._view()
-        return cart_view(cart, self._price(dest), self.now, self._line_views)
+        return detached(cart_view(cart, self._price(dest), self.now, self._line_views))
 
     async def status(self) -> dict[str, Any]:
         """``{exists, status, owner}``: for the owner's user actor."""

@@ -16,8 +16,21 @@ def money(amount: int, currency: str) -> dict[str, Any]:
     return {"amount": amount, "currency": currency}
 
 
-#: Per line id: what its view was rendered from, and that view (see `cart_view`).
-LineViews = dict[str, tuple[tuple[Any, ...], dict[str, Any]]]
+class LineEntry:
+    """A line's view as a cart actor keeps it between turns (`cart_view`): ``stamp``, what
+    it was rendered from; ``view``, the line dict (shared by every view made since: read-only);
+    ``json``, its orjson rendering once a view was rendered (`render`), else None."""
+
+    __slots__ = ("stamp", "view", "json")
+
+    def __init__(self, stamp: tuple[Any, ...], view: dict[str, Any]) -> None:
+        self.stamp = stamp
+        self.view = view
+        self.json: orjson.Fragment | None = None
+
+
+#: Per line id: its `LineEntry` (see `cart_view`).
+LineViews = dict[str, LineEntry]
 
 
 def _line_view(ln: LineItem, pl: PricedLine, cur: str, held: bool) -> dict[str, Any]:
@@ -117,8 +130,9 @@ def cart_view(cart: Cart, priced: PricedCart, now: float,
     again only when the line (quantity, times, unit price, hold), the currency or its
     pricing (subtotal, total, price change) changed; a line with discounts is rendered
     each time. A view of a many-line cart after a one-line change renders one line, and
-    copies the others. Each view gets its own line dicts; nested values (money, options,
-    discounts) are shared and must be treated as read-only.
+    reuses the others: with a ``cache`` the line dicts are shared with the views made before
+    and after, and like every nested value (money, options, discounts) must be treated as
+    read-only (`detached` makes a copy to hand to code that may edit it).
     """
     cur = cart.currency
     lines = []
@@ -131,9 +145,9 @@ def cart_view(cart: Cart, priced: PricedCart, now: float,
         stamp = (ln.quantity, ln.updated_at, ln.added_at, ln.unit_price, ln.hold_until, held,
                  cur, pl.subtotal, pl.total, pl.current_unit_price)
         hit = cache.get(ln.line_id)
-        if hit is None or hit[0] != stamp:
-            hit = cache[ln.line_id] = (stamp, _line_view(ln, pl, cur, held))
-        lines.append(dict(hit[1]))
+        if hit is None or hit.stamp != stamp:
+            hit = cache[ln.line_id] = LineEntry(stamp, _line_view(ln, pl, cur, held))
+        lines.append(hit.view)
     if cache is not None and len(cache) > 2 * len(cart.lines) + 8:  # lines removed since
         for line_id in [k for k in cache if k not in cart.lines]:
             del cache[line_id]
@@ -148,6 +162,30 @@ def cart_view(cart: Cart, priced: PricedCart, now: float,
                           for c, e in priced.code_errors.items()],
         "order_id": cart.order_id, "merged_into": cart.merged_into,
     }
+
+
+def render(view: dict[str, Any], cache: LineViews) -> bytes:
+    """``orjson.dumps(view)``, byte for byte, with the lines that are ``cache``'s own line
+    dicts (`cart_view`) pasted from their rendering, kept in the cache (rendered once per
+    change of the line): after a one-line change of a many-line cart, one line and the
+    cart's own fields are rendered."""
+    parts: list[Any] = []
+    for ln in view["lines"]:
+        hit = cache.get(ln["line_id"])
+        if hit is None or hit.view is not ln:
+            parts.append(ln)  # rendered each time (a line with discounts)
+            continue
+        if hit.json is None:
+            hit.json = orjson.Fragment(orjson.dumps(ln))
+        parts.append(hit.json)
+    return orjson.dumps({**view, "lines": parts})
+
+
+def detached(view: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a cart view whose top level and line dicts are its own: what an embedder
+    gets, free to edit them without touching the views a cart actor keeps (the values
+    inside, money, options, discounts, totals, stay shared and read-only)."""
+    return {**view, "lines": [dict(ln) for ln in view["lines"]]}
 
 
 def order_view(order: Order) -> dict[str, Any]:

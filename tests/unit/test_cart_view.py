@@ -9,7 +9,7 @@ import orjson
 
 from actors import wire
 from actors.service import CartService
-from actors.views import CartView, LineViews, cart_view, rendered, with_field
+from actors.views import CartView, LineViews, cart_view, detached, render, rendered, with_field
 from engine.pricing import PricingContext, price_cart
 from engine.promotions import promotion_from_dict
 from gateway.app import create_app
@@ -24,7 +24,9 @@ NOW = 1_795_000_000.0
 def _both(cart, cache: LineViews):  # type: ignore[no-untyped-def]
     cart.expires_at = NOW + 1800  # the builder's far-future deadline has no RFC 3339 form
     priced = price_cart(cart, PricingContext(now=NOW))
-    return cart_view(cart, priced, NOW, cache), cart_view(cart, priced, NOW)
+    cached, fresh = cart_view(cart, priced, NOW, cache), cart_view(cart, priced, NOW)
+    assert render(cached, cache) == orjson.dumps(fresh)  # pasted lines, the same bytes
+    return cached, fresh
 
 
 def test_a_cached_view_follows_every_change_of_its_lines() -> None:
@@ -42,13 +44,18 @@ def test_a_cached_view_follows_every_change_of_its_lines() -> None:
     assert cached == fresh and cached["lines"][1]["unit_price"]["amount"] == 450
 
 
-def test_views_do_not_share_their_line_dicts_and_removed_lines_leave_the_cache() -> None:
+def test_views_share_cached_line_dicts_a_detached_copy_is_its_own_and_removed_lines_leave(
+        ) -> None:
     cart = make_cart(*(make_line(f"ln_{i}", product_id=f"p{i}") for i in range(12)))
     cache: LineViews = {}
     first, _ = _both(cart, cache)
-    first["lines"][0]["quantity"] = 99  # a caller editing its copy
     second, fresh = _both(cart, cache)
-    assert second == fresh and second["lines"][0]["quantity"] == 1
+    assert second == fresh
+    assert all(a is b for a, b in zip(first["lines"], second["lines"], strict=True))
+    mine = detached(second)
+    mine["lines"][0]["quantity"] = 99  # a caller editing its copy
+    third, fresh = _both(cart, cache)
+    assert third == fresh and third["lines"][0]["quantity"] == 1
     for i in range(1, 12):
         cart.remove_line(f"ln_{i}", NOW, 1800)
     _both(cart, cache)
@@ -62,7 +69,9 @@ def test_a_cached_view_follows_the_pricing_and_the_hold_of_an_unchanged_line() -
     def views(now: float = NOW, **ctx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         cart.expires_at = now + 1800
         priced = price_cart(cart, PricingContext(now=now, **ctx))
-        return cart_view(cart, priced, now, cache), cart_view(cart, priced, now)
+        cached, fresh = cart_view(cart, priced, now, cache), cart_view(cart, priced, now)
+        assert render(cached, cache) == orjson.dumps(fresh)
+        return cached, fresh
 
     cached, fresh = views()
     assert cached == fresh and cached["lines"][1]["price_changed"] is False
@@ -94,6 +103,8 @@ async def test_a_cart_actor_answers_its_view_rendered_and_a_change_drops_the_ren
         cart_id = (await service.active_cart("u1"))["cart"]["cart_id"]
         embedded = await service.add_item("u1", cart_id, product_id="tee", quantity=1)
         assert type(embedded) is dict  # no HTTP app: nothing rendered for nobody
+        embedded["lines"][0]["quantity"] = 50  # an embedder's view is its own to edit
+        assert (await service.get_cart("u1", cart_id))["lines"][0]["quantity"] == 1
         create_app(GatewaySettings(auth_secret="s" * 32), service)  # an app answers now
         view = await service.add_item("u1", cart_id, product_id="tee", quantity=1)
         again = await service.get_cart("u1", cart_id)  # unchanged: the same rendering
