@@ -63,10 +63,12 @@ def claim_core(base: str | None = None) -> int | None:
     """Claim a core of this machine that no other host holds and pin every thread of this
     process to it (threads started later inherit it). The core's number, or None: this
     process has one already (that one), fewer than two cores are allowed to it, every one
-    is held, or pinning is refused here (logged)."""
+    is held, pinning is refused here (logged), or this is not Linux."""
     global _claimed
     if _claimed is not None:
         return _claimed[0]
+    if not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
+        return None  # not Linux: the scheduler places it
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return None

@@ -219,8 +219,10 @@ class HandOff:
             if self._resume(key, data, holders):
                 return
             # No copy here any more: back to the sender, whose copy is parked since it sent.
-            with contextlib.suppress(OSError):
+            try:
                 peer.send(_resume_message(key, holders - {self.host_id}, data))
+            except OSError as e:  # the sender is gone or behind: the connection is lost
+                log.warning("hand-off: could not send connection %s back: %s", key, e)
             return
         if kind != _HANDOFF or len(fds) != 1:
             for fd in fds:
