@@ -187,19 +187,29 @@ class HandOff:
         while self._read(peer):
             pass
 
-    def _read(self, peer: socket.socket) -> bool:
-        """Take one message from ``peer``; True if there was one."""
+    def _receive(self, sock: socket.socket) -> tuple[bytes, list[int], int] | None:
+        """One message waiting on ``sock``: its bytes, the descriptors it carried and the
+        ``recvmsg`` flags (``b"", [], 0`` when the other side closed); None when nothing
+        waits. Raises OSError if the socket failed."""
         try:
-            size, ancillary, flags, _ = peer.recvmsg_into(self._room, _ANCILLARY_BYTES)
+            size, ancillary, flags, _ = sock.recvmsg_into(self._room, _ANCILLARY_BYTES)
         except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            self._drop_peer(peer)
-            return False
-        data = bytes(self._room[0][:size])
+            return None
         fds = [fd for level, kind, body in ancillary
                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
                for fd in _fds_of(body)]
+        return bytes(self._room[0][:size]), fds, flags
+
+    def _read(self, peer: socket.socket) -> bool:
+        """Take one message from ``peer``; True if there was one."""
+        try:
+            got = self._receive(peer)
+        except OSError:
+            self._drop_peer(peer)
+            return False
+        if got is None:
+            return False
+        data, fds, flags = got
         if not data and not fds:  # the sender closed: it went away, or it stopped
             self._drop_peer(peer)
             self._close_parked()
@@ -416,23 +426,20 @@ class HandOff:
     def _from_owner(self, owner: str, out: socket.socket) -> None:
         while True:
             try:
-                size, ancillary, flags, _ = out.recvmsg_into(self._room, _ANCILLARY_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
+                got = self._receive(out)
             except OSError:
-                size, ancillary, flags = 0, [], 0
-            fds = [fd for level, kind, body in ancillary
-                   if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-                   for fd in _fds_of(body)]
+                got = b"", [], 0  # as if it closed
+            if got is None:
+                return
+            data, fds, flags = got
             for fd in fds:  # nothing is ever sent this way with a descriptor
                 os.close(fd)
-            if not size and not fds:
+            if not data and not fds:
                 if self._out.get(owner) is out:
                     self._forget(owner)
                 self._close_parked()
                 return
-            kind, head = _parse(bytes(self._room[0][:size])) if not flags & _TRUNCATED \
-                else (None, None)
+            kind, head = _parse(data) if not flags & _TRUNCATED else (None, None)
             if kind != _RESUME or fds:
                 self.refused += 1
                 log.warning("hand-off: refused a malformed message back from %s", owner)
