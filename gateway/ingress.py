@@ -80,11 +80,13 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
     from gateway.app import create_app
     from gateway.forwarding import OwnerForwarding
 
-    if settings.pin_cores and getattr(placement, "cluster_key", None) is not None:
-        claim_core()  # a host of a Ray placement: its own process
+    # Set on a host of a Ray placement (its own process, one of the cluster's); None in process.
+    cluster_key = getattr(placement, "cluster_key", None)
+    if settings.pin_cores and cluster_key is not None:
+        claim_core()
     api = create_app(settings, service=service)
     app = OwnerForwarding(api, placement, settings.max_body_bytes)
-    handoff = _handoff(settings, placement)
+    handoff = _handoff(settings, placement, cluster_key)
     protocol = CoalescingHttpProtocol if handoff is None else handoff_protocol(handoff)
     server = uvicorn.Server(uvicorn_config(settings, app, protocol))
     sock = shared_socket(settings.host, settings.port)
@@ -102,13 +104,12 @@ async def serve(settings: GatewaySettings, service: Any, placement: Any) -> Http
     return HttpIngress(server, task, api, app, handoff)
 
 
-def _handoff(settings: GatewaySettings, placement: Any) -> Any:
+def _handoff(settings: GatewaySettings, placement: Any, key: bytes | None) -> Any:
     """The host's connection hand-off (`gateway.handoff`), or None: off by settings, or
-    the placement has no cluster key (not a host of a Ray placement), or no private
-    directory for its sockets."""
+    no cluster ``key`` (not a host of a Ray placement), or no private directory for its
+    sockets."""
     from gateway.handoff import HandOff, handoff_dir
 
-    key = getattr(placement, "cluster_key", None)
     if not settings.handoff or key is None:
         return None
     try:
