@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test test-unit bench lint clean
+.PHONY: install run test test-wrk test-unit bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,16 @@ run: install
 
 ## Every test: unit, actor contract (both placements), integration, end to end; then the
 ## failure tests on a multi-node Ray cluster, in a process of their own (a process joins one
-## Ray cluster only).
+## Ray cluster only). The bench's wrk generator needs wrk, a system package: `test-wrk`.
 test: install
-	$(BIN)/python -m pytest -m "not reliability"
+	$(BIN)/python -m pytest -m "not reliability and not wrk"
 	$(BIN)/python -m pytest -m reliability tests/reliability
+
+## The bench's wrk generator against a real server; installs Debian's wrk when it is missing
+## (as root, as CI runs).
+test-wrk: install
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m pytest -m wrk tests/e2e/test_wrk_generator.py
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

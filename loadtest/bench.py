@@ -124,6 +124,7 @@ from loadtest.scenarios import (
     read_heavy,
     request_mix,
 )
+from loadtest.wrk import available as wrk_available
 from snapshots.bundled import BundledRedis
 
 try:
@@ -503,6 +504,7 @@ class BenchPlan:
     lines: int = 6
     big_lines: int = 50
     rounds: int = 1
+    generator: str = "python"
 
 
 async def run_scenario(name: str, target: Target, plan: BenchPlan, items: list) -> dict[str, Any]:
@@ -563,6 +565,7 @@ async def run_system(
             server_memory=server.memory_bytes,
             rate=plan.rate,
             counters=server.counters,
+            generator=plan.generator,
         )
         for scenario in scenarios:
             before = await asyncio.to_thread(sink.stats) if sink is not None else None
@@ -894,7 +897,7 @@ def bench_document(plan: BenchPlan, ctx: RunContext, rows: list[dict[str, Any]]
         "read_carts": plan.read_carts, "engine_hosts": ctx.hosts,
         "engine_placement": ctx.placement, "peer_workers": ctx.workers,
         "ray_per_cart_max_carts": ctx.ray_carts, "redis_url": ctx.redis_url,
-        "rounds": plan.rounds,
+        "rounds": plan.rounds, "generator": plan.generator,
     }
     return {"machine": machine_info(ctx.redis_url), "config": config,
             "summary": summarize(rows), "tracing_overhead": tracing_overhead(rows),
@@ -955,6 +958,11 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
                         help="run the systems this many times, in alternating order "
                              "(as given, then reversed, ...); ratios are taken within each "
                              "round and the summary gives their median")
+    parser.add_argument("--generator", choices=("python", "wrk"), default="python",
+                        help="who sends the measured phase of churn, read and the ceiling: "
+                             "the Python client, or wrk (a C load generator: Debian package "
+                             "wrk; loadtest.wrk), which leaves more of a small machine to "
+                             "the systems; churn-edit and flash stay Python's")
     parser.add_argument("--json", action="store_true",
                         help="print the results document as JSON on stdout (tables on stderr)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
@@ -970,6 +978,11 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
             parser.error(f"{flag} must be at least 1")
     if args.units < 0:
         parser.error("--units must be at least 0")
+    if args.generator == "wrk":
+        if args.rate is not None:
+            parser.error("--rate paces the Python generator only; wrk runs flat out")
+        if not wrk_available():
+            parser.error("--generator wrk: no wrk on the PATH (Debian: apt-get install wrk)")
     plan = BenchPlan(
         systems=checked(args.systems, tuple(SYSTEMS), parser),
         scenarios=scenarios,
@@ -978,6 +991,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchPlan, argparse.Namespace]:
         setup_s=args.setup_timeout, ready_timeout_s=args.ready_timeout,
         stop_timeout_s=args.stop_timeout, out=args.out, rate=args.rate,
         carts=args.carts, lines=args.lines, big_lines=args.big_lines, rounds=args.rounds,
+        generator=args.generator,
     )
     return plan, args
 

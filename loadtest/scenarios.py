@@ -31,6 +31,7 @@ import jwt
 import orjson
 from hdrh.histogram import HdrHistogram
 
+from loadtest import wrk
 from loadtest.client import MAX_LATENCY_US, CpuProbe, HttpSession, Phase, Reply, User
 
 #: Bytes a system holds now, by where: ``{"processes": ..., "redis": ...}`` (what is known).
@@ -84,6 +85,9 @@ class Target:
     ``{"processes": resident memory, "redis": Redis data}``, to meter memory per active cart.
     `counters` (if set) answers cumulative counters by name (Redis commands by kind, engine
     actor turns and writes), read around a flash race to count what one purchase costs.
+    `generator`: who sends the measured phase of churn (add / view), read and the ceiling:
+    ``python`` (`loadtest.client`) or ``wrk`` (`loadtest.wrk`, a generator in C that leaves
+    more of a small machine to the system); setup, churn-edit and flash are always Python's.
     """
 
     base_url: str
@@ -98,6 +102,7 @@ class Target:
     rate: float | None = None
     server_memory: MemoryProbe | None = field(default=None, compare=False)
     counters: CounterProbe | None = field(default=None, compare=False)
+    generator: str = "python"
 
     def carts(self, wanted: int) -> int:
         """`wanted`, capped by `max_carts`."""
@@ -446,14 +451,41 @@ async def cart_churn(
                 finally:
                     idle.append(shopper)
 
+        figures = dict(carts=len(shoppers), lines_per_cart=lines, mix=mix,
+                       setup=setup_summary(setup))
+        if by_wrk(target, mix):
+            measured: dict[str, Any] = {}
+            counted = await counted_around(target, keep(measured, wrk_phase(
+                target, [(s.cart, s.items) for s in shoppers], mix["add"])))
+            return {"scenario": scenario, "system": target.system, **measured, **figures,
+                    "counted": counted,
+                    "per_request": per_unit(counted, measured["requests"])}
         phase = session.phase(scenario, max_requests=target.max_requests,
                               duration_s=target.duration_s, expected=(200, 201, 204),
                               rate=target.rate)
         counted = await counted_around(target, phase.run_users(target.connections, connection))
     served = phase.result()["requests"]
-    return result(scenario, target, phase, carts=len(shoppers), lines_per_cart=lines,
-                  mix=mix, operations=dict(operations), setup=setup_summary(setup),
+    return result(scenario, target, phase, **figures, operations=dict(operations),
                   counted=counted, per_request=per_unit(counted, served))
+
+
+def by_wrk(target: Target, mix: dict[str, float]) -> bool:
+    """Whether wrk sends this measured phase: asked for, and only adds and views in it."""
+    return target.generator == "wrk" and set(mix) <= {"add", "view"}
+
+
+def wrk_phase(target: Target, carts: list[tuple[GuestCart, list[Item]]],
+              add_share: float) -> Awaitable[dict[str, Any]]:
+    """The measured phase sent by wrk over ``carts`` (`loadtest.wrk.run`)."""
+    return wrk.run(target.base_url, [
+        (cart.cart_id, cart.token, [(i.product_id, i.variant_id) for i in items])
+        for cart, items in carts], add_share=add_share, connections=target.connections,
+        duration_s=target.duration_s, server_cpu=target.server_cpu)
+
+
+async def keep(into: dict[str, Any], work: Awaitable[dict[str, Any]]) -> None:
+    """Await ``work`` and put what it answers in ``into``."""
+    into.update(await work)
 
 
 async def request_mix(target: Target, items: list[Item], *, mix: dict[str, float] | None = None,
@@ -467,6 +499,12 @@ async def request_mix(target: Target, items: list[Item], *, mix: dict[str, float
     """
     mix = mix or ADD_VIEW_MIX
     token = make_admin_token("x" * 32, sub="guest_" + "0" * 32)
+    if by_wrk(target, mix):
+        carts = [(GuestCart(f"cart_{index:032x}", token),
+                  [items[(index + k) % len(items)] for k in range(6)])
+                 for index in range(target.connections * 4)]
+        return {"scenario": scenario, "system": target.system,
+                **(await wrk_phase(target, carts, mix["add"])), "mix": mix}
     operations: Counter[str] = Counter()
     sizes: list[int] = []
 
@@ -704,9 +742,12 @@ async def read_heavy(
         parts = {where: round((after[where] - before[where]) / len(prepared))
                  for where in after if where in before}
         per_cart = sum(parts.values()) if parts else None
+        figures = dict(carts=len(prepared), lines_per_cart=lines, bytes_per_cart=per_cart,
+                       bytes_per_cart_parts=parts, setup=setup_summary(setup))
+        if by_wrk(target, {"view": 1.0}):
+            return {"scenario": "read", "system": target.system,
+                    **(await wrk_phase(target, [(c, []) for c in prepared], 0.0)), **figures}
         phase = session.phase("read", max_requests=target.max_requests,
                               duration_s=target.duration_s, expected=(200,), rate=target.rate)
         await phase.run_users(target.connections, reader)
-    return result("read", target, phase, carts=len(prepared), lines_per_cart=lines,
-                  bytes_per_cart=per_cart, bytes_per_cart_parts=parts,
-                  setup=setup_summary(setup))
+    return result("read", target, phase, **figures)
