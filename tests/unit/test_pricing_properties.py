@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.cart import Cart, LineItem
-from engine.pricing import PricedCart, PricingContext, ShippingPolicy, TaxPolicy, price_cart
+from engine.pricing import (
+    PricedCart,
+    PricingContext,
+    ShippingPolicy,
+    TaxPolicy,
+    _price_promoted,
+    price_cart,
+)
 from engine.promotions import Promotion, Target
 
 pytestmark = pytest.mark.unit
@@ -276,3 +283,27 @@ def test_a_lone_capped_cart_percentage_is_the_smaller_of_the_percentage_and_the_
     assert all(pl.total >= 0 for pl in priced.lines.values())
     if priced.discounts:
         assert ("capped" in priced.discounts[0]["reason"]) == (uncapped > cap)
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines(), st.data())
+def test_a_cart_without_promotions_is_priced_as_the_promotion_pipeline_prices_it(
+        items: list[LineItem], data: st.DataObject) -> None:
+    # `price_cart` skips the pipeline when no code is on the cart and nothing is automatic
+    # (`_price_plain`): every field the same, lines in the same order, whatever the shipping
+    # and tax policies and the prices of today
+    shipping = data.draw(st.sampled_from((
+        ShippingPolicy(), ShippingPolicy(flat={}, free_over={}),
+        ShippingPolicy(flat={"USD": 999}, free_over={}),
+        ShippingPolicy(flat={"USD": 599}, free_over={"USD": 5_000}))))
+    tax = TaxPolicy(rate_bp=data.draw(st.integers(0, 2_500)),
+                    prices_include_tax=data.draw(st.booleans()),
+                    tax_shipping=data.draw(st.booleans()))
+    current = {ln.variant_id: data.draw(st.sampled_from((None, ln.unit_price, ln.unit_price + 1)))
+               for ln in items if data.draw(st.booleans())}
+    ctx = PricingContext(now=NOW, shipping=shipping, tax=tax, current_prices=current,
+                         country=data.draw(st.sampled_from((None, "US", "DE"))))
+    cart = make_cart(items, [])
+    plain = price_cart(cart, ctx)
+    assert plain == _price_promoted(cart, ctx)
+    assert list(plain.lines) == list(_price_promoted(cart, ctx).lines)
