@@ -3,7 +3,7 @@
 Usage (from the project root, with the project's venv):
 
     python -m loadtest.engine_bench [ops] [memory] [persistence] [linecost] [groupcommit]
-        [analytics] [--events 3000]
+        [analytics] [viewcost] [--events 3000] [--view-lines 6] [--views 20000]
         [--carts 100000] [--ops 200000] [--per-cart 1,10,50]
         [--big-cart 50] [--rounds 15] [--samples 100]
         [--redis-url redis://127.0.0.1:6379/15]
@@ -25,6 +25,10 @@ Usage (from the project root, with the project's venv):
 - ``analytics``: CPU per outbox event of the sales analytics consumer reading and applying
   ``--events`` events at a time (about a second of a flash sale's), spread over the
   partitions (Redis, ``--redis-url``).
+- ``viewcost``: CPU of a cart actor's view after a one-line change (what every add, PATCH
+  and DELETE answers): pricing, the view's dicts and its JSON, as a host serving HTTP makes
+  them in the turn, on a ``--view-lines``-line cart, ``--views`` times (one line's quantity
+  and the cart's times moved before each); pricing alone the same number of times.
 - ``linecost``: time to add one new line to a ``--big-cart``-line cart (default 50) and to a
   1-line cart, one ``add_item`` call each on the in-memory store, in alternating rounds
   (median of the rounds' means, and their ratio: issue 11 asks for at most 2).
@@ -254,6 +258,41 @@ async def bench_line_cost(big: int = 50, rounds: int = 15, samples: int = 100,
     ]
 
 
+async def bench_view_cost(lines: int = 6, views: int = 20_000) -> list[dict[str, Any]]:
+    """CPU microseconds (``time.thread_time``) of one changed view of a ``lines``-line cart
+    (`actors.cart.CartActor._view`, JSON rendered as in a host serving HTTP) and of its
+    pricing alone, each the mean of ``views`` calls; before each view one line's quantity
+    and the cart's times move (`engine.cart.Cart.set_quantity`), as an add's turn does."""
+    svc = await _service(MemoryStore())
+    svc.serve_http()
+    for i in range(lines):
+        await svc.put_product(f"view-{i}", dict(PRODUCT, name=f"View {i}"))
+    owner, cid = f"guest_{lines:020x}", cart_id(lines)
+    await svc.call("cart", cid, "create", {"owner": owner})
+    for i in range(lines):
+        await svc.add_item(owner, cid, product_id=f"view-{i}", quantity=1)
+    actor = next(h.actors["cart"][cid] for h in svc.placement.hosts
+                 if cid in h.actors["cart"])
+    cart, ids = actor.cart, list(actor.cart.lines)
+    now = cart.updated_at
+    started = time.thread_time()
+    for k in range(views):
+        now += 0.001
+        line = cart.lines[ids[k % len(ids)]]
+        cart.set_quantity(line.line_id, line.quantity % 50 + 1, now, actor.ttl)
+        actor._view()
+    view_s = (time.thread_time() - started) / views
+    started = time.thread_time()
+    for _ in range(views):
+        actor._price()
+    price_s = (time.thread_time() - started) / views
+    await svc.close()
+    return [{"figure": f"changed view of a {lines}-line cart (priced, dicts, JSON)",
+             "value": round(view_s * 1e6, 1), "unit": "us CPU", "views": views},
+            {"figure": f"pricing a {lines}-line cart", "value": round(price_s * 1e6, 1),
+             "unit": "us CPU", "views": views}]
+
+
 async def bench_group_commit(redis_url: str, writes: int = 20, flushes: int = 1000,
                              prefix: str = "bench-commit") -> list[dict[str, Any]]:
     """CPU per persisted write of a group commit of ``writes`` carts' turns (two fields each,
@@ -361,6 +400,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if "linecost" in args.what:
         rows += await bench_line_cost(args.big_cart, args.rounds, args.samples)
+    if "viewcost" in args.what:
+        rows += await bench_view_cost(args.view_lines, args.views)
     if "ops" in args.what:
         rows.append(await bench_ops(args.carts, args.ops, MemoryStore(), "memory store"))
         for per_cart in args.per_cart:
@@ -391,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="*", default=["ops", "memory", "persistence", "linecost"],
                    choices=["ops", "memory", "persistence", "linecost", "groupcommit",
-                            "analytics"])
+                            "analytics", "viewcost"])
     p.add_argument("--carts", type=int, default=100_000)
     p.add_argument("--ops", type=int, default=300_000)
     p.add_argument("--per-cart", type=lambda v: [int(x) for x in v.split(",")],
@@ -402,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="linecost: lines of the big cart (default 50)")
     p.add_argument("--rounds", type=int, default=15, help="linecost: alternating rounds")
     p.add_argument("--samples", type=int, default=100, help="linecost: additions per round")
+    p.add_argument("--view-lines", type=int, default=6,
+                   help="viewcost: lines of the cart (default 6)")
+    p.add_argument("--views", type=int, default=20_000, help="viewcost: views (default 20000)")
     p.add_argument("--writes", type=int, default=20,
                    help="groupcommit: writes per flush (default 20)")
     p.add_argument("--flushes", type=int, default=1000, help="groupcommit: flushes")

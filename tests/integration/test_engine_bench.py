@@ -15,6 +15,7 @@ from loadtest.engine_bench import (
     bench_memory,
     bench_ops,
     bench_persistence,
+    bench_view_cost,
 )
 from snapshots.memory_store import MemoryStore
 
@@ -58,6 +59,14 @@ async def test_the_line_cost_figure_compares_a_big_cart_with_a_one_line_cart() -
     assert small["value"] > 0 and big["value"] > 0
     assert ratio["unit"] == "x" and ratio["value"] == pytest.approx(
         big["value"] / small["value"], rel=0.1)
+
+
+async def test_the_view_cost_figures_time_changed_views_and_pricing() -> None:
+    view, price = await bench_view_cost(lines=3, views=200)
+    assert view["figure"] == "changed view of a 3-line cart (priced, dicts, JSON)"
+    assert price["figure"] == "pricing a 3-line cart"
+    assert view["unit"] == price["unit"] == "us CPU" and view["views"] == 200
+    assert view["value"] > 0 and price["value"] > 0
 
 
 async def test_the_group_commit_figures_are_per_write_and_leave_redis_clean(
