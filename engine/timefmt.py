@@ -35,19 +35,11 @@ def _format(ts: float) -> str:
     if us >= 1_000_000:
         seconds += 1
         us -= 1_000_000
-    head = _second(seconds)
-    return f"{head}.{us // 1000:03d}Z" if us else f"{head}Z"
-
-
-#: A busy host renders many instants of the same few seconds (a change's times: its line's,
-#: its cart's and the cart's new deadline); only their milliseconds differ.
-@lru_cache(maxsize=4_096)
-def _second(seconds: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SS`` of the whole second ``seconds`` after the epoch."""
     days, rest = divmod(seconds, 86_400)
     hours, rest = divmod(rest, 3_600)
     minutes, secs = divmod(rest, 60)
-    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{secs:02d}"
+    head = f"{_day(days)}T{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{head}.{us // 1000:03d}Z" if us else f"{head}Z"
 
 
 @lru_cache(maxsize=4_096)
