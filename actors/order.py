@@ -122,7 +122,8 @@ class OrderActor(Actor):
 
         A ``payment_failed`` order is the same checkout retried after a transient failure
         (the provider was down, so no reply was recorded): it is pending again, with the
-        cart as it is now. A new order is listed in its owner's order index.
+        cart as it is now. The checkout saga lists the order in its owner's order index
+        beside this (`actors.checkout_saga.CheckoutSaga._list_order`).
         """
         if self.order is not None and self.order.status is OrderStatus.PAYMENT_FAILED:
             o = self.order
@@ -135,8 +136,6 @@ class OrderActor(Actor):
             self.mark("meta")
         if self.order is None:
             now = self.now
-            await self.ctx.ask("orders", data["owner"], "add",
-                               {"order_id": self.key, "created_at": now})
             self.order = Order(order_id=self.key, created_at=now, updated_at=now, **data)
             self.mark("meta")
             self.emit(event(ORDER_CREATED, now, order_id=self.key, cart_id=self.order.cart_id,

@@ -1,7 +1,8 @@
 """Order-index actor: one per customer (or guest); the ids of their orders, newest first.
 
-The order actor adds each new order here as it is created (order -> index; the index asks
-nobody), so ``GET /v1/orders`` reads one actor for the page of ids, then each order.
+The checkout saga adds each new order here beside the order's creation (cart -> index; the
+index asks nobody), so ``GET /v1/orders`` reads one actor for the page of ids, then each
+order; an id whose order is not stored (its creation failed, or has not ended) is skipped.
 Fields: ``o:{order_id}`` = created_at (epoch seconds).
 """
 

@@ -395,6 +395,13 @@ def _merge(into: Write, w: Write) -> None:
         into.expire_after = w.expire_after
 
 
+def consume_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve a background task's outcome, so that one nobody came to await is not
+    reported as an error never retrieved (its awaiters, or the code it ran, handle it)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _caller_of(rid: str) -> str:
     head, sep, _ = rid.partition(CALLER_SEP)
     return head if sep else ""

@@ -402,11 +402,23 @@ class CartService:
 
     async def list_orders(self, caller: str, cursor: str | None = None,
                           limit: int = 20) -> dict[str, Any]:
-        """``{items: [Order], next_cursor}``: the caller's orders, newest first."""
+        """``{items: [Order], next_cursor}``: the caller's orders, newest first.
+
+        An id the index lists whose order is not stored is left out: a checkout lists its
+        order beside creating it (`actors.checkout_saga`), so the id can come first, or stay
+        alone when the creation failed (the checkout then failed, and its retry creates it).
+        """
         page = await self.call("orders", caller, "page", {"cursor": cursor, "limit": limit})
-        items = await asyncio.gather(*(self.call("order", oid, "get", {"caller": caller})
-                                       for oid in page["order_ids"]))
-        return {"items": list(items), "next_cursor": page["next_cursor"]}
+        found = await asyncio.gather(*(self.call("order", oid, "get", {"caller": caller})
+                                       for oid in page["order_ids"]), return_exceptions=True)
+        items = []
+        for item in found:
+            if isinstance(item, NotFound):
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            items.append(item)
+        return {"items": items, "next_cursor": page["next_cursor"]}
 
     async def cancel_order(self, caller: str, order_id: str, request_id: str | None = None,
                            fingerprint: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,140 @@
+"""The checkout saga's order step (in-process): the order is listed in its owner's index
+beside its creation and payment, and a listing skips an id whose order is not stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors.cart_keys import order_id_for
+from actors.clock import ManualClock
+from actors.payments import TestPaymentProvider
+from actors.service import CartService
+from engine.errors import Conflict, Unavailable
+from snapshots.memory_store import MemoryStore
+from snapshots.store import Write
+from tests.actors.harness import product
+
+pytestmark = pytest.mark.actors
+
+
+class _Store(MemoryStore):
+    """A memory store that logs its activations and commits (``log``: ``("activate", key)``
+    and ``("commit", key)`` per write, in order) and refuses the next write of the keys in
+    ``refuse`` (each once), as a store that lost them would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, str]] = []
+        self.refuse: set[str] = set()
+
+    async def activate(self, key: str, partition: int) -> tuple[int, dict[str, Any]]:
+        self.log.append(("activate", key))
+        return await super().activate(key, partition)
+
+    async def commit(self, writes: list[Write]) -> list[int | None | Exception]:
+        self.log.extend(("commit", w.key) for w in writes)
+        refused = [w for w in writes if w.key in self.refuse]
+        self.refuse -= {w.key for w in refused}
+        kept = [w for w in writes if w not in refused]
+        done = iter(await super().commit(kept))
+        return [ConnectionError("lost") if w in refused else next(done) for w in writes]
+
+
+class _Provider(TestPaymentProvider):
+    """Records the order ids it authorized."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def authorize(self, order_id: str, amount: int, currency: str, token: str,
+                        idempotency_key: str | None = None) -> dict[str, Any]:
+        self.calls.append(order_id)
+        return await super().authorize(order_id, amount, currency, token, idempotency_key)
+
+
+async def _engine(hosts: int = 2) -> tuple[CartService, _Store, _Provider]:
+    store, provider = _Store(), _Provider()
+    svc = await CartService.in_process(store, clock=ManualClock(), hosts=hosts,
+                                       payment_provider=provider)
+    await svc.put_product("p", product("p", stock=1))
+    return svc, store, provider
+
+
+async def _filled_cart(svc: CartService, owner: str) -> str:
+    cid = str((await svc.active_cart(owner))["cart"]["cart_id"])
+    await svc.add_item(owner, cid, product_id="p", quantity=1)
+    return cid
+
+
+@pytest.mark.parametrize("hosts", [1, 2])
+async def test_an_order_is_written_without_waiting_for_its_listing_and_listed_once(
+        hosts: int) -> None:
+    svc, store, _ = await _engine(hosts)
+    try:
+        cid = await _filled_cart(svc, "ann")
+        store.log.clear()
+        order = await svc.checkout("ann", cid, payment_token="tok_ok", idempotency_key="k")
+        assert order["status"] == "paid"
+        # the listing runs beside the order's creation, not inside its turn
+        assert store.log.index(("commit", f"order:{order['order_id']}")) < \
+            store.log.index(("commit", "orders:ann"))
+        listed = await svc.list_orders("ann")
+        assert [o["order_id"] for o in listed["items"]] == [order["order_id"]]
+        again = await svc.checkout("ann", cid, payment_token="tok_ok", idempotency_key="k")
+        assert again["order_id"] == order["order_id"]  # the recorded answer
+        assert len((await svc.list_orders("ann"))["items"]) == 1
+    finally:
+        await svc.close()
+
+
+async def test_a_checkout_refused_for_stock_lists_nothing() -> None:
+    svc, store, provider = await _engine()
+    try:
+        first, second = await _filled_cart(svc, "ann"), await _filled_cart(svc, "bo")
+        await svc.checkout("ann", first, payment_token="tok_ok", idempotency_key="a")
+        with pytest.raises(Conflict) as refused:
+            await svc.checkout("bo", second, payment_token="tok_ok", idempotency_key="b")
+        assert refused.value.code == "out_of_stock"
+        loser = order_id_for(second, "b")
+        assert f"order:{loser}" not in store.hashes and "orders:bo" not in store.hashes
+        assert loser not in provider.calls
+        assert (await svc.list_orders("bo"))["items"] == []
+    finally:
+        await svc.close()
+
+
+async def test_a_listing_skips_an_id_whose_order_is_not_stored() -> None:
+    svc, _, _ = await _engine()
+    try:
+        cid = await _filled_cart(svc, "ann")
+        order = await svc.checkout("ann", cid, payment_token="tok_ok", idempotency_key="k")
+        await svc.call("orders", "ann", "add", {"order_id": "ord_ffff_never", "created_at":
+                                                 2e9})
+        page = await svc.list_orders("ann")
+        assert [o["order_id"] for o in page["items"]] == [order["order_id"]]
+    finally:
+        await svc.close()
+
+
+async def test_a_lost_listing_fails_the_checkout_and_its_retry_lists_the_paid_order() -> None:
+    svc, store, provider = await _engine()
+    try:
+        cid = await _filled_cart(svc, "ann")
+        store.refuse.add("orders:ann")
+        with pytest.raises(Unavailable):
+            await svc.checkout("ann", cid, payment_token="tok_ok", idempotency_key="k")
+        oid = order_id_for(cid, "k")
+        assert (await svc.get_order("ann", oid))["status"] == "paid"
+        assert (await svc.call("orders", "ann", "page", {}))["order_ids"] == []
+        assert (await svc.get_cart("ann", cid))["status"] == "active"  # not answered yet
+        order = await svc.checkout("ann", cid, payment_token="tok_ok", idempotency_key="k")
+        assert order["order_id"] == oid and order["status"] == "paid"
+        assert provider.calls == [oid]  # charged once
+        assert (await svc.stock("p-v0"))["sold"] == 1
+        assert [o["order_id"] for o in (await svc.list_orders("ann"))["items"]] == [oid]
+        assert (await svc.get_cart("ann", cid))["status"] == "checked_out"
+    finally:
+        await svc.close()
