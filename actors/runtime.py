@@ -298,9 +298,7 @@ class ActorContext:
             if local:
                 break
         if local:
-            if len(host.fresh) >= MAX_FRESH:  # minted and never used: forget them, no harm
-                host.fresh.clear()
-            host.fresh.add(f"{target[0]}:{target[1]}")
+            host.note_fresh(f"{target[0]}:{target[1]}")
         return key
 
     async def ask(self, kind: str, key: str, method: str, args: dict[str, Any] | None = None,
@@ -697,6 +695,29 @@ class Host:
             raise error from e
         finally:
             self._activating.pop(skey, None)
+
+    def assume_new(self, kind: str, key: str) -> bool:
+        """Let the next activation of actor ``(kind, key)`` skip the store's read, as for a
+        key this host minted (`fresh`): for an id derived from something new, such as the
+        order of a checkout's first try, which is almost never stored yet. If it is, after
+        all, the actor's first write is refused (the store creates only what is absent), the
+        actor leaves memory and its message answers Unavailable ``actor_moved``; sent again,
+        it reads the record. Only for an actor of a partition this host serves, neither in
+        memory nor being activated; answers whether the key was marked.
+        """
+        skey = f"{kind}:{key}"
+        if key in self.actors.get(kind, ()) or skey in self._activating or \
+                not self.ownership.accepts(partition_of(kind, key), False):
+            return False
+        self.note_fresh(skey)
+        return True
+
+    def note_fresh(self, skey: str) -> None:
+        """Add storage key ``skey`` to `fresh` (past `MAX_FRESH` the set is emptied first:
+        keys marked and never used are forgotten, no harm)."""
+        if len(self.fresh) >= MAX_FRESH:
+            self.fresh.clear()
+        self.fresh.add(skey)
 
     def _poison(self, actor: Actor) -> None:
         actor._poisoned = True

@@ -10,10 +10,11 @@ import pytest
 from actors.cart_keys import order_id_for
 from actors.clock import ManualClock
 from actors.payments import TestPaymentProvider
+from actors.runtime import partition_of
 from actors.service import CartService
 from engine.errors import Conflict, Unavailable
 from snapshots.memory_store import MemoryStore
-from snapshots.store import Write
+from snapshots.store import PARTITIONS, Write
 from tests.actors.harness import product
 
 pytestmark = pytest.mark.actors
@@ -136,5 +137,52 @@ async def test_a_lost_listing_fails_the_checkout_and_its_retry_lists_the_paid_or
         assert (await svc.stock("p-v0"))["sold"] == 1
         assert [o["order_id"] for o in (await svc.list_orders("ann"))["items"]] == [oid]
         assert (await svc.get_cart("ann", cid))["status"] == "checked_out"
+    finally:
+        await svc.close()
+
+
+async def test_a_first_try_creates_its_order_without_reading_the_store() -> None:
+    svc, store, _ = await _engine()
+    try:
+        cid = await _filled_cart(svc, "ann")
+        store.log.clear()
+        order = await svc.checkout("ann", cid, payment_token="tok_ok", idempotency_key="k")
+        key = f"order:{order['order_id']}"
+        assert ("activate", key) not in store.log and ("commit", key) in store.log
+        assert (await svc.get_order("ann", order["order_id"]))["status"] == "paid"
+    finally:
+        await svc.close()
+
+
+async def test_a_retry_whose_order_is_stored_but_not_in_memory_reads_it() -> None:
+    svc, store, provider = await _engine()
+    try:
+        cid = await _filled_cart(svc, "ann")
+        with pytest.raises(Unavailable):  # the provider failed: a retry may run it again
+            await svc.checkout("ann", cid, payment_token="tok_error", idempotency_key="k")
+        oid = order_id_for(cid, "k")
+        for host in svc.placement.hosts:  # type: ignore[attr-defined]
+            host.drop(set(range(PARTITIONS)))  # as after a restart: memory gone, store kept
+        store.log.clear()
+        order = await svc.checkout("ann", cid, payment_token="tok_ok", idempotency_key="k")
+        assert order["order_id"] == oid and order["status"] == "paid"
+        assert ("activate", f"order:{oid}") in store.log  # assumed new, refused, then read
+        created = [e for e in await svc.events() if e["type"] == "order.created"]
+        assert [e["order_id"] for e in created] == [oid]  # once: the refused write had none
+        assert provider.calls == [oid, oid]  # the failed try, then this one
+    finally:
+        await svc.close()
+
+
+async def test_a_key_is_assumed_new_only_where_nothing_may_know_it() -> None:
+    svc, _, _ = await _engine(hosts=1)
+    try:
+        host = svc.placement.hosts[0]  # type: ignore[attr-defined]
+        cid = await _filled_cart(svc, "ann")
+        assert not host.assume_new("cart", cid)  # in memory
+        assert host.assume_new("order", "ord_0000aaaa")
+        assert "order:ord_0000aaaa" in host.fresh
+        host.drop({partition_of("order", "ord_0000aaaa")})  # its partition left
+        assert "order:ord_0000aaaa" not in host.fresh
     finally:
         await svc.close()
