@@ -3,10 +3,11 @@
 After checkout the order finishes what concerns it alone: a payment confirmed or refused by
 webhook (3-D Secure), shipment (with capture when the setting says so), cancellation (void or
 refund, restock, give back the purchase-limit units) and refunds. Calls go one way: order ->
-inventory / promotion usage / purchase limit / the customer's order index, none of which
-asks an order, so no two turns wait on each other. Each transition happens once and emits
-its event once: a repeated ship, cancel or confirmation finds the order already there and
-changes nothing (and a repeated request with its Idempotency-Key answers the first reply).
+inventory / promotion usage / purchase limit, none of which asks an order, so no two turns
+wait on each other (the checkout saga lists a new order in its customer's order index).
+Each transition happens once and emits its event once: a repeated ship, cancel or
+confirmation finds the order already there and changes nothing (and a repeated request with
+its Idempotency-Key answers the first reply).
 """
 
 from __future__ import annotations
